@@ -1,0 +1,1 @@
+//! Placeholder: the disk abstraction is being written.

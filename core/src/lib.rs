@@ -1,0 +1,45 @@
+//! keel-core: the sans-IO heart of keel, a Dynamo-style key-value store.
+//!
+//! Everything a storage node decides lives here as plain state machines: the
+//! consistent-hash [`ring`], dotted version vectors ([`version`]), the quorum
+//! tally ([`quorum`]), coordinated requests, and the [`lsm`] storage engine. The
+//! crate never touches a socket, a thread or a clock. Its one window on the
+//! outside world is the [`disk::Disk`] trait, whose implementations live in the
+//! drivers: real files in `keel-io-tokio`, a fault-injecting memory disk in
+//! `keel-sim` and in tests.
+//!
+//! # Driving a node
+//!
+//! A driver owns one [`node::Node`] and calls it in this order:
+//!
+//! 1. `Node::open` once, which recovers state from the disk.
+//! 2. For every event, one of `handle_input` (a message from a peer, a client
+//!    request, a completed sync) or `handle_timeout` (the instant returned by
+//!    `poll_timeout` has passed; spurious calls are harmless).
+//! 3. After every `handle_*` call, `poll_output` until it returns `None`, carrying
+//!    out each output: send a message, answer a client, sync a file and report
+//!    back with `Input::Synced`.
+//! 4. Then `poll_timeout`, and wake the node no later than the instant it gives.
+//!
+//! Time enters only through [`time::Now`]; randomness only from a ChaCha
+//! generator seeded by the `seed` given to `open`. The same inputs in the same
+//! order therefore produce the same outputs, bit for bit, which is what lets
+//! the simulator replay any run from its seed.
+//!
+//! # What this crate must never do
+//!
+//! Read a clock, spawn a thread, open a file or socket, use an unseeded random
+//! generator, iterate a randomly ordered map, or panic on bytes that came from
+//! the network or the disk.
+
+#![forbid(unsafe_code)]
+
+pub mod disk;
+pub mod frame;
+pub mod id;
+pub mod lsm;
+pub mod ring;
+pub mod time;
+
+pub use id::NodeId;
+pub use time::{Instant, Now};

@@ -1,0 +1,1 @@
+//! Placeholder: the LSM engine is being written.

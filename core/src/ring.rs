@@ -1,0 +1,1 @@
+//! Placeholder: the consistent-hash ring is being written.
