@@ -34,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod disk;
 pub mod frame;
 pub mod id;

@@ -1,0 +1,198 @@
+//! What clients ask of a node and what they get back.
+//!
+//! These types are the boundary between the core and every client-facing
+//! server (HTTP, Redis protocol, the CLI). They carry no transport detail.
+
+use core::fmt;
+use core::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A driver-chosen tag that pairs a client request with its reply.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// How many replicas must answer a read or acknowledge a write.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Consistency {
+    One,
+    /// A majority of the N replicas: `N / 2 + 1`.
+    Quorum,
+    All,
+    /// An explicit count, 1..=N.
+    Replicas(u8),
+}
+
+impl Consistency {
+    /// The number of replicas this level needs when a key has `n` of them.
+    pub fn required(self, n: u8) -> Result<u8, ClientError> {
+        match self {
+            Consistency::One => Ok(1),
+            Consistency::Quorum => Ok(n / 2 + 1),
+            Consistency::All => Ok(n),
+            Consistency::Replicas(count) if (1..=n).contains(&count) => Ok(count),
+            Consistency::Replicas(count) => Err(ClientError::BadConsistency { asked: count, replicas: n }),
+        }
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Consistency::One => f.write_str("one"),
+            Consistency::Quorum => f.write_str("quorum"),
+            Consistency::All => f.write_str("all"),
+            Consistency::Replicas(count) => write!(f, "{count}"),
+        }
+    }
+}
+
+/// Parse error for [`Consistency`].
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("consistency must be one, quorum, all or a replica count from 1 to 255, not {0:?}")]
+pub struct ParseConsistencyError(pub String);
+
+impl FromStr for Consistency {
+    type Err = ParseConsistencyError;
+
+    fn from_str(text: &str) -> Result<Consistency, ParseConsistencyError> {
+        match text.to_ascii_lowercase().as_str() {
+            "one" => Ok(Consistency::One),
+            "quorum" => Ok(Consistency::Quorum),
+            "all" => Ok(Consistency::All),
+            other => match other.parse::<u8>() {
+                Ok(count) if count > 0 => Ok(Consistency::Replicas(count)),
+                _ => Err(ParseConsistencyError(text.to_owned())),
+            },
+        }
+    }
+}
+
+/// An opaque causal context: what a client has seen of a key. Returned by
+/// reads, passed back on writes so the write replaces exactly what was seen.
+/// Clients must treat the bytes as opaque; the node validates them on use.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Context(pub Vec<u8>);
+
+impl Context {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Context({} bytes)", self.0.len())
+    }
+}
+
+/// One client operation on one key.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Request {
+    Get {
+        key: Vec<u8>,
+        read: Consistency,
+    },
+    /// Stores `value`. With a context, the value replaces every version the
+    /// context covers; without one it is concurrent with whatever is stored
+    /// and becomes a sibling.
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        context: Option<Context>,
+        write: Consistency,
+    },
+    /// Writes a tombstone replacing every version the context covers.
+    Delete {
+        key: Vec<u8>,
+        context: Option<Context>,
+        write: Consistency,
+    },
+}
+
+impl Request {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Request::Get { key, .. } | Request::Put { key, .. } | Request::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// The answer to one [`Request`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// A read found one value or several concurrent ones (siblings), in a
+    /// deterministic order. Passing `context` to a later write replaces all.
+    Found { values: Vec<Vec<u8>>, context: Context },
+    /// A read found no live value. The context may still cover deletions.
+    NotFound { context: Context },
+    /// A put or delete was acknowledged by enough replicas. `context` covers
+    /// exactly what the request's own context covered plus the new version,
+    /// so a client may write again with it without reading first.
+    Written { context: Context },
+    Failed(ClientError),
+}
+
+/// Why a request did not succeed. Every variant says whether anything may
+/// have been written: only [`ClientError::Timeout`] is indeterminate.
+#[derive(Clone, PartialEq, Eq, Debug, Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("key of {len} bytes exceeds the limit of {max} bytes; nothing was written")]
+    KeyTooLarge { len: u64, max: u64 },
+    #[error("value of {len} bytes exceeds the limit of {max} bytes; nothing was written")]
+    ValueTooLarge { len: u64, max: u64 },
+    #[error("consistency asks for {asked} replicas but keys have {replicas}")]
+    BadConsistency { asked: u8, replicas: u8 },
+    #[error("causal context is not valid: {reason}")]
+    BadContext { reason: String },
+    /// Definite: too few replicas were reachable, so nothing was attempted.
+    #[error("{needed} replicas needed but only {reachable} reachable; nothing was written")]
+    Unavailable { needed: u8, reachable: u8 },
+    /// Indeterminate: the write may or may not have been stored.
+    #[error("timed out after {acknowledged} of {needed} replicas answered; a write may still take effect")]
+    Timeout { acknowledged: u8, needed: u8 },
+    #[error("node is overloaded: {what} at its limit of {limit}; retry later")]
+    Overloaded { what: String, limit: u64 },
+    /// The node's storage failed a sync and refuses writes until restarted.
+    #[error("node storage is failed and refuses writes: {reason}")]
+    StorageFailed { reason: String },
+}
+
+impl ClientError {
+    /// True when a write that failed this way may still have been stored.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, ClientError::Timeout { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consistency_resolves_against_replica_count() {
+        assert_eq!(Consistency::One.required(3), Ok(1));
+        assert_eq!(Consistency::Quorum.required(3), Ok(2));
+        assert_eq!(Consistency::Quorum.required(4), Ok(3));
+        assert_eq!(Consistency::Quorum.required(5), Ok(3));
+        assert_eq!(Consistency::All.required(5), Ok(5));
+        assert_eq!(Consistency::Replicas(2).required(3), Ok(2));
+        assert_eq!(
+            Consistency::Replicas(4).required(3),
+            Err(ClientError::BadConsistency { asked: 4, replicas: 3 })
+        );
+    }
+
+    #[test]
+    fn consistency_parses_names_and_counts() {
+        assert_eq!("QUORUM".parse(), Ok(Consistency::Quorum));
+        assert_eq!("one".parse(), Ok(Consistency::One));
+        assert_eq!("all".parse(), Ok(Consistency::All));
+        assert_eq!("2".parse(), Ok(Consistency::Replicas(2)));
+        assert!("0".parse::<Consistency>().is_err());
+        assert!("most".parse::<Consistency>().is_err());
+        assert_eq!(Consistency::Replicas(2).to_string(), "2");
+    }
+}
