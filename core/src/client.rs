@@ -124,13 +124,20 @@ impl Request {
 pub enum Reply {
     /// A read found one value or several concurrent ones (siblings), in a
     /// deterministic order. Passing `context` to a later write replaces all.
-    Found { values: Vec<Vec<u8>>, context: Context },
+    Found {
+        values: Vec<Vec<u8>>,
+        context: Context,
+    },
     /// A read found no live value. The context may still cover deletions.
-    NotFound { context: Context },
+    NotFound {
+        context: Context,
+    },
     /// A put or delete was acknowledged by enough replicas. `context` covers
     /// exactly what the request's own context covered plus the new version,
     /// so a client may write again with it without reading first.
-    Written { context: Context },
+    Written {
+        context: Context,
+    },
     Failed(ClientError),
 }
 
