@@ -41,6 +41,7 @@ pub mod id;
 pub mod lsm;
 pub mod ring;
 pub mod time;
+pub mod version;
 
 pub use id::NodeId;
 pub use time::{Instant, Now};
