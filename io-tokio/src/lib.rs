@@ -1,1 +1,4 @@
 //! keel-io-tokio
+
+pub mod metrics;
+pub mod service;

@@ -1,0 +1,262 @@
+//! The handle client-facing servers use to reach the node driver.
+//!
+//! A server turns a client's bytes into a [`Request`], sends it as a [`Call`]
+//! through a bounded channel, and waits for the [`Reply`]. The driver owns the
+//! receiving end and the `Node`. Nothing here makes a protocol decision: a full
+//! queue, a stopped driver or a lost reply each become a [`ClientError`] the
+//! client can act on, never a panic and never a hang.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_core::client::{ClientError, Reply, Request};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::metrics::Metrics;
+
+mod introspect;
+pub mod testing;
+
+pub use introspect::{Introspect, Member, MemberState, NodeStatus, Ownership, RingView, Token};
+
+/// One client request on its way to the driver, with the slot for its reply.
+#[derive(Debug)]
+pub struct Call {
+    pub request: Request,
+    /// Dropping this without sending means the outcome is unknown; the server
+    /// reports it as indeterminate.
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// A cloneable sender of [`Call`]s, shared by every connection of every server.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    sender: mpsc::Sender<Call>,
+    capacity: u64,
+    queue_wait_max: Duration,
+    reply_wait_max: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Handle {
+    /// How long a call waits for room in a full queue before it is shed.
+    pub const QUEUE_WAIT_MAX_DEFAULT: Duration = Duration::from_millis(100);
+    /// A safety net above the node's own request timeouts, so a lost reply
+    /// never holds a client connection forever.
+    pub const REPLY_WAIT_MAX_DEFAULT: Duration = Duration::from_secs(30);
+
+    /// A handle and the receiver the driver serves, holding at most
+    /// `capacity` calls that the driver has not yet taken.
+    pub fn channel(capacity: usize) -> (Handle, mpsc::Receiver<Call>) {
+        let capacity = capacity.max(1);
+        let (sender, receiver) = mpsc::channel(capacity);
+        let handle = Handle {
+            sender,
+            capacity: capacity as u64,
+            queue_wait_max: Handle::QUEUE_WAIT_MAX_DEFAULT,
+            reply_wait_max: Handle::REPLY_WAIT_MAX_DEFAULT,
+            metrics: Arc::new(Metrics::new()),
+        };
+        (handle, receiver)
+    }
+
+    /// Replaces the default waits for queue room and for a reply.
+    pub fn with_waits(mut self, queue_wait_max: Duration, reply_wait_max: Duration) -> Handle {
+        self.queue_wait_max = queue_wait_max;
+        self.reply_wait_max = reply_wait_max;
+        self
+    }
+
+    /// The metrics every call through this handle (and its clones) records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Sends one request to the driver and waits for its reply.
+    pub async fn call(&self, request: Request) -> Reply {
+        let started = Instant::now();
+        let op = op_name(&request);
+        let reply = self.exchange(request).await;
+        self.metrics.record_request(op, outcome_name(&reply), started.elapsed());
+        reply
+    }
+
+    async fn exchange(&self, request: Request) -> Reply {
+        let (reply_sender, reply_receiver) = oneshot::channel();
+        let call = Call { request, reply: reply_sender };
+        let sent = match self.sender.try_send(call) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(stopped()),
+            Err(mpsc::error::TrySendError::Full(call)) => {
+                match tokio::time::timeout(self.queue_wait_max, self.sender.send(call)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(stopped()),
+                    Err(_) => {
+                        Err(ClientError::Overloaded { what: "request queue".into(), limit: self.capacity })
+                    }
+                }
+            }
+        };
+        if let Err(error) = sent {
+            return Reply::Failed(error);
+        }
+        match tokio::time::timeout(self.reply_wait_max, reply_receiver).await {
+            Ok(Ok(reply)) => reply,
+            // The driver took the call, so the request may have reached replicas.
+            Ok(Err(_)) | Err(_) => Reply::Failed(ClientError::Timeout { acknowledged: 0, needed: 0 }),
+        }
+    }
+}
+
+/// The driver is gone, so the request never left this process: definite.
+fn stopped() -> ClientError {
+    ClientError::Overloaded { what: "request queue of a stopping node".into(), limit: 0 }
+}
+
+/// The label a request is counted under.
+pub fn op_name(request: &Request) -> &'static str {
+    match request {
+        Request::Get { .. } => "get",
+        Request::Put { .. } => "put",
+        Request::Delete { .. } => "delete",
+    }
+}
+
+/// The label a reply is counted under.
+pub fn outcome_name(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Found { values, .. } if values.len() > 1 => "siblings",
+        Reply::Found { .. } => "found",
+        Reply::NotFound { .. } => "not_found",
+        Reply::Written { .. } => "written",
+        Reply::Failed(error) => error_code(error),
+    }
+}
+
+/// A short stable name for an error, shared by HTTP error bodies, metric
+/// labels and the documentation.
+pub fn error_code(error: &ClientError) -> &'static str {
+    match error {
+        ClientError::KeyTooLarge { .. } => "key_too_large",
+        ClientError::ValueTooLarge { .. } => "value_too_large",
+        ClientError::BadConsistency { .. } => "bad_consistency",
+        ClientError::BadContext { .. } => "bad_context",
+        ClientError::Unavailable { .. } => "unavailable",
+        ClientError::Timeout { .. } => "timeout",
+        ClientError::Overloaded { .. } => "overloaded",
+        ClientError::StorageFailed { .. } => "storage_failed",
+        _ => "failed",
+    }
+}
+
+/// Runs `work` on every item with at most `concurrency_max` in flight and
+/// returns the results in the order of `items`. A task lost to runtime
+/// shutdown yields `lost()`.
+///
+/// Multi-key commands use this so one request cannot flood the driver's
+/// queue, and so a slow key does not serialise the others.
+pub async fn fan_out<T, R, F, Fut>(
+    items: Vec<T>,
+    concurrency_max: usize,
+    work: F,
+    lost: impl Fn() -> R,
+) -> Vec<R>
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    let count = items.len();
+    let mut results: Vec<Option<R>> = Vec::with_capacity(count);
+    results.resize_with(count, || None);
+    let mut tasks = JoinSet::new();
+    let mut pending = items.into_iter().enumerate();
+    loop {
+        while tasks.len() < concurrency_max.max(1) {
+            let Some((index, item)) = pending.next() else { break };
+            let future = work(item);
+            tasks.spawn(async move { (index, future.await) });
+        }
+        let Some(joined) = tasks.join_next().await else { break };
+        match joined {
+            Ok((index, result)) => results[index] = Some(result),
+            // A panicking request task is a bug in this crate; surface it.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => {}
+        }
+    }
+    results.into_iter().map(|result| result.unwrap_or_else(&lost)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_core::client::Consistency;
+
+    use super::*;
+
+    fn get(key: &str) -> Request {
+        Request::Get { key: key.as_bytes().to_vec(), read: Consistency::Quorum }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_driver_is_an_error_not_a_panic() {
+        let (handle, receiver) = Handle::channel(4);
+        drop(receiver);
+        let reply = handle.call(get("a")).await;
+        assert!(matches!(reply, Reply::Failed(ClientError::Overloaded { limit: 0, .. })), "{reply:?}");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_shed_after_the_wait() {
+        let (handle, _receiver) = Handle::channel(1);
+        let handle = handle.with_waits(Duration::from_millis(5), Duration::from_millis(5));
+        let first = handle.clone();
+        // The first call fills the queue and then waits for a reply that never comes.
+        let waiting = tokio::spawn(async move { first.call(get("a")).await });
+        tokio::task::yield_now().await;
+        let reply = handle.call(get("b")).await;
+        assert_eq!(reply, Reply::Failed(ClientError::Overloaded { what: "request queue".into(), limit: 1 }));
+        let first_reply = waiting.await.expect("task");
+        assert!(matches!(first_reply, Reply::Failed(ClientError::Timeout { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_reply_is_indeterminate() {
+        let (handle, mut receiver) = Handle::channel(1);
+        tokio::spawn(async move {
+            while let Some(call) = receiver.recv().await {
+                drop(call.reply);
+            }
+        });
+        let reply = handle.call(get("a")).await;
+        let Reply::Failed(error) = reply else { panic!("expected a failure") };
+        assert!(error.is_indeterminate());
+        assert!(handle.metrics().render().contains("outcome=\"timeout\""));
+    }
+
+    #[tokio::test]
+    async fn fan_out_keeps_order_and_bounds_concurrency() {
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let results = fan_out(
+            (0..50u64).collect(),
+            4,
+            |n| {
+                let (in_flight, peak) = (in_flight.clone(), peak.clone());
+                async move {
+                    let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50 - n)).await;
+                    in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    n * 2
+                }
+            },
+            || u64::MAX,
+        )
+        .await;
+        assert_eq!(results, (0..50u64).map(|n| n * 2).collect::<Vec<_>>());
+        assert!(peak.load(std::sync::atomic::Ordering::SeqCst) <= 4);
+    }
+}
