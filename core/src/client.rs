@@ -141,8 +141,9 @@ pub enum Reply {
     Failed(ClientError),
 }
 
-/// Why a request did not succeed. Every variant says whether anything may
-/// have been written: only [`ClientError::Timeout`] is indeterminate.
+/// Why a request did not succeed. Only timeouts and storage failures are
+/// indeterminate (see [`ClientError::is_indeterminate`]): every other error
+/// means nothing was written.
 #[derive(Clone, PartialEq, Eq, Debug, Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -160,17 +161,20 @@ pub enum ClientError {
     /// Indeterminate: the write may or may not have been stored.
     #[error("timed out after {acknowledged} of {needed} replicas answered; a write may still take effect")]
     Timeout { acknowledged: u8, needed: u8 },
+    #[error("key has {count} siblings, more than the limit of {max}; read it and write back one value")]
+    SiblingsTooMany { count: u64, max: u64 },
     #[error("node is overloaded: {what} at its limit of {limit}; retry later")]
     Overloaded { what: String, limit: u64 },
-    /// The node's storage failed a sync and refuses writes until restarted.
-    #[error("node storage is failed and refuses writes: {reason}")]
+    /// The node's storage failed (a sync, or a read it could not trust). A
+    /// write in progress when a sync failed may or may not have been stored.
+    #[error("node storage failed: {reason}")]
     StorageFailed { reason: String },
 }
 
 impl ClientError {
     /// True when a write that failed this way may still have been stored.
     pub fn is_indeterminate(&self) -> bool {
-        matches!(self, ClientError::Timeout { .. })
+        matches!(self, ClientError::Timeout { .. } | ClientError::StorageFailed { .. })
     }
 }
 

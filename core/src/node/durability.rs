@@ -1,0 +1,88 @@
+//! Persist, then send: work that must wait until the WAL is durable.
+//!
+//! Anything that reveals a write to another node or a client — an
+//! acknowledgement, a read reply, a coordinator's own copy counting towards
+//! a quorum — waits here until a sync covers the write's Lsn. If the node
+//! crashed before that, nothing outside it would have seen the write, so a
+//! dot lost in the crash can be issued again without harm.
+
+use std::collections::BTreeMap;
+
+use crate::NodeId;
+use crate::lsm::Lsn;
+use crate::message::Tag;
+use crate::version::Object;
+
+/// An action held until its Lsn is durable.
+#[derive(Debug)]
+pub enum Deferred {
+    /// The coordinator's own write for the put with this tag.
+    LocalWrite { tag: Tag },
+    /// The coordinator's own answer to the get with this tag.
+    LocalRead { tag: Tag, object: Option<Object> },
+    /// A replica's acknowledgement of `Message::Replicate`.
+    ReplicateAck { to: NodeId, tag: Tag },
+    /// A replica's answer to `Message::Read`.
+    ReadReply { to: NodeId, tag: Tag, object: Option<Object> },
+}
+
+#[derive(Debug, Default)]
+pub struct Barrier {
+    waiting: BTreeMap<Lsn, Vec<Deferred>>,
+}
+
+impl Barrier {
+    pub fn defer(&mut self, lsn: Lsn, action: Deferred) {
+        self.waiting.entry(lsn).or_default().push(action);
+    }
+
+    /// Everything whose Lsn is now durable, oldest first.
+    pub fn release(&mut self, durable: Lsn) -> Vec<Deferred> {
+        let later = self.waiting.split_off(&Lsn(durable.0.saturating_add(1)));
+        let due = core::mem::replace(&mut self.waiting, later);
+        due.into_values().flatten().collect()
+    }
+
+    /// Everything still waiting: after a failed sync none of it will happen.
+    pub fn drain(&mut self) -> Vec<Deferred> {
+        core::mem::take(&mut self.waiting).into_values().flatten().collect()
+    }
+
+    /// The lowest Lsn anything waits for.
+    pub fn first(&self) -> Option<Lsn> {
+        self.waiting.keys().next().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.waiting.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(seq: u64) -> Tag {
+        Tag { boot: 0, seq }
+    }
+
+    #[test]
+    fn releases_exactly_what_the_durable_point_covers() {
+        let mut barrier = Barrier::default();
+        barrier.defer(Lsn(5), Deferred::LocalWrite { tag: tag(5) });
+        barrier.defer(Lsn(3), Deferred::LocalWrite { tag: tag(3) });
+        barrier.defer(Lsn(9), Deferred::LocalWrite { tag: tag(9) });
+        let released = barrier.release(Lsn(5));
+        let tags: Vec<u64> = released
+            .iter()
+            .map(|action| match action {
+                Deferred::LocalWrite { tag } => tag.seq,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(tags, [3, 5]);
+        assert_eq!(barrier.first(), Some(Lsn(9)));
+        assert_eq!(barrier.drain().len(), 1);
+        assert_eq!(barrier.len(), 0);
+    }
+}

@@ -1,0 +1,467 @@
+//! One storage node's protocol state: the only `handle_*` / `poll_*` surface
+//! of the core.
+//!
+//! A node coordinates the client requests it receives (gets anywhere, puts and
+//! deletes on a primary replica of the key, forwarding them there otherwise),
+//! serves replicas' reads and writes for the keys it holds, and asks its driver
+//! for syncs. See the crate documentation for the order of calls.
+
+mod config;
+mod durability;
+mod io;
+mod peers;
+mod read;
+mod store;
+mod timers;
+mod write;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use thiserror::Error;
+
+pub use self::config::{Config, ConfigError};
+pub use self::io::{Event, Input, Output};
+pub use self::store::{Record, StoreError};
+
+use self::durability::{Barrier, Deferred};
+use self::peers::Peers;
+use self::store::Store;
+use self::timers::{Timer, Timers};
+use crate::NodeId;
+use crate::client::{ClientError, Reply, Request, RequestId};
+use crate::disk::{Disk, DiskError};
+use crate::lsm::{self, EngineStats, Lsn, SyncRequest};
+use crate::message::{Message, Tag};
+use crate::request::{GetRequest, Origin, PutRequest};
+use crate::ring::{Ring, RingError};
+use crate::time::{Instant, Now};
+use crate::version::Object;
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("invalid ring: {0}")]
+    Ring(#[from] RingError),
+    #[error("node {0} is not a member of the configured cluster")]
+    NotAMember(NodeId),
+    #[error("storage could not be opened: {0}")]
+    Storage(#[from] lsm::OpenError),
+}
+
+/// Counters a node keeps about its own work.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub gets: u64,
+    pub puts: u64,
+    pub deletes: u64,
+    pub forwarded: u64,
+    pub replica_writes: u64,
+    pub replica_reads: u64,
+    pub read_repairs: u64,
+    pub timeouts: u64,
+    pub unavailable: u64,
+    pub rejected: u64,
+    pub requests_in_flight: u64,
+    pub unsynced_keys: u64,
+    /// Acknowledgements and replies waiting for a sync.
+    pub waiting_for_sync: u64,
+    pub engine: EngineStats,
+}
+
+/// A request in progress on this node.
+#[derive(Debug)]
+enum Pending {
+    Get(GetRequest),
+    Put(PutRequest),
+    /// A put or delete handed to a primary; its answer goes to `client`.
+    Forward {
+        client: RequestId,
+        deadline: Instant,
+    },
+}
+
+impl Pending {
+    fn deadline(&self) -> Instant {
+        match self {
+            Pending::Get(request) => request.deadline,
+            Pending::Put(request) => request.deadline,
+            Pending::Forward { deadline, .. } => *deadline,
+        }
+    }
+}
+
+/// One storage node. Performs no I/O and reads no clock.
+#[derive(Debug)]
+pub struct Node {
+    id: NodeId,
+    config: Config,
+    ring: Ring,
+    store: Store,
+    boot: u64,
+    seq_next: u64,
+    now: Now,
+    peers: Peers,
+    timers: Timers,
+    pending: BTreeMap<Tag, Pending>,
+    barrier: Barrier,
+    sync_in_flight: Option<SyncRequest>,
+    outputs: VecDeque<Output>,
+    stats: NodeStats,
+}
+
+impl Node {
+    /// Opens node `id`, recovering its data from `disk`. All randomness the
+    /// node will ever use comes from `seed`.
+    pub fn open(
+        config: Config,
+        id: NodeId,
+        seed: u64,
+        disk: Box<dyn Disk>,
+        now: Now,
+    ) -> Result<Node, OpenError> {
+        config.validate()?;
+        let ring = Ring::new(config.members.clone(), config.ring)?;
+        if ring.member(id).is_none() {
+            return Err(OpenError::NotAMember(id));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let store = Store::open(disk, config.engine.clone(), &mut rng)?;
+        let boot = rng.next_u64();
+        let peer_ids = ring.members().iter().map(|member| member.id).filter(|&peer| peer != id);
+        let peers = Peers::new(peer_ids, now.mono);
+        let mut timers = Timers::default();
+        timers.schedule(now.mono, Timer::Heartbeat);
+        let mut node = Node {
+            id,
+            config,
+            ring,
+            store,
+            boot,
+            seq_next: 0,
+            now,
+            peers,
+            timers,
+            pending: BTreeMap::new(),
+            barrier: Barrier::default(),
+            sync_in_flight: None,
+            outputs: VecDeque::new(),
+            stats: NodeStats::default(),
+        };
+        node.after_event();
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    pub fn incarnation(&self) -> u32 {
+        self.store.incarnation()
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.store.engine().is_poisoned()
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            requests_in_flight: self.pending.len() as u64,
+            unsynced_keys: self.store.unsynced_keys() as u64,
+            waiting_for_sync: self.barrier.len() as u64,
+            engine: self.store.engine().stats(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// This node's stored copy of `key`, for inspection by tests, the
+    /// simulator and operators. It may include writes not yet durable.
+    pub fn local_object(&mut self, key: &[u8]) -> Result<Option<Object>, StoreError> {
+        Ok(self.store.read(key)?.map(|record| record.object))
+    }
+
+    pub fn handle_input(&mut self, now: Now, input: Input) {
+        self.advance(now);
+        match input {
+            Input::Message { from, message } => self.on_message(from, message),
+            Input::Client { id, request } => self.on_client(id, request),
+            Input::Synced { request, result } => self.on_synced(request, result),
+        }
+        self.after_event();
+    }
+
+    /// Fires every timer due at `now`; a call with nothing due does nothing.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.advance(now);
+        while let Some(timer) = self.timers.pop_due(self.now.mono) {
+            match timer {
+                Timer::Heartbeat => self.on_heartbeat_timer(),
+                Timer::Request(tag) => self.on_request_deadline(tag),
+            }
+        }
+        self.after_event();
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The instant by which `handle_timeout` must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Checks the node's internal consistency; a failure is a bug in keel.
+    pub fn invariants(&self) -> Result<(), String> {
+        for (tag, pending) in &self.pending {
+            if !self.timers.contains(pending.deadline(), Timer::Request(*tag)) {
+                return Err(format!("request {tag:?} has no deadline timer"));
+            }
+        }
+        if self.timers.len() != self.pending.len() + 1 {
+            return Err(format!(
+                "{} timers for {} requests and one heartbeat",
+                self.timers.len(),
+                self.pending.len()
+            ));
+        }
+        let engine = self.store.engine();
+        if engine.durable_lsn() > engine.last_lsn() {
+            return Err(format!("durable {:?} beyond last {:?}", engine.durable_lsn(), engine.last_lsn()));
+        }
+        if let Some(first) = self.barrier.first() {
+            if first <= engine.durable_lsn() && !engine.is_poisoned() {
+                return Err(format!("barrier holds {first:?}, already durable"));
+            }
+        }
+        if self.pending.len() > self.config.requests_max as usize * 2 {
+            return Err(format!(
+                "{} requests pending, bound {}",
+                self.pending.len(),
+                self.config.requests_max
+            ));
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, now: Now) {
+        // A driver whose clock stepped back is tolerated: time stands still.
+        self.now = Now { mono: self.now.mono.max(now.mono), wall_ms: now.wall_ms };
+    }
+
+    fn on_message(&mut self, from: NodeId, message: Message) {
+        if from == self.id || self.ring.member(from).is_none() {
+            return;
+        }
+        self.peers.heard(from, self.now.mono);
+        match message {
+            Message::Heartbeat => {}
+            Message::Forward { tag, request } => self.on_forward(from, tag, request),
+            Message::ForwardReply { tag, reply } => self.on_forward_reply(tag, reply),
+            Message::Replicate { tag, key, object } => self.on_replicate(from, tag, key, object),
+            Message::ReplicateAck { tag, result } => self.on_replicate_ack(from, tag, result.is_ok()),
+            Message::Read { tag, key } => self.on_read(from, tag, key),
+            Message::ReadReply { tag, result } => self.on_read_reply(from, tag, result.map_err(|_| ())),
+            Message::Repair { key, object } => self.on_repair(key, object),
+        }
+    }
+
+    fn on_client(&mut self, id: RequestId, request: Request) {
+        if let Err(error) = self.admit(&request) {
+            self.stats.rejected += 1;
+            self.reply(id, Reply::Failed(error));
+            return;
+        }
+        match request {
+            Request::Get { key, read } => self.coordinate_get(id, key, read),
+            request @ (Request::Put { .. } | Request::Delete { .. }) => {
+                self.start_write(Origin::Client(id), request);
+            }
+        }
+    }
+
+    /// Checks limits before any work is done: a refused request writes nothing.
+    fn admit(&self, request: &Request) -> Result<(), ClientError> {
+        let key = request.key();
+        if key.len() > self.config.key_bytes_max as usize {
+            return Err(ClientError::KeyTooLarge {
+                len: key.len() as u64,
+                max: self.config.key_bytes_max.into(),
+            });
+        }
+        if let Request::Put { value, .. } = request {
+            if value.len() > self.config.value_bytes_max as usize {
+                let max = self.config.value_bytes_max.into();
+                return Err(ClientError::ValueTooLarge { len: value.len() as u64, max });
+            }
+        }
+        if self.pending.len() >= self.config.requests_max as usize {
+            let limit = self.config.requests_max.into();
+            return Err(ClientError::Overloaded { what: "requests in flight".into(), limit });
+        }
+        Ok(())
+    }
+
+    fn on_heartbeat_timer(&mut self) {
+        let peers: Vec<NodeId> = self.peers.ids().collect();
+        for peer in peers {
+            self.send(peer, Message::Heartbeat);
+        }
+        self.timers.schedule(self.now.mono + self.config.heartbeat_interval, Timer::Heartbeat);
+    }
+
+    fn on_request_deadline(&mut self, tag: Tag) {
+        let Some(pending) = self.pending.remove(&tag) else { return };
+        match pending {
+            Pending::Get(mut request) => {
+                if let Some(reply) = request.expire() {
+                    self.stats.timeouts += 1;
+                    self.reply(request.client, reply);
+                }
+                self.read_repair(&request);
+            }
+            Pending::Put(mut request) => {
+                if let Some(reply) = request.expire() {
+                    self.stats.timeouts += 1;
+                    self.answer(request.origin, reply);
+                }
+            }
+            Pending::Forward { client, .. } => {
+                self.stats.timeouts += 1;
+                self.reply(client, Reply::Failed(ClientError::Timeout { acknowledged: 0, needed: 1 }));
+            }
+        }
+    }
+
+    fn on_synced(&mut self, request: SyncRequest, result: Result<(), DiskError>) {
+        if self.sync_in_flight.as_ref() != Some(&request) {
+            return;
+        }
+        self.sync_in_flight = None;
+        let failure = result.as_ref().err().map(ToString::to_string);
+        self.store.engine_mut().finish_sync(request, result);
+        if let Some(reason) = failure {
+            self.outputs.push_back(Output::Event(Event::StorageFailed { reason }));
+            for action in self.barrier.drain() {
+                self.fail_deferred(action);
+            }
+        }
+    }
+
+    /// Work common to the end of every event: release what became durable,
+    /// start the next sync, and run the engine's maintenance.
+    fn after_event(&mut self) {
+        if self.store.engine().needs_maintenance() && !self.store.engine().is_poisoned() {
+            if let Err(error) = self.store.engine_mut().maintain() {
+                self.outputs.push_back(Output::Event(Event::MaintenanceFailed { reason: error.to_string() }));
+            }
+        }
+        self.release_durable();
+        if self.sync_in_flight.is_none() {
+            if let Some(request) = self.store.engine_mut().begin_sync() {
+                self.sync_in_flight = Some(request.clone());
+                self.outputs.push_back(Output::Sync(request));
+            }
+        }
+        debug_assert!(self.invariants().is_ok(), "{:?}", self.invariants());
+    }
+
+    fn release_durable(&mut self) {
+        let durable = self.store.engine().durable_lsn();
+        self.store.prune_synced();
+        for action in self.barrier.release(durable) {
+            self.run_deferred(action);
+        }
+    }
+
+    /// Runs `action` now if `lsn` is durable (or absent), else once it is.
+    fn when_durable(&mut self, lsn: Option<Lsn>, action: Deferred) {
+        match lsn {
+            Some(lsn) if lsn > self.store.engine().durable_lsn() => self.barrier.defer(lsn, action),
+            _ => self.run_deferred(action),
+        }
+    }
+
+    fn run_deferred(&mut self, action: Deferred) {
+        match action {
+            Deferred::LocalWrite { tag } => self.on_local_write_durable(tag),
+            Deferred::LocalRead { tag, object } => self.on_read_reply(self.id, tag, Ok(object)),
+            Deferred::ReplicateAck { to, tag } => {
+                self.send(to, Message::ReplicateAck { tag, result: Ok(()) })
+            }
+            Deferred::ReadReply { to, tag, object } => {
+                self.send(to, Message::ReadReply { tag, result: Ok(object) });
+            }
+        }
+    }
+
+    /// The sync these actions waited for failed: the writes may be lost, so
+    /// nothing may reveal them. Everyone waiting hears of a failure.
+    fn fail_deferred(&mut self, action: Deferred) {
+        use crate::message::ReplicaError::StorageFailed;
+        match action {
+            Deferred::LocalWrite { tag } => self.on_local_write_failed(tag),
+            Deferred::LocalRead { tag, .. } => self.on_read_reply(self.id, tag, Err(())),
+            Deferred::ReplicateAck { to, tag } => {
+                self.send(to, Message::ReplicateAck { tag, result: Err(StorageFailed) });
+            }
+            Deferred::ReadReply { to, tag, .. } => {
+                self.send(to, Message::ReadReply { tag, result: Err(StorageFailed) })
+            }
+        }
+    }
+
+    fn next_tag(&mut self) -> Tag {
+        self.seq_next += 1;
+        Tag { boot: self.boot, seq: self.seq_next }
+    }
+
+    /// Registers a request and its deadline timer.
+    fn track(&mut self, tag: Tag, pending: Pending) {
+        self.timers.schedule(pending.deadline(), Timer::Request(tag));
+        self.pending.insert(tag, pending);
+    }
+
+    /// Forgets a request that needs nothing more, with its timer.
+    fn untrack(&mut self, tag: Tag) -> Option<Pending> {
+        let pending = self.pending.remove(&tag)?;
+        self.timers.cancel(pending.deadline(), Timer::Request(tag));
+        Some(pending)
+    }
+
+    fn is_up(&self, node: NodeId) -> bool {
+        node == self.id || self.peers.is_up(node, self.now.mono, self.config.failure_timeout)
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        debug_assert_ne!(to, self.id, "a node never sends to itself");
+        self.outputs.push_back(Output::Send { to, message });
+    }
+
+    fn reply(&mut self, id: RequestId, reply: Reply) {
+        self.outputs.push_back(Output::Reply { id, reply });
+    }
+
+    /// Delivers the answer of a coordinated write to whoever asked for it.
+    fn answer(&mut self, origin: Origin, reply: Reply) {
+        match origin {
+            Origin::Client(id) => self.reply(id, reply),
+            Origin::Forwarded { from, tag } => self.send(from, Message::ForwardReply { tag, reply }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! Gets: coordinating a read across the replicas, serving replicas' reads,
+//! and read repair.
+
+use super::durability::Deferred;
+use super::{Event, Node, Pending};
+use crate::NodeId;
+use crate::client::{ClientError, Consistency, Reply, RequestId};
+use crate::message::{Message, ReplicaError, Tag};
+use crate::quorum::Tally;
+use crate::request::GetRequest;
+use crate::version::Object;
+
+impl Node {
+    /// Any node coordinates a get: reading issues no dots.
+    pub(super) fn coordinate_get(&mut self, client: RequestId, key: Vec<u8>, read: Consistency) {
+        self.stats.gets += 1;
+        let primaries = self.ring.preference_list(&key).to_vec();
+        let needed = match read.required(count(primaries.len())) {
+            Ok(needed) => needed,
+            Err(error) => return self.reply(client, Reply::Failed(error)),
+        };
+        let reachable = count(primaries.iter().filter(|&&node| self.is_up(node)).count());
+        if reachable < needed {
+            self.stats.unavailable += 1;
+            return self.reply(client, Reply::Failed(ClientError::Unavailable { needed, reachable }));
+        }
+        let tag = self.next_tag();
+        let deadline = self.now.mono + self.config.request_timeout;
+        let tally = Tally::new(primaries.clone(), usize::from(needed));
+        self.track(tag, Pending::Get(GetRequest::new(client, key.clone(), tally, deadline)));
+        for node in primaries {
+            if node == self.id {
+                self.read_local(tag, &key);
+            } else {
+                self.send(node, Message::Read { tag, key: key.clone() });
+            }
+        }
+    }
+
+    fn read_local(&mut self, tag: Tag, key: &[u8]) {
+        match self.store.read(key) {
+            Ok(record) => {
+                let lsn = self.store.pending_lsn(key);
+                let object = record.map(|record| record.object);
+                self.when_durable(lsn, Deferred::LocalRead { tag, object });
+            }
+            Err(_) => self.on_read_reply(self.id, tag, Err(())),
+        }
+    }
+
+    /// A coordinator asks for this replica's copy of `key`. A copy that is
+    /// not yet durable is sent only once it is.
+    pub(super) fn on_read(&mut self, from: NodeId, tag: Tag, key: Vec<u8>) {
+        self.stats.replica_reads += 1;
+        match self.store.read(&key) {
+            Ok(record) => {
+                let lsn = self.store.pending_lsn(&key);
+                let object = record.map(|record| record.object);
+                self.when_durable(lsn, Deferred::ReadReply { to: from, tag, object });
+            }
+            Err(_) => self.send(from, Message::ReadReply { tag, result: Err(ReplicaError::Corrupt) }),
+        }
+    }
+
+    pub(super) fn on_read_reply(&mut self, from: NodeId, tag: Tag, result: Result<Option<Object>, ()>) {
+        let Some(Pending::Get(request)) = self.pending.get_mut(&tag) else { return };
+        let reply = request.record(from, result);
+        let (client, finished) = (request.client, request.finished());
+        if let Some(reply) = reply {
+            self.reply(client, reply);
+        }
+        if finished {
+            if let Some(Pending::Get(request)) = self.untrack(tag) {
+                self.read_repair(&request);
+            }
+        }
+    }
+
+    /// Sends the merged version to every replica that answered with less.
+    pub(super) fn read_repair(&mut self, request: &GetRequest) {
+        if !self.config.read_repair {
+            return;
+        }
+        let stale = request.stale_replicas();
+        if stale.is_empty() {
+            return;
+        }
+        self.stats.read_repairs += stale.len() as u64;
+        for &node in &stale {
+            if node == self.id {
+                // Best effort, as for a repair from a peer.
+                let _ = self.merge_local(&request.key, &request.merged);
+            } else {
+                let message = Message::Repair { key: request.key.clone(), object: request.merged.clone() };
+                self.send(node, message);
+            }
+        }
+        self.outputs.push_back(super::Output::Event(Event::ReadRepair { replicas: stale }));
+    }
+}
+
+fn count(n: usize) -> u8 {
+    u8::try_from(n).unwrap_or(u8::MAX)
+}

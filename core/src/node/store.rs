@@ -1,0 +1,253 @@
+//! The node's records on top of the storage engine.
+//!
+//! The engine stores bytes; this layer gives them meaning. Keys live in
+//! namespaces (a one-byte prefix): node metadata, and one record per client
+//! key holding its [`Object`] plus what only this node knows about it — the
+//! epoch in which this node issues dots for the key.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::Rng;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::disk::Disk;
+use crate::lsm::{Engine, EngineConfig, Lsn, OpenError, ReadError, WriteError};
+use crate::version::Object;
+
+const META_PREFIX: u8 = 0x00;
+const DATA_PREFIX: u8 = 0x01;
+const META_KEY: &[u8] = b"\x00node";
+const RECORD_FORMAT: u8 = 1;
+
+/// Epochs are reserved in blocks, one metadata write per block, so starting
+/// a fresh epoch for a key is usually free. A crash skips the rest of the
+/// block: epochs are never reused, gaps are harmless.
+const EPOCH_LEASE: u64 = 1024;
+
+/// One client key's record on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub object: Object,
+    /// The epoch in which this node issues dots for this key, set when this
+    /// node first coordinates a write for it. It is valid because the record
+    /// has existed continuously since: the record has seen every dot issued
+    /// in that epoch. A record that is created afresh starts without one.
+    pub local_epoch: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Meta {
+    incarnation: u32,
+    epoch_lease_end: u64,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("record for a key does not decode: {0}")]
+    Malformed(String),
+}
+
+#[derive(Debug)]
+pub struct Store {
+    engine: Engine,
+    meta: Meta,
+    epoch_next: u64,
+    /// Keys with writes not yet durable, and the Lsn of their last write.
+    unsynced: BTreeMap<Vec<u8>, Lsn>,
+    /// The same writes in Lsn order, to prune `unsynced` as syncs complete.
+    unsynced_order: VecDeque<(Lsn, Vec<u8>)>,
+}
+
+impl Store {
+    /// Opens the engine and this node's metadata; a disk without metadata
+    /// is a new incarnation with a random identity.
+    pub fn open(disk: Box<dyn Disk>, config: EngineConfig, rng: &mut ChaCha8Rng) -> Result<Store, OpenError> {
+        let mut engine = Engine::open(disk, config)?;
+        let stored = match engine.get(META_KEY) {
+            Ok(Some(bytes)) => postcard::from_bytes::<Meta>(&bytes).ok(),
+            Ok(None) => None,
+            Err(error) => {
+                return Err(OpenError::Corrupt { file: "node metadata".into(), reason: error.to_string() });
+            }
+        };
+        let meta = stored.unwrap_or(Meta { incarnation: rng.next_u32(), epoch_lease_end: 1 });
+        let mut store = Store {
+            engine,
+            meta,
+            epoch_next: meta.epoch_lease_end,
+            unsynced: BTreeMap::new(),
+            unsynced_order: VecDeque::new(),
+        };
+        if stored.is_none() {
+            // Recorded before any dot of this incarnation can leave the node:
+            // every dot waits for a sync that covers this earlier write.
+            store.write_meta().map_err(|error| OpenError::Corrupt {
+                file: "node metadata".into(),
+                reason: error.to_string(),
+            })?;
+        }
+        Ok(store)
+    }
+
+    pub fn incarnation(&self) -> u32 {
+        self.meta.incarnation
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    pub fn read(&mut self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        let Some(bytes) = self.engine.get(&data_key(key))? else {
+            return Ok(None);
+        };
+        decode_record(&bytes).map(Some)
+    }
+
+    /// Writes `record`; it is durable once a sync covers the returned Lsn.
+    pub fn write(&mut self, key: &[u8], record: &Record) -> Result<Lsn, StoreError> {
+        let mut bytes = vec![RECORD_FORMAT];
+        bytes =
+            postcard::to_extend(record, bytes).map_err(|error| StoreError::Malformed(error.to_string()))?;
+        let lsn = self.engine.put(&data_key(key), &bytes)?;
+        self.note_unsynced(key, lsn);
+        Ok(lsn)
+    }
+
+    /// A new epoch for this node, never handed out before by this incarnation.
+    pub fn allocate_epoch(&mut self) -> Result<u64, StoreError> {
+        if self.epoch_next >= self.meta.epoch_lease_end {
+            self.meta.epoch_lease_end = self.epoch_next + EPOCH_LEASE;
+            self.write_meta()?;
+        }
+        let epoch = self.epoch_next;
+        self.epoch_next += 1;
+        Ok(epoch)
+    }
+
+    /// The Lsn that must be durable before `key`'s current state may be
+    /// shown to anyone, if it is not durable yet.
+    pub fn pending_lsn(&self, key: &[u8]) -> Option<Lsn> {
+        let lsn = *self.unsynced.get(key)?;
+        (lsn > self.engine.durable_lsn()).then_some(lsn)
+    }
+
+    /// Forgets unsynced marks that the durable point has passed.
+    pub fn prune_synced(&mut self) {
+        let durable = self.engine.durable_lsn();
+        while let Some((lsn, _)) = self.unsynced_order.front() {
+            if *lsn > durable {
+                break;
+            }
+            let Some((lsn, key)) = self.unsynced_order.pop_front() else { break };
+            if self.unsynced.get(&key) == Some(&lsn) {
+                self.unsynced.remove(&key);
+            }
+        }
+    }
+
+    pub fn unsynced_keys(&self) -> usize {
+        self.unsynced.len()
+    }
+
+    fn note_unsynced(&mut self, key: &[u8], lsn: Lsn) {
+        self.unsynced.insert(key.to_vec(), lsn);
+        self.unsynced_order.push_back((lsn, key.to_vec()));
+    }
+
+    fn write_meta(&mut self) -> Result<Lsn, StoreError> {
+        // Serializing two integers into a Vec cannot fail.
+        let bytes = postcard::to_allocvec(&self.meta).expect("postcard into a Vec is infallible here");
+        Ok(self.engine.put(META_KEY, &bytes)?)
+    }
+}
+
+fn data_key(key: &[u8]) -> Vec<u8> {
+    let mut prefixed = Vec::with_capacity(key.len() + 1);
+    prefixed.push(DATA_PREFIX);
+    prefixed.extend_from_slice(key);
+    prefixed
+}
+
+fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_FORMAT, body)) => {
+            postcard::from_bytes(body).map_err(|error| StoreError::Malformed(error.to_string()))
+        }
+        Some((format, _)) => Err(StoreError::Malformed(format!("unknown record format {format}"))),
+        None => Err(StoreError::Malformed("empty record".into())),
+    }
+}
+
+const _: () = assert!(META_PREFIX != DATA_PREFIX && META_KEY[0] == META_PREFIX);
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::rand_core::SeedableRng;
+
+    use super::*;
+    use crate::NodeId;
+    use crate::disk::{CrashMode, Disk, MemDisk};
+    use crate::version::{Actor, CausalContext, Value};
+
+    fn open(disk: &MemDisk, seed: u64) -> Store {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Store::open(Box::new(disk.clone()), EngineConfig::default(), &mut rng).unwrap()
+    }
+
+    fn sync(store: &mut Store, disk: &MemDisk) {
+        let request = store.engine_mut().begin_sync().unwrap();
+        let result = disk.sync(&request.file);
+        store.engine_mut().finish_sync(request, result);
+        store.prune_synced();
+    }
+
+    #[test]
+    fn records_round_trip_and_unsynced_keys_are_tracked() {
+        let disk = MemDisk::new(1);
+        let mut store = open(&disk, 1);
+        let mut object = Object::new();
+        let actor = Actor { node: NodeId(1), incarnation: store.incarnation(), epoch: 1 };
+        object.write(actor, &CausalContext::new(), Value::Live(b"v".to_vec()), 5);
+        let record = Record { object, local_epoch: Some(1) };
+        let lsn = store.write(b"k", &record).unwrap();
+        assert_eq!(store.read(b"k").unwrap(), Some(record));
+        assert_eq!(store.read(b"other").unwrap(), None);
+        assert_eq!(store.pending_lsn(b"k"), Some(lsn));
+        sync(&mut store, &disk);
+        assert_eq!(store.pending_lsn(b"k"), None);
+        assert_eq!(store.unsynced_keys(), 0);
+    }
+
+    #[test]
+    fn epochs_and_incarnation_survive_a_crash_once_synced() {
+        let disk = MemDisk::new(2);
+        let mut store = open(&disk, 2);
+        let incarnation = store.incarnation();
+        let first = store.allocate_epoch().unwrap();
+        sync(&mut store, &disk);
+        drop(store);
+        disk.crash(CrashMode::DropUnsynced);
+        let mut store = open(&disk, 99);
+        assert_eq!(store.incarnation(), incarnation, "a restart is not a new incarnation");
+        assert!(store.allocate_epoch().unwrap() > first, "epochs are never reused");
+    }
+
+    #[test]
+    fn a_wiped_disk_is_a_new_incarnation() {
+        let first = open(&MemDisk::new(3), 3).incarnation();
+        let second = open(&MemDisk::new(3), 4).incarnation();
+        assert_ne!(first, second);
+    }
+}

@@ -1,0 +1,315 @@
+//! A small in-crate harness that steps a few nodes in virtual time over an
+//! in-memory network, in the manner of quinn-proto's `Pair`. The simulator
+//! in `keel-sim` does the same with faults; these tests pin single behaviours.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use super::*;
+use crate::client::{Consistency, Context};
+use crate::disk::{Faults, MemDisk};
+use crate::ring::Member;
+
+struct Cluster {
+    nodes: Vec<Node>,
+    disks: Vec<MemDisk>,
+    now: Instant,
+    network: VecDeque<(NodeId, NodeId, Message)>,
+    replies: Vec<(RequestId, Reply)>,
+    /// Nodes whose messages in both directions are dropped.
+    isolated: BTreeSet<NodeId>,
+    /// When false, syncs are held in `held_syncs` instead of completing.
+    syncs_complete: bool,
+    held_syncs: Vec<(usize, SyncRequest)>,
+    next_request: u64,
+}
+
+fn at(now: Instant) -> Now {
+    Now::new(now, 1_700_000_000_000 + now.as_nanos() / 1_000_000)
+}
+
+impl Cluster {
+    fn new(size: u64, replicas: u8) -> Cluster {
+        let members: Vec<Member> = (1..=size).map(|id| Member::new(NodeId(id))).collect();
+        let mut config = Config { members, ..Config::default() };
+        config.ring.replicas = replicas;
+        let disks: Vec<MemDisk> = (1..=size).map(MemDisk::new).collect();
+        let nodes = (1..=size)
+            .map(|id| {
+                let disk = Box::new(disks[id as usize - 1].clone());
+                Node::open(config.clone(), NodeId(id), id, disk, at(Instant::ZERO)).unwrap()
+            })
+            .collect();
+        let mut cluster = Cluster {
+            nodes,
+            disks,
+            now: Instant::ZERO,
+            network: VecDeque::new(),
+            replies: Vec::new(),
+            isolated: BTreeSet::new(),
+            syncs_complete: true,
+            held_syncs: Vec::new(),
+            next_request: 0,
+        };
+        cluster.settle();
+        cluster
+    }
+
+    fn index(id: NodeId) -> usize {
+        id.0 as usize - 1
+    }
+
+    fn drain(&mut self, index: usize) {
+        while let Some(output) = self.nodes[index].poll_output() {
+            match output {
+                Output::Send { to, message } => self.network.push_back((self.nodes[index].id(), to, message)),
+                Output::Reply { id, reply } => self.replies.push((id, reply)),
+                Output::Sync(request) => {
+                    if self.syncs_complete {
+                        let result = self.disks[index].sync(&request.file);
+                        self.nodes[index].handle_input(at(self.now), Input::Synced { request, result });
+                    } else {
+                        self.held_syncs.push((index, request));
+                    }
+                }
+                Output::Event(_) => {}
+            }
+        }
+        assert_eq!(self.nodes[index].invariants(), Ok(()));
+    }
+
+    /// Delivers messages until the network is quiet.
+    fn settle(&mut self) {
+        loop {
+            for index in 0..self.nodes.len() {
+                self.drain(index);
+            }
+            let Some((from, to, message)) = self.network.pop_front() else { break };
+            if self.isolated.contains(&from) || self.isolated.contains(&to) {
+                continue;
+            }
+            self.nodes[Self::index(to)].handle_input(at(self.now), Input::Message { from, message });
+        }
+    }
+
+    /// Advances virtual time, firing timers and settling after each step.
+    fn advance(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            self.now = (self.now + Duration::from_millis(50)).min(end);
+            for node in &mut self.nodes {
+                if node.poll_timeout().is_some_and(|due| due <= self.now) {
+                    node.handle_timeout(at(self.now));
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn request(&mut self, via: u64, request: Request) -> RequestId {
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        self.nodes[via as usize - 1].handle_input(at(self.now), Input::Client { id, request });
+        self.settle();
+        id
+    }
+
+    fn take_reply(&mut self, id: RequestId) -> Option<Reply> {
+        let position = self.replies.iter().position(|(reply_id, _)| *reply_id == id)?;
+        Some(self.replies.remove(position).1)
+    }
+
+    fn call(&mut self, via: u64, request: Request) -> Reply {
+        let id = self.request(via, request);
+        for _ in 0..100 {
+            if let Some(reply) = self.take_reply(id) {
+                return reply;
+            }
+            self.advance(Duration::from_millis(50));
+        }
+        panic!("no reply to {id:?}");
+    }
+
+    fn put(
+        &mut self,
+        via: u64,
+        key: &str,
+        value: &str,
+        context: Option<Context>,
+        write: Consistency,
+    ) -> Reply {
+        let request = Request::Put { key: key.into(), value: value.into(), context, write };
+        self.call(via, request)
+    }
+
+    fn get(&mut self, via: u64, key: &str, read: Consistency) -> Reply {
+        self.call(via, Request::Get { key: key.into(), read })
+    }
+}
+
+fn values(reply: &Reply) -> Vec<String> {
+    match reply {
+        Reply::Found { values, .. } => {
+            values.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+        }
+        Reply::NotFound { .. } => Vec::new(),
+        other => panic!("expected a read result, got {other:?}"),
+    }
+}
+
+fn context(reply: &Reply) -> Context {
+    match reply {
+        Reply::Found { context, .. } | Reply::NotFound { context } | Reply::Written { context } => {
+            context.clone()
+        }
+        other => panic!("expected a context, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_put_is_readable_from_every_node() {
+    let mut cluster = Cluster::new(3, 3);
+    let written = cluster.put(1, "k", "v1", None, Consistency::Quorum);
+    assert!(matches!(written, Reply::Written { .. }), "{written:?}");
+    for via in 1..=3 {
+        assert_eq!(values(&cluster.get(via, "k", Consistency::All)), ["v1"]);
+    }
+    assert_eq!(values(&cluster.get(2, "missing", Consistency::One)), Vec::<String>::new());
+}
+
+#[test]
+fn writes_through_a_non_primary_are_forwarded() {
+    let mut cluster = Cluster::new(5, 3);
+    for i in 0..20 {
+        let key = format!("key-{i}");
+        assert!(matches!(cluster.put(1, &key, "v", None, Consistency::All), Reply::Written { .. }));
+    }
+    assert!(cluster.nodes[0].stats().forwarded > 0, "some keys have node 1 outside their replicas");
+    assert_eq!(values(&cluster.get(4, "key-7", Consistency::All)), ["v"]);
+}
+
+#[test]
+fn a_write_is_acknowledged_only_after_its_sync() {
+    let mut cluster = Cluster::new(1, 1);
+    cluster.syncs_complete = false;
+    let id = cluster.request(
+        1,
+        Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One },
+    );
+    assert_eq!(cluster.take_reply(id), None, "no acknowledgement before the sync");
+    let (index, request) = cluster.held_syncs.pop().unwrap();
+    let result = cluster.disks[index].sync(&request.file);
+    cluster.nodes[index].handle_input(at(cluster.now), Input::Synced { request, result });
+    cluster.settle();
+    assert!(matches!(cluster.take_reply(id), Some(Reply::Written { .. })));
+}
+
+#[test]
+fn a_failed_sync_fails_the_write_and_poisons_the_node() {
+    let mut cluster = Cluster::new(1, 1);
+    cluster.disks[0].set_faults(Faults { sync_fail_per_million: 1_000_000, ..Faults::default() });
+    let reply = cluster.put(1, "k", "v", None, Consistency::One);
+    let Reply::Failed(error) = reply else { panic!("expected failure, got {reply:?}") };
+    assert!(error.is_indeterminate(), "the write may be on disk: {error:?}");
+    assert!(cluster.nodes[0].is_poisoned());
+    let reply = cluster.put(1, "other", "v", None, Consistency::One);
+    assert!(matches!(reply, Reply::Failed(ClientError::StorageFailed { .. })), "{reply:?}");
+}
+
+#[test]
+fn contexts_resolve_siblings() {
+    let mut cluster = Cluster::new(3, 3);
+    cluster.put(1, "k", "a", Some(Context::default()), Consistency::All);
+    cluster.put(2, "k", "b", Some(Context::default()), Consistency::All);
+    let read = cluster.get(3, "k", Consistency::All);
+    assert_eq!(values(&read), ["a", "b"], "two blind writes are siblings");
+    let written = cluster.put(3, "k", "c", Some(context(&read)), Consistency::All);
+    assert_eq!(values(&cluster.get(1, "k", Consistency::All)), ["c"]);
+    // The write's reply context supersedes exactly that write.
+    cluster.put(1, "k", "d", Some(context(&written)), Consistency::All);
+    assert_eq!(values(&cluster.get(2, "k", Consistency::All)), ["d"]);
+}
+
+#[test]
+fn a_put_without_context_replaces_what_the_coordinator_holds() {
+    let mut cluster = Cluster::new(3, 3);
+    cluster.put(1, "k", "a", None, Consistency::All);
+    cluster.put(1, "k", "b", None, Consistency::All);
+    assert_eq!(values(&cluster.get(2, "k", Consistency::All)), ["b"]);
+}
+
+#[test]
+fn deletes_hide_the_value_and_keep_a_context() {
+    let mut cluster = Cluster::new(3, 3);
+    cluster.put(1, "k", "a", None, Consistency::All);
+    let request = Request::Delete { key: b"k".to_vec(), context: None, write: Consistency::All };
+    assert!(matches!(cluster.call(2, request), Reply::Written { .. }));
+    let read = cluster.get(3, "k", Consistency::All);
+    assert!(matches!(&read, Reply::NotFound { context } if !context.is_empty()), "{read:?}");
+}
+
+#[test]
+fn writes_need_enough_live_replicas_and_say_so() {
+    let mut cluster = Cluster::new(3, 3);
+    cluster.isolated.insert(NodeId(3));
+    cluster.advance(Duration::from_secs(3));
+    let reply = cluster.put(1, "k", "v", None, Consistency::All);
+    assert_eq!(reply, Reply::Failed(ClientError::Unavailable { needed: 3, reachable: 2 }));
+    assert!(matches!(cluster.put(1, "k", "v", None, Consistency::Quorum), Reply::Written { .. }));
+    cluster.isolated.clear();
+    cluster.advance(Duration::from_secs(1));
+    // Reading at `all` repairs the replica that missed the write.
+    assert_eq!(values(&cluster.get(1, "k", Consistency::All)), ["v"]);
+    let repaired = cluster.nodes[2].local_object(b"k").unwrap().unwrap();
+    assert_eq!(repaired.live_values().collect::<Vec<_>>(), [b"v".as_slice()]);
+}
+
+#[test]
+fn a_write_that_reaches_too_few_replicas_times_out_as_indeterminate() {
+    let mut cluster = Cluster::new(3, 3);
+    // Node 3 is cut off but not yet suspected: the write is attempted.
+    cluster.isolated.insert(NodeId(3));
+    let reply = cluster.put(1, "k", "v", None, Consistency::All);
+    assert_eq!(reply, Reply::Failed(ClientError::Timeout { acknowledged: 2, needed: 3 }));
+    assert_eq!(cluster.nodes[0].stats().requests_in_flight, 0, "the request is forgotten after its deadline");
+}
+
+#[test]
+fn oversize_input_is_refused_and_nothing_is_written() {
+    let mut cluster = Cluster::new(1, 1);
+    let key = "k".repeat(9 * 1024);
+    let reply = cluster.put(1, &key, "v", None, Consistency::One);
+    assert_eq!(reply, Reply::Failed(ClientError::KeyTooLarge { len: 9 * 1024, max: 8 * 1024 }));
+    let request = Request::Put {
+        key: b"k".to_vec(),
+        value: vec![0; 16 * 1024 * 1024 + 1],
+        context: None,
+        write: Consistency::One,
+    };
+    assert!(matches!(cluster.call(1, request), Reply::Failed(ClientError::ValueTooLarge { .. })));
+    assert_eq!(cluster.nodes[0].local_object(b"k").unwrap(), None);
+    let bad = Request::Put {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        context: None,
+        write: Consistency::Replicas(2),
+    };
+    assert!(matches!(cluster.call(1, bad), Reply::Failed(ClientError::BadConsistency { .. })));
+    let garbage = Some(Context(vec![1, 0xff, 0xff]));
+    let reply = cluster.put(1, "k", "v", garbage, Consistency::One);
+    assert!(matches!(reply, Reply::Failed(ClientError::BadContext { .. })), "{reply:?}");
+    assert_eq!(cluster.nodes[0].local_object(b"k").unwrap(), None);
+}
+
+#[test]
+fn data_survives_a_crash_and_restart() {
+    let mut cluster = Cluster::new(1, 1);
+    cluster.put(1, "k", "v", None, Consistency::One);
+    let config = cluster.nodes[0].config().clone();
+    let incarnation = cluster.nodes[0].incarnation();
+    cluster.disks[0].crash(crate::disk::CrashMode::DropUnsynced);
+    let disk = Box::new(cluster.disks[0].clone());
+    cluster.nodes[0] = Node::open(config, NodeId(1), 77, disk, at(cluster.now)).unwrap();
+    assert_eq!(cluster.nodes[0].incarnation(), incarnation);
+    assert_eq!(values(&cluster.get(1, "k", Consistency::One)), ["v"]);
+}

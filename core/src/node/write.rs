@@ -1,0 +1,242 @@
+//! Puts and deletes: forwarding to a primary, coordinating, and serving
+//! replicas' writes.
+
+use super::durability::Deferred;
+use super::store::Record;
+use super::{Node, Pending};
+use crate::NodeId;
+use crate::client::{ClientError, Consistency, Context, Reply, Request};
+use crate::message::{Message, ReplicaError, Tag};
+use crate::quorum::Tally;
+use crate::request::{Origin, PutRequest};
+use crate::version::{Actor, CausalContext, Value};
+
+/// A put or delete, once its fields are pulled out of the request.
+struct Write {
+    key: Vec<u8>,
+    value: Value,
+    context: Option<Context>,
+    consistency: Consistency,
+}
+
+impl Write {
+    fn from_request(request: Request) -> Option<Write> {
+        match request {
+            Request::Put { key, value, context, write } => {
+                Some(Write { key, value: Value::Live(value), context, consistency: write })
+            }
+            Request::Delete { key, context, write } => {
+                Some(Write { key, value: Value::Tombstone, context, consistency: write })
+            }
+            Request::Get { .. } => None,
+        }
+    }
+}
+
+impl Node {
+    /// A put or delete arrived from a client or a forwarding peer. Only a
+    /// primary replica coordinates writes: it holds the key's history, so
+    /// the dots it issues are unique.
+    pub(super) fn start_write(&mut self, origin: Origin, request: Request) {
+        let Some(write) = Write::from_request(request.clone()) else { return };
+        match write.value {
+            Value::Live(_) => self.stats.puts += 1,
+            Value::Tombstone => self.stats.deletes += 1,
+        }
+        let primaries = self.ring.preference_list(&write.key).to_vec();
+        if primaries.contains(&self.id) {
+            if let Err(error) = self.coordinate_write(origin, write, primaries) {
+                self.answer(origin, Reply::Failed(error));
+            }
+            return;
+        }
+        match origin {
+            Origin::Client(client) => self.forward(client, request, &primaries),
+            // The forwarder's ring disagrees with ours; never forward twice.
+            Origin::Forwarded { .. } => {
+                self.answer(origin, Reply::Failed(ClientError::Unavailable { needed: 1, reachable: 0 }));
+            }
+        }
+    }
+
+    fn forward(&mut self, client: crate::client::RequestId, request: Request, primaries: &[NodeId]) {
+        let Some(&target) = primaries.iter().find(|&&node| self.is_up(node)) else {
+            self.stats.unavailable += 1;
+            let reply = Reply::Failed(ClientError::Unavailable { needed: 1, reachable: 0 });
+            self.reply(client, reply);
+            return;
+        };
+        self.stats.forwarded += 1;
+        let tag = self.next_tag();
+        // Outlive the coordinator's own deadline, so its answer (even a
+        // timeout) normally arrives before ours fires.
+        let deadline = self.now.mono + self.config.request_timeout * 2;
+        self.track(tag, Pending::Forward { client, deadline });
+        self.send(target, Message::Forward { tag, request });
+    }
+
+    pub(super) fn on_forward(&mut self, from: NodeId, tag: Tag, request: Request) {
+        if let Err(error) = self.admit(&request) {
+            self.stats.rejected += 1;
+            self.send(from, Message::ForwardReply { tag, reply: Reply::Failed(error) });
+            return;
+        }
+        self.start_write(Origin::Forwarded { from, tag }, request);
+    }
+
+    pub(super) fn on_forward_reply(&mut self, tag: Tag, reply: Reply) {
+        if !matches!(self.pending.get(&tag), Some(Pending::Forward { .. })) {
+            return;
+        }
+        if let Some(Pending::Forward { client, .. }) = self.untrack(tag) {
+            self.reply(client, reply);
+        }
+    }
+
+    /// Writes the new version locally; replication starts once it is durable.
+    fn coordinate_write(
+        &mut self,
+        origin: Origin,
+        write: Write,
+        primaries: Vec<NodeId>,
+    ) -> Result<(), ClientError> {
+        let needed = write.consistency.required(count(primaries.len()))?;
+        let reachable = count(primaries.iter().filter(|&&node| self.is_up(node)).count());
+        if reachable < needed {
+            self.stats.unavailable += 1;
+            return Err(ClientError::Unavailable { needed, reachable });
+        }
+        if self.store.engine().is_poisoned() {
+            return Err(storage_failed("a sync failed earlier; writes are refused until restart"));
+        }
+        let seen = match &write.context {
+            Some(context) => CausalContext::from_bytes(&context.0)
+                .map_err(|error| ClientError::BadContext { reason: error.to_string() })?,
+            None => CausalContext::new(),
+        };
+        let stored = self.store.read(&write.key).map_err(|error| storage_failed(&error.to_string()))?;
+        let mut record = stored.unwrap_or(Record { object: Default::default(), local_epoch: None });
+        let epoch = match record.local_epoch {
+            Some(epoch) => epoch,
+            None => self.store.allocate_epoch().map_err(|error| storage_failed(&error.to_string()))?,
+        };
+        // Without a context, the write replaces what this replica holds.
+        let seen = if write.context.is_some() { seen } else { record.object.context().clone() };
+        let actor = Actor { node: self.id, incarnation: self.store.incarnation(), epoch };
+        let Some(dot) = record.object.write(actor, &seen, write.value, self.now.wall_ms) else {
+            return Err(ClientError::BadContext { reason: "context counter at its maximum".into() });
+        };
+        let siblings = record.object.siblings().len();
+        if siblings > self.config.siblings_max as usize {
+            let max = self.config.siblings_max.into();
+            return Err(ClientError::SiblingsTooMany { count: siblings as u64, max });
+        }
+        record.local_epoch = Some(epoch);
+        let lsn =
+            self.store.write(&write.key, &record).map_err(|error| storage_failed(&error.to_string()))?;
+        let mut reply_context = seen;
+        reply_context.insert(dot);
+        let tag = self.next_tag();
+        let request = PutRequest {
+            origin,
+            key: write.key,
+            object: record.object,
+            reply_context,
+            tally: Tally::new(primaries, usize::from(needed)),
+            replied: false,
+            deadline: self.now.mono + self.config.request_timeout,
+        };
+        self.track(tag, Pending::Put(request));
+        self.when_durable(Some(lsn), Deferred::LocalWrite { tag });
+        Ok(())
+    }
+
+    /// The coordinator's own copy is durable: it counts, and the replicas
+    /// may now see the write.
+    pub(super) fn on_local_write_durable(&mut self, tag: Tag) {
+        let Some(Pending::Put(request)) = self.pending.get_mut(&tag) else { return };
+        let reply = request.record(self.id, true);
+        let key = request.key.clone();
+        let object = request.object.clone();
+        let others: Vec<NodeId> =
+            request.tally.asked().iter().copied().filter(|&node| node != self.id).collect();
+        for node in others {
+            self.send(node, Message::Replicate { tag, key: key.clone(), object: object.clone() });
+        }
+        self.conclude_put(tag, reply);
+    }
+
+    pub(super) fn on_local_write_failed(&mut self, tag: Tag) {
+        let Some(Pending::Put(request)) = self.pending.get_mut(&tag) else { return };
+        let reply = request.record(self.id, false);
+        self.conclude_put(tag, reply);
+    }
+
+    pub(super) fn on_replicate_ack(&mut self, from: NodeId, tag: Tag, success: bool) {
+        let Some(Pending::Put(request)) = self.pending.get_mut(&tag) else { return };
+        let reply = request.record(from, success);
+        self.conclude_put(tag, reply);
+    }
+
+    fn conclude_put(&mut self, tag: Tag, reply: Option<Reply>) {
+        let Some(Pending::Put(request)) = self.pending.get(&tag) else { return };
+        let (origin, finished) = (request.origin, request.finished());
+        if let Some(reply) = reply {
+            self.answer(origin, reply);
+        }
+        if finished {
+            self.untrack(tag);
+        }
+    }
+
+    /// A coordinator asks this replica to store its version of `key`.
+    pub(super) fn on_replicate(
+        &mut self,
+        from: NodeId,
+        tag: Tag,
+        key: Vec<u8>,
+        object: crate::version::Object,
+    ) {
+        self.stats.replica_writes += 1;
+        match self.merge_local(&key, &object) {
+            Ok(()) => {
+                let lsn = self.store.pending_lsn(&key);
+                self.when_durable(lsn, Deferred::ReplicateAck { to: from, tag });
+            }
+            Err(error) => self.send(from, Message::ReplicateAck { tag, result: Err(error) }),
+        }
+    }
+
+    /// Read repair from a coordinator: merge, answer nobody.
+    pub(super) fn on_repair(&mut self, key: Vec<u8>, object: crate::version::Object) {
+        // A failure here only leaves this replica behind; the next read or
+        // anti-entropy round repairs it again.
+        let _ = self.merge_local(&key, &object);
+    }
+
+    /// Merges `object` into the local record of `key`, writing only if
+    /// something changed.
+    pub(super) fn merge_local(
+        &mut self,
+        key: &[u8],
+        object: &crate::version::Object,
+    ) -> Result<(), ReplicaError> {
+        if self.store.engine().is_poisoned() {
+            return Err(ReplicaError::StorageFailed);
+        }
+        let stored = self.store.read(key).map_err(|_| ReplicaError::Corrupt)?;
+        let mut record = stored.unwrap_or(Record { object: Default::default(), local_epoch: None });
+        if record.object.merge(object) {
+            self.store.write(key, &record).map_err(|_| ReplicaError::StorageFailed)?;
+        }
+        Ok(())
+    }
+}
+
+fn storage_failed(reason: &str) -> ClientError {
+    ClientError::StorageFailed { reason: reason.to_owned() }
+}
+
+fn count(n: usize) -> u8 {
+    u8::try_from(n).unwrap_or(u8::MAX)
+}

@@ -1,0 +1,257 @@
+//! One coordinated request: the bookkeeping of a get or a put between the
+//! moment the coordinator asks the replicas and the moment it answers.
+//!
+//! These types decide *what* to answer; the node decides *when* (it owns the
+//! timers and the network). Nothing here performs I/O.
+
+use crate::NodeId;
+use crate::client::{ClientError, Context, Reply, RequestId};
+use crate::message::Tag;
+use crate::quorum::{Outcome, Tally};
+use crate::time::Instant;
+use crate::version::{CausalContext, Object};
+
+/// Who a coordinated write answers to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Origin {
+    Client(RequestId),
+    /// A put or delete another node forwarded here; answer with
+    /// `Message::ForwardReply` carrying the forwarder's tag.
+    Forwarded {
+        from: NodeId,
+        tag: Tag,
+    },
+}
+
+/// A put or delete this node coordinates: the new object has been written
+/// locally, and replicas are acknowledging it.
+#[derive(Debug)]
+pub struct PutRequest {
+    pub origin: Origin,
+    pub key: Vec<u8>,
+    pub object: Object,
+    /// What the client saw plus the new dot: handed back on success.
+    pub reply_context: CausalContext,
+    pub tally: Tally,
+    pub replied: bool,
+    pub deadline: Instant,
+}
+
+impl PutRequest {
+    /// Records a replica's acknowledgement (or failure) and returns the reply
+    /// to send now, if this answer decided the request.
+    pub fn record(&mut self, from: NodeId, success: bool) -> Option<Reply> {
+        let outcome = self.tally.record(from, success);
+        if self.replied {
+            return None;
+        }
+        match outcome {
+            Outcome::Pending => None,
+            Outcome::Reached => {
+                self.answer(Reply::Written { context: Context(self.reply_context.to_bytes()) })
+            }
+            // Some replicas may hold the write: the outcome is unknown.
+            Outcome::Unreachable => self.answer(Reply::Failed(self.timeout())),
+        }
+    }
+
+    /// The deadline passed: answer with a timeout unless already answered.
+    pub fn expire(&mut self) -> Option<Reply> {
+        if self.replied { None } else { self.answer(Reply::Failed(self.timeout())) }
+    }
+
+    /// Answered, and nothing more to learn from the replicas.
+    pub fn finished(&self) -> bool {
+        self.replied && self.tally.complete()
+    }
+
+    fn timeout(&self) -> ClientError {
+        ClientError::Timeout {
+            acknowledged: count(self.tally.succeeded().len()),
+            needed: count(self.tally.needed()),
+        }
+    }
+
+    fn answer(&mut self, reply: Reply) -> Option<Reply> {
+        self.replied = true;
+        Some(reply)
+    }
+}
+
+/// A get this node coordinates.
+#[derive(Debug)]
+pub struct GetRequest {
+    pub client: RequestId,
+    pub key: Vec<u8>,
+    pub tally: Tally,
+    /// Each replica's answer, `None` when it has no copy.
+    pub answers: Vec<(NodeId, Option<Object>)>,
+    pub merged: Object,
+    pub replied: bool,
+    pub deadline: Instant,
+}
+
+impl GetRequest {
+    pub fn new(client: RequestId, key: Vec<u8>, tally: Tally, deadline: Instant) -> GetRequest {
+        GetRequest {
+            client,
+            key,
+            tally,
+            answers: Vec::new(),
+            merged: Object::new(),
+            replied: false,
+            deadline,
+        }
+    }
+
+    /// Records one replica's answer: its object, or `Err(())` when it failed.
+    pub fn record(&mut self, from: NodeId, answer: Result<Option<Object>, ()>) -> Option<Reply> {
+        let fresh = self.tally.asked().contains(&from) && !self.answers.iter().any(|(node, _)| *node == from);
+        let outcome = match answer {
+            Ok(object) if fresh => {
+                if let Some(object) = &object {
+                    self.merged.merge(object);
+                }
+                self.answers.push((from, object));
+                self.tally.record(from, true)
+            }
+            Ok(_) => self.tally.outcome(),
+            Err(()) => self.tally.record(from, false),
+        };
+        if self.replied {
+            return None;
+        }
+        match outcome {
+            Outcome::Pending => None,
+            Outcome::Reached => {
+                self.replied = true;
+                Some(read_reply(&self.merged))
+            }
+            Outcome::Unreachable => self.expire(),
+        }
+    }
+
+    pub fn expire(&mut self) -> Option<Reply> {
+        if self.replied {
+            return None;
+        }
+        self.replied = true;
+        Some(Reply::Failed(ClientError::Timeout {
+            acknowledged: count(self.tally.succeeded().len()),
+            needed: count(self.tally.needed()),
+        }))
+    }
+
+    pub fn finished(&self) -> bool {
+        self.replied && self.tally.complete()
+    }
+
+    /// Replicas that answered with less than the merged object: read repair
+    /// sends them the merged object.
+    pub fn stale_replicas(&self) -> Vec<NodeId> {
+        if self.merged.is_empty() {
+            return Vec::new();
+        }
+        let stale = |object: &Option<Object>| match object {
+            None => true,
+            Some(object) => object.clone().merge(&self.merged),
+        };
+        self.answers.iter().filter(|(_, object)| stale(object)).map(|(node, _)| *node).collect()
+    }
+}
+
+/// What a client sees of an object: its live values in dot order and its
+/// context, or "not found" when every sibling is a tombstone.
+pub fn read_reply(object: &Object) -> Reply {
+    let context = Context(object.context().to_bytes());
+    let values: Vec<Vec<u8>> = object.live_values().map(<[u8]>::to_vec).collect();
+    if values.is_empty() { Reply::NotFound { context } } else { Reply::Found { values, context } }
+}
+
+fn count(n: usize) -> u8 {
+    u8::try_from(n).unwrap_or(u8::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{Actor, Value};
+
+    fn nodes(ids: &[u64]) -> Vec<NodeId> {
+        ids.iter().copied().map(NodeId).collect()
+    }
+
+    fn object_with(node: u64, value: &str) -> Object {
+        let mut object = Object::new();
+        let actor = Actor { node: NodeId(node), incarnation: 1, epoch: 1 };
+        object.write(actor, &CausalContext::new(), Value::Live(value.as_bytes().to_vec()), 0);
+        object
+    }
+
+    fn put(needed: usize) -> PutRequest {
+        PutRequest {
+            origin: Origin::Client(RequestId(1)),
+            key: b"k".to_vec(),
+            object: Object::new(),
+            reply_context: CausalContext::new(),
+            tally: Tally::new(nodes(&[1, 2, 3]), needed),
+            replied: false,
+            deadline: Instant::ZERO,
+        }
+    }
+
+    #[test]
+    fn put_answers_once_on_quorum_and_finishes_when_all_answered() {
+        let mut request = put(2);
+        assert_eq!(request.record(NodeId(1), true), None);
+        assert!(matches!(request.record(NodeId(2), true), Some(Reply::Written { .. })));
+        assert!(!request.finished());
+        assert_eq!(request.record(NodeId(3), false), None);
+        assert!(request.finished());
+        assert_eq!(request.expire(), None);
+    }
+
+    #[test]
+    fn put_that_cannot_reach_quorum_is_indeterminate() {
+        let mut request = put(3);
+        request.record(NodeId(1), true);
+        let reply = request.record(NodeId(2), false).unwrap();
+        let Reply::Failed(error) = reply else { panic!("expected a failure, got {reply:?}") };
+        assert!(error.is_indeterminate());
+        assert_eq!(error, ClientError::Timeout { acknowledged: 1, needed: 3 });
+    }
+
+    #[test]
+    fn get_merges_answers_and_finds_stale_replicas() {
+        let tally = Tally::new(nodes(&[1, 2, 3]), 2);
+        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), tally, Instant::ZERO);
+        let fresh = object_with(1, "a");
+        assert_eq!(request.record(NodeId(1), Ok(Some(fresh.clone()))), None);
+        let reply = request.record(NodeId(2), Ok(None)).unwrap();
+        assert!(matches!(&reply, Reply::Found { values, .. } if values == &[b"a".to_vec()]));
+        assert_eq!(request.record(NodeId(3), Ok(Some(fresh))), None);
+        assert!(request.finished());
+        assert_eq!(request.stale_replicas(), nodes(&[2]));
+    }
+
+    #[test]
+    fn get_ignores_duplicate_and_unknown_answers() {
+        let tally = Tally::new(nodes(&[1, 2, 3]), 2);
+        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), tally, Instant::ZERO);
+        assert_eq!(request.record(NodeId(1), Ok(None)), None);
+        assert_eq!(request.record(NodeId(1), Ok(None)), None);
+        assert_eq!(request.record(NodeId(9), Ok(None)), None);
+        assert!(matches!(request.record(NodeId(3), Ok(None)), Some(Reply::NotFound { .. })));
+    }
+
+    #[test]
+    fn concurrent_answers_become_siblings_in_the_reply() {
+        let tally = Tally::new(nodes(&[1, 2]), 2);
+        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), tally, Instant::ZERO);
+        request.record(NodeId(1), Ok(Some(object_with(1, "x"))));
+        let reply = request.record(NodeId(2), Ok(Some(object_with(2, "y")))).unwrap();
+        let Reply::Found { values, .. } = reply else { panic!("expected values") };
+        assert_eq!(values, vec![b"x".to_vec(), b"y".to_vec()]);
+        assert_eq!(request.stale_replicas(), nodes(&[1, 2]));
+    }
+}
