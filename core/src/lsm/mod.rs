@@ -1,1 +1,205 @@
-//! Placeholder: the LSM engine is being written.
+//! keel's storage engine: a log-structured merge tree over a [`Disk`].
+//!
+//! Writes go to a write-ahead log buffer and a sorted memtable. The owner
+//! drives durability: [`Engine::begin_sync`] appends the buffered log bytes
+//! and names the file to fsync, the owner fsyncs it wherever it likes (off its
+//! event loop, batching many writes into one sync) and reports back with
+//! [`Engine::finish_sync`]. A failed sync poisons the engine for writes.
+//!
+//! The engine never reads a clock or spawns a thread; flushes and compactions
+//! run inline when the owner calls [`Engine::maintain`] between events. Bytes
+//! read from the disk are never trusted: every record and block carries a
+//! crc32c, and a read that fails it is retried once and then reported as
+//! [`ReadError::Corrupt`], never returned and never a panic.
+//!
+//! See `docs/STORAGE.md` for the file formats, recovery and compaction.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+use core::fmt;
+use std::ops::Bound;
+
+use thiserror::Error;
+
+use crate::disk::DiskError;
+
+mod engine;
+#[cfg(test)]
+mod engine_tests;
+pub mod memtable;
+mod recovery;
+pub mod wal;
+
+pub use engine::Engine;
+
+/// A key and its value, as scans return them.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// WAL sequence number: every put and delete gets the next one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lsn(pub u64);
+
+/// When the owner fsyncs the WAL. The engine only records the choice; the
+/// owner enforces it by when it releases acknowledgements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Acknowledge a write only after a sync covering its Lsn (group commit).
+    Always,
+    /// Acknowledge at once and sync every `interval_ms`: a crash may lose the
+    /// writes of the last interval.
+    Periodic { interval_ms: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// The memtable is flushed to a table once it holds this many bytes.
+    pub memtable_bytes_max: u64,
+    /// WAL bytes buffered in memory before they are appended to the file.
+    pub wal_buffer_bytes_max: u64,
+    /// Target size of an uncompressed data block.
+    pub block_bytes: u32,
+    /// Budget of the block cache.
+    pub block_cache_bytes_max: u64,
+    /// Values longer than this are stored zstd-compressed in tables.
+    pub compress_values_over_bytes: u32,
+    pub key_bytes_max: u32,
+    pub value_bytes_max: u32,
+    pub sync_policy: SyncPolicy,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            memtable_bytes_max: 64 << 20,
+            wal_buffer_bytes_max: 1 << 20,
+            block_bytes: 4096,
+            block_cache_bytes_max: 64 << 20,
+            compress_values_over_bytes: 1024,
+            key_bytes_max: 64 << 10,
+            value_bytes_max: 64 << 20,
+            sync_policy: SyncPolicy::Always,
+        }
+    }
+}
+
+/// A WAL file to fsync on the engine's behalf; valid until `finish_sync`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncRequest {
+    pub file: String,
+    /// Every write with an Lsn up to this one is durable once the sync succeeds.
+    pub through: Lsn,
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("disk error while opening: {0}")]
+    Disk(#[from] DiskError),
+    #[error("{file:?} is corrupt: {reason}")]
+    Corrupt { file: String, reason: String },
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteError {
+    #[error("the engine is poisoned by an earlier disk failure and refuses writes")]
+    Poisoned,
+    #[error("key of {len} bytes exceeds the maximum of {max}")]
+    KeyTooLarge { len: u64, max: u32 },
+    #[error("value of {len} bytes exceeds the maximum of {max}")]
+    ValueTooLarge { len: u64, max: u32 },
+    #[error("disk error while writing: {0}")]
+    Disk(DiskError),
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadError {
+    #[error("{file:?} is corrupt at offset {offset}: {reason}")]
+    Corrupt { file: String, offset: u64, reason: String },
+    #[error("disk error while reading: {0}")]
+    Disk(#[from] DiskError),
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MaintainError {
+    #[error("the engine is poisoned by an earlier disk failure")]
+    Poisoned,
+    #[error("disk error during maintenance: {0}")]
+    Disk(DiskError),
+    #[error("maintenance read corrupt data: {0}")]
+    Corrupt(ReadError),
+}
+
+/// What one call of [`Engine::maintain`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub flushed: bool,
+    pub compacted: bool,
+}
+
+/// What [`Engine::open`] found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub wal_files_replayed: u32,
+    pub records_replayed: u64,
+    /// WAL files whose replay stopped before their end, and why.
+    pub wal_stops: Vec<(String, String)>,
+    /// Files removed as garbage: orphaned tables, WALs past a gap in the log.
+    pub files_removed: Vec<String>,
+}
+
+/// Numbers the node shows in its status and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub memtable_bytes: u64,
+    pub memtable_bytes_max: u64,
+    pub block_cache_bytes: u64,
+    pub block_cache_bytes_max: u64,
+    pub block_cache_hits: u64,
+    pub block_cache_misses: u64,
+    pub tables_per_level: Vec<u32>,
+    pub table_bytes_per_level: Vec<u64>,
+    /// Bytes of tables and WAL files.
+    pub disk_bytes: u64,
+    pub wal_bytes: u64,
+    pub last_lsn: u64,
+    pub durable_lsn: u64,
+    pub flushes: u64,
+    pub compactions: u64,
+    /// Checksum failures seen, including transient ones that a re-read cured.
+    pub corruption_detected: u64,
+    pub poisoned: bool,
+}
+
+/// The exclusive upper bound of the keys that start with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Bound::Excluded(end);
+        }
+    }
+    Bound::Unbounded
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_skips_trailing_max_bytes() {
+        assert_eq!(prefix_end(b"ab"), Bound::Excluded(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Bound::Excluded(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), Bound::Unbounded);
+        assert_eq!(prefix_end(b""), Bound::Unbounded);
+    }
+}

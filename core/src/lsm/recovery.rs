@@ -1,0 +1,151 @@
+//! Opening an engine: load the manifest and its tables, replay the WAL files
+//! that may hold unflushed writes, and start a fresh WAL.
+//!
+//! Replay applies records in Lsn order and stops a file at its first bad
+//! record: a torn tail is the normal result of a crash. Records at or below the
+//! Lsn already flushed to tables are skipped. A later file must continue the
+//! Lsn sequence exactly; a gap means synced records were lost to corruption,
+//! so replay stops there, keeping a prefix of the history, and the files past
+//! the gap are removed so that new writes never land behind the hole.
+
+use super::engine::{Counters, Engine, WalWriter};
+use super::memtable::Memtable;
+use super::wal::{self, Reader, WalError};
+use super::{EngineConfig, Lsn, OpenError, RecoveryReport};
+use crate::disk::{Disk, DiskError};
+
+/// What the manifest says about the WAL; stage-independent view used by replay.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct LogStart {
+    /// WAL files with a lower sequence number hold only flushed writes.
+    pub wal_first: u64,
+    /// Every write up to this Lsn is in a table.
+    pub flushed_lsn: Lsn,
+}
+
+pub(super) fn open(disk: Box<dyn Disk>, config: EngineConfig) -> Result<Engine, OpenError> {
+    let names = disk.list()?;
+    let start = LogStart::default();
+    let mut recovery = RecoveryReport::default();
+    let mut counters = Counters::default();
+    let mut memtable = Memtable::new();
+    let replay = replay_wals(&*disk, &config, &names, start, &mut memtable, &mut recovery, &mut counters)?;
+    let seq = replay.seq_max.map_or(start.wal_first, |seq| seq + 1);
+    let file = wal::file_name(seq);
+    disk.create(&file)?;
+    disk.sync_dir()?;
+    Ok(Engine {
+        disk,
+        config,
+        memtable,
+        wal: WalWriter { seq, file, buffer: Vec::new(), disk_bytes: replay.bytes },
+        wal_retired: Vec::new(),
+        last_lsn: replay.last_lsn,
+        durable_lsn: replay.last_lsn,
+        sync_in_flight: None,
+        poisoned: false,
+        recovery,
+        counters,
+    })
+}
+
+struct Replay {
+    last_lsn: Lsn,
+    seq_max: Option<u64>,
+    bytes: u64,
+}
+
+fn replay_wals(
+    disk: &dyn Disk,
+    config: &EngineConfig,
+    names: &[String],
+    start: LogStart,
+    memtable: &mut Memtable,
+    recovery: &mut RecoveryReport,
+    counters: &mut Counters,
+) -> Result<Replay, OpenError> {
+    let mut replay = Replay { last_lsn: start.flushed_lsn, seq_max: None, bytes: 0 };
+    let mut gap = false;
+    let record_bytes_max = record_bytes_max(config);
+    for name in names {
+        let Some(seq) = wal::parse_file_name(name) else { continue };
+        if seq < start.wal_first || gap {
+            disk.remove(name)?;
+            recovery.files_removed.push(name.clone());
+            continue;
+        }
+        replay.seq_max = Some(seq);
+        let bytes = read_log(disk, name, record_bytes_max, counters)?;
+        replay.bytes += bytes.len() as u64;
+        recovery.wal_files_replayed += 1;
+        for result in Reader::new(&bytes, record_bytes_max) {
+            let record = match result {
+                Ok(record) => record,
+                Err(error) => {
+                    recovery.wal_stops.push((name.clone(), error.to_string()));
+                    break;
+                }
+            };
+            if record.lsn <= replay.last_lsn {
+                continue;
+            }
+            if record.lsn.0 != replay.last_lsn.0 + 1 {
+                counters.corruption_detected += 1;
+                let reason = format!("gap in the log: Lsn {} follows {}", record.lsn, replay.last_lsn);
+                recovery.wal_stops.push((name.clone(), reason));
+                gap = true;
+                break;
+            }
+            memtable.insert(record.key, record.value);
+            replay.last_lsn = record.lsn;
+            recovery.records_replayed += 1;
+        }
+        // A crashed process may have left appended bytes only in the page cache.
+        disk.sync(name)?;
+    }
+    if !recovery.files_removed.is_empty() {
+        disk.sync_dir()?;
+    }
+    Ok(replay)
+}
+
+/// Reads a whole log file, reading it once more if it looks damaged: a
+/// transient read error must not cut synced records from the replay.
+fn read_log(
+    disk: &dyn Disk,
+    name: &str,
+    record_bytes_max: u32,
+    counters: &mut Counters,
+) -> Result<Vec<u8>, DiskError> {
+    let len = disk.len(name)?;
+    let first = disk.read_at(name, 0, len)?;
+    let first_scan = scan(&first, record_bytes_max);
+    if first_scan.1.is_none() {
+        return Ok(first);
+    }
+    let second = disk.read_at(name, 0, len)?;
+    let second_scan = scan(&second, record_bytes_max);
+    if second_scan == first_scan {
+        // The same stop twice: the bytes on disk end there. A torn tail is a
+        // crash's normal footprint; anything else is damage.
+        if !matches!(first_scan.1, Some(WalError::Torn { .. })) {
+            counters.corruption_detected += 1;
+        }
+        return Ok(first);
+    }
+    // The reads differ, so at least one was corrupted in flight.
+    counters.corruption_detected += if second_scan.1.is_none() { 1 } else { 2 };
+    Ok(if second_scan.0 >= first_scan.0 { second } else { first })
+}
+
+fn scan(bytes: &[u8], record_bytes_max: u32) -> (u64, Option<WalError>) {
+    let mut reader = Reader::new(bytes, record_bytes_max);
+    let error = reader.by_ref().find_map(Result::err);
+    (reader.valid_len(), error)
+}
+
+pub(super) fn record_bytes_max(config: &EngineConfig) -> u32 {
+    (wal::HEADER_BYTES as u32 + 13)
+        .saturating_add(config.key_bytes_max)
+        .saturating_add(config.value_bytes_max)
+}
