@@ -1,1 +1,0 @@
-//! Placeholder: the consistent-hash ring is being written.
