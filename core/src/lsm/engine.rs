@@ -1,12 +1,18 @@
 //! The engine: the write path, the read path and the durability handshake.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
-use super::memtable::{Memtable, range_is_empty};
+use super::cache::BlockCache;
+use super::iter::{Iter, Merge};
+use super::manifest::Manifest;
+use super::memtable::{Entry, Memtable};
+use super::sstable::{self, Reads, Table};
 use super::wal::{self, Record};
 use super::{
-    EngineConfig, EngineStats, Lsn, MaintainError, MaintenanceReport, OpenError, Pair, ReadError,
-    RecoveryReport, SyncRequest, WriteError, prefix_end,
+    EngineConfig, EngineStats, Lsn, OpenError, Pair, ReadError, RecoveryReport, SyncRequest, WriteError,
+    block, bloom, prefix_end,
 };
 use crate::disk::{Disk, DiskError};
 
@@ -25,12 +31,16 @@ pub struct Engine {
     pub(super) poisoned: bool,
     pub(super) recovery: RecoveryReport,
     pub(super) counters: Counters,
+    pub(super) manifest: Manifest,
+    pub(super) tables: BTreeMap<u64, Arc<Table>>,
+    pub(super) cache: BlockCache,
+    /// Whether the compaction policy has a step to run; updated with the manifest.
+    pub(super) compaction_due: bool,
 }
 
 /// The WAL file being written and the bytes not yet appended to it.
 #[derive(Debug)]
 pub(super) struct WalWriter {
-    #[allow(dead_code)] // read by the flush, which lands next
     pub seq: u64,
     pub file: String,
     pub buffer: Vec<u8>,
@@ -90,6 +100,13 @@ impl Engine {
         if self.wal.buffer.len() as u64 >= self.config.wal_buffer_bytes_max {
             self.append_wal().map_err(WriteError::Disk)?;
         }
+        // An owner that never calls `maintain` must not grow the memtable without bound.
+        if self.memtable.bytes() >= self.config.memtable_bytes_max.saturating_mul(2) {
+            self.flush().map_err(|error| match error {
+                super::MaintainError::Disk(error) => WriteError::Disk(error),
+                _ => WriteError::Poisoned,
+            })?;
+        }
         Ok(lsn)
     }
 
@@ -113,7 +130,62 @@ impl Engine {
         if let Some(entry) = self.memtable.get(key) {
             return Ok(entry.map(<[u8]>::to_vec));
         }
+        let hash = bloom::hash(key);
+        let mut reads = Reads {
+            disk: &*self.disk,
+            cache: &mut self.cache,
+            corruption_detected: &mut self.counters.corruption_detected,
+            fill_cache: true,
+        };
+        let value_bytes_max = self.config.value_bytes_max;
+        for (level, metas) in self.manifest.levels.iter().enumerate() {
+            let candidates = if level == 0 {
+                metas.as_slice()
+            } else {
+                let at = metas.partition_point(|meta| meta.last_key.as_slice() < key);
+                metas.get(at..at + 1).unwrap_or_default()
+            };
+            for meta in candidates {
+                if key < meta.first_key.as_slice() || key > meta.last_key.as_slice() {
+                    continue;
+                }
+                let Some(table) = self.tables.get(&meta.id) else { continue };
+                if let Some(entry) = table.get(key, hash, value_bytes_max, &mut reads)? {
+                    return Ok(entry);
+                }
+            }
+        }
         Ok(None)
+    }
+
+    /// An ordered iterator over the live pairs with keys between `start` and `end`.
+    pub fn iter(&mut self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Iter<'_> {
+        let mut runs: Vec<Vec<Arc<Table>>> = Vec::new();
+        for (level, metas) in self.manifest.levels.iter().enumerate() {
+            let tables = metas.iter().filter_map(|meta| self.tables.get(&meta.id)).cloned();
+            if level == 0 {
+                runs.extend(tables.map(|table| vec![table]));
+            } else {
+                runs.push(tables.collect());
+            }
+        }
+        let merge = Merge::new(true, runs, start.map(<[u8]>::to_vec), end.map(<[u8]>::to_vec), true);
+        Iter { engine: self, merge, failed: false }
+    }
+
+    pub(super) fn merge_next(&mut self, merge: &mut Merge) -> Result<Option<Pair>, ReadError> {
+        let mut reads = Reads {
+            disk: &*self.disk,
+            cache: &mut self.cache,
+            corruption_detected: &mut self.counters.corruption_detected,
+            fill_cache: true,
+        };
+        let Some(item) = merge.next(&self.memtable, &mut reads)? else { return Ok(None) };
+        let entry = block::EntryRef { key: &item.key, flags: item.flags, value: &item.value };
+        let value: Entry = sstable::decode_value(entry, self.config.value_bytes_max).map_err(|error| {
+            ReadError::Corrupt { file: String::from("table"), offset: 0, reason: error.to_string() }
+        })?;
+        Ok(value.map(|value| (item.key, value)))
     }
 
     /// Up to `limit` live pairs with keys between `start` and `end`, in key order.
@@ -123,19 +195,7 @@ impl Engine {
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Pair>, ReadError> {
-        let mut out = Vec::new();
-        if range_is_empty(start, end) {
-            return Ok(out);
-        }
-        for (key, entry) in self.memtable.range_chunk(start, end, usize::MAX) {
-            if out.len() >= limit {
-                break;
-            }
-            if let Some(value) = entry {
-                out.push((key, value));
-            }
-        }
-        Ok(out)
+        self.iter(start, end).take(limit).collect()
     }
 
     /// Up to `limit` live pairs whose keys start with `prefix`, in key order.
@@ -196,25 +256,22 @@ impl Engine {
         self.poisoned
     }
 
-    /// True when a flush or compaction is due.
-    pub fn needs_maintenance(&self) -> bool {
-        !self.poisoned && self.memtable.bytes() >= self.config.memtable_bytes_max
-    }
-
-    /// Flushes a full memtable and/or runs one compaction step.
-    pub fn maintain(&mut self) -> Result<MaintenanceReport, MaintainError> {
-        if self.poisoned {
-            return Err(MaintainError::Poisoned);
-        }
-        Ok(MaintenanceReport::default())
-    }
-
     pub fn stats(&self) -> EngineStats {
+        let levels = &self.manifest.levels;
+        let table_bytes_per_level: Vec<u64> =
+            (0..levels.len()).map(|l| self.manifest.level_bytes(l)).collect();
+        let table_bytes: u64 = table_bytes_per_level.iter().sum();
         EngineStats {
             memtable_bytes: self.memtable.bytes(),
             memtable_bytes_max: self.config.memtable_bytes_max,
+            block_cache_bytes: self.cache.bytes(),
             block_cache_bytes_max: self.config.block_cache_bytes_max,
-            disk_bytes: self.wal.disk_bytes,
+            block_cache_hits: self.cache.hits(),
+            block_cache_misses: self.cache.misses(),
+            tables_per_level: levels.iter().map(|tables| tables.len() as u32).collect(),
+            table_bytes_per_level,
+            table_memory_bytes: self.tables.values().map(|table| table.memory_bytes()).sum(),
+            disk_bytes: table_bytes + self.wal.disk_bytes,
             wal_bytes: self.wal.disk_bytes,
             last_lsn: self.last_lsn.0,
             durable_lsn: self.durable_lsn.0,
@@ -222,7 +279,6 @@ impl Engine {
             compactions: self.counters.compactions,
             corruption_detected: self.counters.corruption_detected,
             poisoned: self.poisoned,
-            ..EngineStats::default()
         }
     }
 }

@@ -17,8 +17,15 @@ fn small_config() -> EngineConfig {
     }
 }
 
-fn open(disk: &MemDisk) -> Engine {
+/// Flushes and compacts after a few KiB.
+fn open_small(disk: &MemDisk) -> Engine {
     Engine::open(Box::new(disk.clone()), small_config()).unwrap()
+}
+
+/// Never flushes on its own in these tests: everything stays in the WAL.
+fn open(disk: &MemDisk) -> Engine {
+    let config = EngineConfig { memtable_bytes_max: 1 << 20, ..small_config() };
+    Engine::open(Box::new(disk.clone()), config).unwrap()
 }
 
 fn key(i: u32) -> Vec<u8> {
@@ -148,7 +155,8 @@ fn transient_read_corruption_at_recovery_loses_nothing() {
         drop(engine);
         disk.crash(CrashMode::DropUnsynced);
         disk.set_faults(Faults { read_corrupt_per_million: 500_000, ..Faults::default() });
-        let engine = Engine::open(Box::new(disk.clone()), small_config());
+        let config = EngineConfig { memtable_bytes_max: 1 << 20, ..small_config() };
+        let engine = Engine::open(Box::new(disk.clone()), config);
         disk.set_faults(Faults::default());
         // A read can be corrupted twice in a row; then replay stops early, which
         // is allowed (a prefix), but a single transient flip must be cured.
@@ -177,4 +185,135 @@ fn persistent_corruption_in_the_log_keeps_a_prefix() {
     assert_eq!(engine.get(&key(4)).unwrap(), None);
     assert!(engine.stats().corruption_detected >= 1);
     assert_eq!(engine.recovery().wal_stops.len(), 1);
+}
+
+fn churn(engine: &mut Engine, model: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>, rounds: u32) {
+    for i in 0..rounds {
+        let k = key((i * 7919) % 500);
+        if i % 5 == 4 {
+            engine.delete(&k).unwrap();
+            model.remove(&k);
+        } else {
+            let value = format!("value-{i}-{}", "x".repeat((i % 97) as usize)).into_bytes();
+            engine.put(&k, &value).unwrap();
+            model.insert(k, value);
+        }
+        while engine.needs_maintenance() {
+            engine.maintain().unwrap();
+        }
+    }
+}
+
+fn assert_matches(engine: &mut Engine, model: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>) {
+    for i in 0..500 {
+        assert_eq!(engine.get(&key(i)).unwrap().as_ref(), model.get(&key(i)), "key {i}");
+    }
+    let all = engine.scan(Bound::Unbounded, Bound::Unbounded, usize::MAX).unwrap();
+    let expected: Vec<Pair> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(all, expected);
+    let from = key(100);
+    let to = key(200);
+    let some = engine.scan(Bound::Excluded(&from), Bound::Included(&to), 30).unwrap();
+    let expected: Vec<Pair> = model
+        .range::<Vec<u8>, _>((Bound::Excluded(&from), Bound::Included(&to)))
+        .take(30)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(some, expected);
+}
+
+#[test]
+fn flushes_and_compactions_keep_the_newest_values() {
+    let disk = MemDisk::new(5);
+    let mut engine = open_small(&disk);
+    let mut model = std::collections::BTreeMap::new();
+    churn(&mut engine, &mut model, 6_000);
+    let stats = engine.stats();
+    assert!(stats.flushes > 10, "{stats:?}");
+    assert!(stats.compactions > 0, "{stats:?}");
+    assert!(stats.tables_per_level.iter().skip(1).any(|&n| n > 0), "{stats:?}");
+    assert!(stats.block_cache_bytes <= stats.block_cache_bytes_max);
+    assert_matches(&mut engine, &model);
+    assert!(engine.durable_lsn() <= engine.last_lsn());
+    engine.sync_now().unwrap();
+    drop(engine);
+    disk.crash(CrashMode::DropUnsynced);
+    let mut engine = open_small(&disk);
+    assert_matches(&mut engine, &model);
+    assert_eq!(engine.stats().corruption_detected, 0);
+}
+
+#[test]
+fn flushed_writes_are_durable_without_a_wal_sync() {
+    let disk = MemDisk::new(6);
+    let mut engine = open_small(&disk);
+    engine.put(b"a", b"1").unwrap();
+    engine.delete(b"a").unwrap();
+    engine.put(b"b", b"2").unwrap();
+    assert!(engine.flush().unwrap());
+    assert_eq!(engine.durable_lsn(), Lsn(3));
+    engine.put(b"c", b"3").unwrap();
+    drop(engine);
+    disk.crash(CrashMode::DropUnsynced);
+    let mut engine = open_small(&disk);
+    assert_eq!(engine.last_lsn(), Lsn(3));
+    assert_eq!(engine.get(b"a").unwrap(), None);
+    assert_eq!(engine.get(b"b").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(engine.get(b"c").unwrap(), None);
+    assert_eq!(engine.put(b"d", b"4").unwrap(), Lsn(4));
+}
+
+#[test]
+fn a_sync_in_flight_across_a_flush_keeps_its_file() {
+    let disk = MemDisk::new(7);
+    let mut engine = open_small(&disk);
+    engine.put(b"a", b"1").unwrap();
+    let request = engine.begin_sync().unwrap();
+    engine.flush().unwrap();
+    assert!(disk.list().unwrap().contains(&request.file));
+    disk.sync(&request.file).unwrap();
+    engine.finish_sync(request.clone(), Ok(()));
+    assert!(!disk.list().unwrap().contains(&request.file));
+    assert_eq!(engine.durable_lsn(), Lsn(1));
+}
+
+#[test]
+fn corrupt_table_blocks_are_errors_not_values() {
+    let disk = MemDisk::new(8);
+    let mut engine = open_small(&disk);
+    for i in 0..50 {
+        engine.put(&key(i), b"value").unwrap();
+    }
+    engine.flush().unwrap();
+    let table = disk.list().unwrap().into_iter().find(|name| name.starts_with("sst-")).unwrap();
+    disk.corrupt_at(&table, 20, 0).unwrap();
+    let mut engine = open_small(&disk);
+    let error = engine.get(&key(0)).unwrap_err();
+    assert!(matches!(error, ReadError::Corrupt { .. }), "{error}");
+    let scan = engine.scan(Bound::Unbounded, Bound::Unbounded, 100);
+    assert!(matches!(scan, Err(ReadError::Corrupt { .. })));
+    assert!(engine.stats().corruption_detected >= 2);
+}
+
+#[test]
+fn transient_read_corruption_is_cured_by_a_reread() {
+    let disk = MemDisk::new(9);
+    let mut engine = open_small(&disk);
+    for i in 0..200 {
+        engine.put(&key(i), b"value").unwrap();
+    }
+    engine.flush().unwrap();
+    let mut engine = open_small(&disk);
+    disk.set_faults(Faults { read_corrupt_per_million: 100_000, ..Faults::default() });
+    let mut ok = 0;
+    for i in 0..200 {
+        match engine.get(&key(i)) {
+            Ok(value) => {
+                assert_eq!(value, Some(b"value".to_vec()));
+                ok += 1;
+            }
+            Err(error) => assert!(matches!(error, ReadError::Corrupt { .. })),
+        }
+    }
+    assert!(ok > 190, "{ok}");
 }

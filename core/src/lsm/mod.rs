@@ -23,14 +23,23 @@ use thiserror::Error;
 
 use crate::disk::DiskError;
 
+pub mod block;
+pub mod bloom;
+pub mod cache;
+pub mod compaction;
 mod engine;
 #[cfg(test)]
 mod engine_tests;
+pub mod iter;
+mod maintain;
+pub mod manifest;
 pub mod memtable;
 mod recovery;
+pub mod sstable;
 pub mod wal;
 
 pub use engine::Engine;
+pub use iter::Iter;
 
 /// A key and its value, as scans return them.
 pub type Pair = (Vec<u8>, Vec<u8>);
@@ -64,6 +73,13 @@ pub struct EngineConfig {
     pub compress_values_over_bytes: u32,
     pub key_bytes_max: u32,
     pub value_bytes_max: u32,
+    /// Level 0 is compacted once it holds this many tables.
+    pub l0_tables_max: u32,
+    /// Target size of level 1; each deeper level is `level_size_ratio` times larger.
+    pub level_base_bytes: u64,
+    pub level_size_ratio: u32,
+    /// Compaction cuts its output into tables of about this size.
+    pub table_bytes_target: u64,
     pub sync_policy: SyncPolicy,
 }
 
@@ -77,6 +93,10 @@ impl Default for EngineConfig {
             compress_values_over_bytes: 1024,
             key_bytes_max: 64 << 10,
             value_bytes_max: 64 << 20,
+            l0_tables_max: 4,
+            level_base_bytes: 256 << 20,
+            level_size_ratio: 10,
+            table_bytes_target: 32 << 20,
             sync_policy: SyncPolicy::Always,
         }
     }
@@ -161,6 +181,8 @@ pub struct EngineStats {
     pub block_cache_misses: u64,
     pub tables_per_level: Vec<u32>,
     pub table_bytes_per_level: Vec<u64>,
+    /// Memory held by the open tables' indexes and bloom filters.
+    pub table_memory_bytes: u64,
     /// Bytes of tables and WAL files.
     pub disk_bytes: u64,
     pub wal_bytes: u64,

@@ -8,10 +8,17 @@
 //! so replay stops there, keeping a prefix of the history, and the files past
 //! the gap are removed so that new writes never land behind the hole.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::cache::BlockCache;
+use super::compaction::{self, Choice};
 use super::engine::{Counters, Engine, WalWriter};
+use super::manifest::{self, LoadError, Manifest};
 use super::memtable::Memtable;
+use super::sstable::{self, Table};
 use super::wal::{self, Reader, WalError};
-use super::{EngineConfig, Lsn, OpenError, RecoveryReport};
+use super::{EngineConfig, Lsn, OpenError, ReadError, RecoveryReport};
 use crate::disk::{Disk, DiskError};
 
 /// What the manifest says about the WAL; stage-independent view used by replay.
@@ -24,16 +31,34 @@ pub(super) struct LogStart {
 }
 
 pub(super) fn open(disk: Box<dyn Disk>, config: EngineConfig) -> Result<Engine, OpenError> {
-    let names = disk.list()?;
-    let start = LogStart::default();
     let mut recovery = RecoveryReport::default();
     let mut counters = Counters::default();
+    let manifest = match Manifest::load(&*disk, &mut counters.corruption_detected) {
+        Ok(manifest) => manifest.unwrap_or_default(),
+        Err(LoadError::Disk(error)) => return Err(OpenError::Disk(error)),
+        Err(LoadError::Corrupt(error)) => {
+            return Err(OpenError::Corrupt { file: manifest::FILE.into(), reason: error.to_string() });
+        }
+    };
+    let mut tables = BTreeMap::new();
+    for (_, meta) in manifest.tables() {
+        let table =
+            Table::open(&*disk, meta.id, &mut counters.corruption_detected).map_err(|error| match error {
+                ReadError::Disk(error) => OpenError::Disk(error),
+                error => OpenError::Corrupt { file: sstable::file_name(meta.id), reason: error.to_string() },
+            })?;
+        tables.insert(meta.id, Arc::new(table));
+    }
+    let names = remove_garbage(&*disk, &tables, &mut recovery)?;
+    let start = LogStart { wal_first: manifest.wal_first, flushed_lsn: Lsn(manifest.flushed_lsn) };
     let mut memtable = Memtable::new();
     let replay = replay_wals(&*disk, &config, &names, start, &mut memtable, &mut recovery, &mut counters)?;
-    let seq = replay.seq_max.map_or(start.wal_first, |seq| seq + 1);
+    let seq = replay.seq_max.map_or(start.wal_first, |seq| (seq + 1).max(start.wal_first));
     let file = wal::file_name(seq);
     disk.create(&file)?;
     disk.sync_dir()?;
+    let compaction_due = compaction::choose(&manifest, &config) != Choice::Nothing;
+    let cache = BlockCache::new(config.block_cache_bytes_max);
     Ok(Engine {
         disk,
         config,
@@ -46,7 +71,31 @@ pub(super) fn open(disk: Box<dyn Disk>, config: EngineConfig) -> Result<Engine, 
         poisoned: false,
         recovery,
         counters,
+        manifest,
+        tables,
+        cache,
+        compaction_due,
     })
+}
+
+/// Removes tables the manifest does not name (left by a crash during a flush
+/// or compaction, or inputs not yet removed) and a half-written manifest.
+fn remove_garbage(
+    disk: &dyn Disk,
+    tables: &BTreeMap<u64, Arc<Table>>,
+    recovery: &mut RecoveryReport,
+) -> Result<Vec<String>, OpenError> {
+    let mut names = disk.list()?;
+    let garbage = |name: &String| {
+        name == manifest::TEMP_FILE
+            || sstable::parse_file_name(name).is_some_and(|id| !tables.contains_key(&id))
+    };
+    for name in names.iter().filter(|name| garbage(name)) {
+        disk.remove(name)?;
+        recovery.files_removed.push(name.clone());
+    }
+    names.retain(|name| !garbage(name));
+    Ok(names)
 }
 
 struct Replay {
