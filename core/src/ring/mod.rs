@@ -45,6 +45,8 @@
 mod analysis;
 mod placement;
 
+use core::fmt;
+
 use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher13;
 use thiserror::Error;
@@ -130,7 +132,7 @@ pub enum RingError {
 }
 
 /// An immutable placement of keys on members. Build a new ring when membership changes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Ring {
     config: RingConfig,
     /// Sorted by id.
@@ -139,6 +141,9 @@ pub struct Ring {
 }
 
 impl Ring {
+    /// Builds the ring, computing every range's preference list. Fails with the first rule
+    /// `members` or `config` breaks: no members, a duplicate id, weight 0, an empty zone
+    /// name, N outside 1..=`REPLICAS_MAX`, or more than `VNODES_MAX` vnodes.
     pub fn new(members: Vec<Member>, config: RingConfig) -> Result<Ring, RingError> {
         let members = validate(members, &config)?;
         let tables = placement::tables(&members, config.vnodes_per_weight, usize::from(config.replicas));
@@ -189,9 +194,7 @@ impl Ring {
 
     /// The range that holds `position`.
     pub fn range_at(&self, position: u64) -> TokenRange<'_> {
-        let index = self.tables.tokens.partition_point(|&token| token < position);
-        // Past the highest token the circle wraps to the lowest.
-        self.range(if index == self.tables.tokens.len() { 0 } else { index })
+        self.range(self.range_index(position))
     }
 
     /// Every range once, in token order. The first range wraps: it starts after the highest
@@ -203,9 +206,15 @@ impl Ring {
     /// All placed members in the order a request for `key` should try them: the preference
     /// list, then the rest in clockwise order (the fallbacks of a sloppy quorum).
     pub fn walk(&self, key: &[u8]) -> Walk<'_> {
-        let index = self.tables.tokens.partition_point(|&token| token < position(key));
-        let start = if index == self.tables.tokens.len() { 0 } else { index };
+        let start = self.range_index(position(key));
         Walk { ring: self, preference: self.range(start).preference, start, distance: 0, yielded: 0 }
+    }
+
+    /// Index of the vnode whose range holds `position`: the first token at or after it.
+    fn range_index(&self, position: u64) -> usize {
+        let index = self.tables.tokens.partition_point(|&token| token < position);
+        // Past the highest token the circle wraps to the lowest.
+        if index == self.tables.tokens.len() { 0 } else { index }
     }
 
     fn range(&self, index: usize) -> TokenRange<'_> {
@@ -218,6 +227,17 @@ impl Ring {
 
     fn member_index(&self, id: NodeId) -> Option<usize> {
         self.members.binary_search_by_key(&id, |member| member.id).ok()
+    }
+}
+
+impl fmt::Debug for Ring {
+    /// The inputs, not the derived tables, which run to megabytes on large rings.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("config", &self.config)
+            .field("members", &self.members)
+            .field("vnode_count", &self.vnode_count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -328,7 +348,8 @@ impl Iterator for Walk<'_> {
         while self.yielded < tables.placed_count && self.distance < vnode_count {
             let distance = self.distance;
             self.distance += 1;
-            let j = (self.start + distance) % vnode_count;
+            let j = self.start + distance;
+            let j = if j < vnode_count { j } else { j - vnode_count };
             // The first vnode of a member on this walk: its previous vnode is behind the start.
             if tables.node_gaps[j] as usize > distance {
                 let id = self.ring.members[tables.owners[j] as usize].id;

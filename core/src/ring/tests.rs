@@ -20,10 +20,13 @@ fn placement_is_pinned() {
     assert_eq!(position(b"user:42"), PINNED_POSITION_USER);
     assert_eq!(placement::token(NodeId(1), 0), PINNED_TOKEN_1_0);
     assert_eq!(placement::token(NodeId(7), 63), PINNED_TOKEN_7_63);
-    let ring = ring(plain(5), 3, 64);
-    let lists: Vec<Vec<NodeId>> =
-        [&b"a"[..], b"b", b"user:42", b""].iter().map(|key| ring.preference_list(key).to_vec()).collect();
-    assert_eq!(lists, PINNED_LISTS.iter().map(|list| ids(list)).collect::<Vec<_>>());
+    let keys = [&b"a"[..], b"b", b"user:42", b""];
+    let lists = |ring: &Ring| -> Vec<Vec<u64>> {
+        keys.iter().map(|key| ring.preference_list(key).iter().map(|id| id.0).collect()).collect()
+    };
+    assert_eq!(lists(&ring(plain(5), 3, 64)), PINNED_LISTS);
+    let zoned = ring(zoned(&["a", "a", "b", "b", "c", "c"]), 3, 64);
+    assert_eq!(lists(&zoned), PINNED_ZONED_LISTS);
 }
 
 // SipHash-1-3 outputs, checked against an independent implementation of the algorithm.
@@ -32,6 +35,7 @@ const PINNED_POSITION_USER: u64 = 11_901_016_336_820_139_105;
 const PINNED_TOKEN_1_0: u64 = 14_003_622_159_307_199_508;
 const PINNED_TOKEN_7_63: u64 = 16_623_985_074_104_614_131;
 const PINNED_LISTS: [[u64; 3]; 4] = [[1, 3, 5], [4, 1, 2], [5, 4, 1], [2, 5, 4]];
+const PINNED_ZONED_LISTS: [[u64; 3]; 4] = [[1, 3, 5], [4, 1, 5], [5, 4, 1], [6, 2, 4]];
 
 #[test]
 fn member_order_does_not_matter() {
@@ -162,7 +166,7 @@ fn fewer_zones_than_replicas_fills_with_distinct_members() {
         let walk: Vec<NodeId> = Walk {
             ring: &ring,
             preference: &[],
-            start: ring.tables.tokens.partition_point(|&token| token < range.end),
+            start: ring.range_index(range.end),
             distance: 0,
             yielded: 0,
         }
