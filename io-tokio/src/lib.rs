@@ -1,4 +1,5 @@
 //! keel-io-tokio
 
 pub mod metrics;
+pub mod resp;
 pub mod service;

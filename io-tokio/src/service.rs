@@ -10,7 +10,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keel_core::client::{ClientError, Reply, Request};
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use keel_core::client::{ClientError, Context, Reply, Request};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -145,10 +148,33 @@ pub fn error_code(error: &ClientError) -> &'static str {
         ClientError::BadContext { .. } => "bad_context",
         ClientError::Unavailable { .. } => "unavailable",
         ClientError::Timeout { .. } => "timeout",
+        ClientError::SiblingsTooMany { .. } => "siblings_too_many",
         ClientError::Overloaded { .. } => "overloaded",
         ClientError::StorageFailed { .. } => "storage_failed",
         _ => "failed",
     }
+}
+
+/// Contexts travel as base64url without padding (RFC 4648 §5) in every API,
+/// so a context read over HTTP can be passed back over RESP and the reverse.
+/// Decoding also accepts padding, which some encoders add unasked.
+const CONTEXT_CODEC: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+pub fn encode_context(context: &Context) -> String {
+    CONTEXT_CODEC.encode(&context.0)
+}
+
+/// An empty text is the empty context, which covers nothing.
+pub fn decode_context(text: &[u8]) -> Result<Context, ClientError> {
+    CONTEXT_CODEC
+        .decode(text)
+        .map(Context)
+        .map_err(|error| ClientError::BadContext { reason: format!("not base64url: {error}") })
 }
 
 /// Runs `work` on every item with at most `concurrency_max` in flight and
@@ -234,6 +260,17 @@ mod tests {
         let Reply::Failed(error) = reply else { panic!("expected a failure") };
         assert!(error.is_indeterminate());
         assert!(handle.metrics().render().contains("outcome=\"timeout\""));
+    }
+
+    #[test]
+    fn contexts_round_trip_as_base64url() {
+        let context = keel_core::client::Context(vec![0xfb, 0xff, 0x00, 0x10]);
+        let text = encode_context(&context);
+        assert_eq!(text, "-_8AEA");
+        assert_eq!(decode_context(text.as_bytes()), Ok(context.clone()));
+        assert_eq!(decode_context(b"-_8AEA=="), Ok(context));
+        assert_eq!(decode_context(b""), Ok(keel_core::client::Context::default()));
+        assert!(matches!(decode_context(b"a+b/"), Err(ClientError::BadContext { .. })));
     }
 
     #[tokio::test]

@@ -1,0 +1,281 @@
+//! Commands on keys: Redis's string commands and keel's own.
+//!
+//! keel is leaderless and keeps concurrent writes as siblings, so Redis's
+//! "last SET wins" is built from keel's primitives: SET reads the key and
+//! writes with the context of that read, replacing every version the read
+//! saw; DEL does the same with a tombstone. A write concurrent with the read
+//! is kept as a sibling rather than lost. Reads of a key with siblings return
+//! the first sibling in the node's order; `KEEL.GET` returns them all.
+
+use std::collections::BTreeMap;
+
+use keel_core::client::{Consistency, Context, Reply, Request};
+
+use super::Value;
+use super::command::{Shared, client_error, syntax_error};
+use crate::service::{Handle, decode_context, encode_context, fan_out};
+
+/// GET, SET and DEL use the node's default consistency.
+const DEFAULT: Consistency = Consistency::Quorum;
+
+/// What a read found: the live values (siblings) and the causal context.
+struct Read {
+    values: Vec<Vec<u8>>,
+    context: Context,
+}
+
+async fn read(handle: &Handle, key: Vec<u8>, consistency: Consistency) -> Result<Read, Value> {
+    match handle.call(Request::Get { key, read: consistency }).await {
+        Reply::Found { values, context } => Ok(Read { values, context }),
+        Reply::NotFound { context } => Ok(Read { values: Vec::new(), context }),
+        Reply::Failed(error) => Err(client_error(&error)),
+        Reply::Written { .. } => Err(Value::error("ERR the node answered a read with a write")),
+    }
+}
+
+async fn write(handle: &Handle, request: Request) -> Result<Context, Value> {
+    match handle.call(request).await {
+        Reply::Written { context } => Ok(context),
+        Reply::Failed(error) => Err(client_error(&error)),
+        Reply::Found { .. } | Reply::NotFound { .. } => {
+            Err(Value::error("ERR the node answered a write with a read"))
+        }
+    }
+}
+
+/// Writes `value` over everything a read sees. Returns the value it replaced.
+async fn overwrite(handle: Handle, key: Vec<u8>, value: Vec<u8>) -> Result<Option<Vec<u8>>, Value> {
+    let seen = read(&handle, key.clone(), DEFAULT).await?;
+    let context = Some(seen.context).filter(|context| !context.is_empty());
+    write(&handle, Request::Put { key, value, context, write: DEFAULT }).await?;
+    Ok(seen.values.into_iter().next())
+}
+
+/// Deletes what a read at `consistency` sees. The context of the tombstone,
+/// or of the read when nothing was live and nothing was written.
+async fn remove(handle: Handle, key: Vec<u8>, consistency: Consistency) -> Result<(bool, Context), Value> {
+    let seen = read(&handle, key.clone(), consistency).await?;
+    if seen.values.is_empty() {
+        return Ok((false, seen.context));
+    }
+    let context =
+        write(&handle, Request::Delete { key, context: Some(seen.context), write: consistency }).await?;
+    Ok((true, context))
+}
+
+fn lost<T>() -> Result<T, Value> {
+    Err(Value::error("ERR the request was lost while the server stopped"))
+}
+
+/// Distinct keys in first-seen order, and for each argument its key's index.
+fn distinct(keys: Vec<Vec<u8>>) -> (Vec<Vec<u8>>, Vec<usize>) {
+    let mut index: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    let mut unique = Vec::new();
+    let positions = keys
+        .into_iter()
+        .map(|key| {
+            *index.entry(key).or_insert_with_key(|key| {
+                unique.push(key.clone());
+                unique.len() - 1
+            })
+        })
+        .collect();
+    (unique, positions)
+}
+
+async fn read_all(shared: &Shared, keys: Vec<Vec<u8>>) -> Result<Vec<Read>, Value> {
+    let handle = &shared.handle;
+    let work = |key| {
+        let handle = handle.clone();
+        async move { read(&handle, key, DEFAULT).await }
+    };
+    fan_out(keys, shared.limits.fanout_max as usize, work, lost).await.into_iter().collect()
+}
+
+pub(super) async fn get(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    let key = args.into_iter().nth(1).unwrap_or_default();
+    match read(&shared.handle, key, DEFAULT).await {
+        Ok(found) => found.values.into_iter().next().map_or(Value::Null, Value::Bulk),
+        Err(error) => error,
+    }
+}
+
+pub(super) async fn set(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    let mut args = args.into_iter().skip(1);
+    let (key, value) = (args.next().unwrap_or_default(), args.next().unwrap_or_default());
+    let mut return_previous = false;
+    while let Some(option) = args.next() {
+        match option.to_ascii_uppercase().as_slice() {
+            b"GET" => return_previous = true,
+            // No key ever has a TTL, so there is none to keep.
+            b"KEEPTTL" => {}
+            b"NX" | b"XX" | b"IFEQ" => {
+                let name = String::from_utf8_lossy(&option).to_ascii_uppercase();
+                return Value::error(format!(
+                    "ERR keel does not support SET option {name}: conditional writes need \
+                     compare-and-set, which keel does not have yet"
+                ));
+            }
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" => {
+                if args.next().is_none() {
+                    return syntax_error();
+                }
+                let name = String::from_utf8_lossy(&option).to_ascii_uppercase();
+                return Value::error(format!(
+                    "ERR keel does not support SET option {name}: keys cannot expire yet"
+                ));
+            }
+            _ => return syntax_error(),
+        }
+    }
+    match overwrite(shared.handle.clone(), key, value).await {
+        Ok(previous) if return_previous => previous.map_or(Value::Null, Value::Bulk),
+        Ok(_) => Value::ok(),
+        Err(error) => error,
+    }
+}
+
+pub(super) async fn del(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    let (keys, _) = distinct(args.into_iter().skip(1).collect());
+    let handle = &shared.handle;
+    let work = |key| remove(handle.clone(), key, DEFAULT);
+    let results = fan_out(keys, shared.limits.fanout_max as usize, work, lost).await;
+    let mut deleted = 0;
+    for result in results {
+        match result {
+            Ok((true, _)) => deleted += 1,
+            Ok((false, _)) => {}
+            Err(error) => return error,
+        }
+    }
+    Value::Integer(deleted)
+}
+
+pub(super) async fn exists(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    let (keys, positions) = distinct(args.into_iter().skip(1).collect());
+    match read_all(shared, keys).await {
+        // Redis counts a key named twice twice.
+        Ok(found) => {
+            Value::Integer(positions.iter().filter(|&&at| !found[at].values.is_empty()).count() as i64)
+        }
+        Err(error) => error,
+    }
+}
+
+pub(super) async fn mget(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    let (keys, positions) = distinct(args.into_iter().skip(1).collect());
+    match read_all(shared, keys).await {
+        Ok(found) => Value::Array(
+            positions
+                .iter()
+                .map(|&at| found[at].values.first().cloned().map_or(Value::Null, Value::Bulk))
+                .collect(),
+        ),
+        Err(error) => error,
+    }
+}
+
+pub(super) async fn mset(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    if args.len() % 2 == 0 {
+        return super::command::wrong_arity("mset");
+    }
+    // A key given twice takes its last value, as in Redis.
+    let pairs: BTreeMap<Vec<u8>, Vec<u8>> =
+        args[1..].chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+    let total = pairs.len();
+    let handle = &shared.handle;
+    let work = |(key, value)| overwrite(handle.clone(), key, value);
+    let results = fan_out(pairs.into_iter().collect(), shared.limits.fanout_max as usize, work, lost).await;
+    let stored = results.iter().filter(|result| result.is_ok()).count();
+    match results.into_iter().find_map(Result::err) {
+        Some(Value::Error(text)) => Value::error(format!("{text} (MSET stored {stored} of {total} keys)")),
+        Some(other) => other,
+        None => Value::ok(),
+    }
+}
+
+/// `KEEL.GET key [CONSISTENCY c]`: `[context, sibling…]`.
+pub(super) async fn keel_get(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    let mut args = args.into_iter().skip(1);
+    let key = args.next().unwrap_or_default();
+    let options = match Options::parse(args, false) {
+        Ok(options) => options,
+        Err(error) => return error,
+    };
+    match read(&shared.handle, key, options.consistency).await {
+        Ok(found) => {
+            let context = Value::bulk(encode_context(&found.context));
+            Value::Array(std::iter::once(context).chain(found.values.into_iter().map(Value::Bulk)).collect())
+        }
+        Err(error) => error,
+    }
+}
+
+/// `KEEL.PUT key value [CONTEXT ctx] [CONSISTENCY c]`: the new context.
+pub(super) async fn keel_put(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    let mut args = args.into_iter().skip(1);
+    let (key, value) = (args.next().unwrap_or_default(), args.next().unwrap_or_default());
+    let options = match Options::parse(args, true) {
+        Ok(options) => options,
+        Err(error) => return error,
+    };
+    let request = Request::Put { key, value, context: options.context, write: options.consistency };
+    match write(&shared.handle, request).await {
+        Ok(context) => Value::bulk(encode_context(&context)),
+        Err(error) => error,
+    }
+}
+
+/// `KEEL.DEL key [CONTEXT ctx] [CONSISTENCY c]`: the new context. Without a
+/// context it deletes what a read at the same consistency sees.
+pub(super) async fn keel_del(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    let mut args = args.into_iter().skip(1);
+    let key = args.next().unwrap_or_default();
+    let options = match Options::parse(args, true) {
+        Ok(options) => options,
+        Err(error) => return error,
+    };
+    let result = match options.context {
+        Some(context) => {
+            write(&shared.handle, Request::Delete { key, context: Some(context), write: options.consistency })
+                .await
+        }
+        None => remove(shared.handle.clone(), key, options.consistency).await.map(|(_, context)| context),
+    };
+    match result {
+        Ok(context) => Value::bulk(encode_context(&context)),
+        Err(error) => error,
+    }
+}
+
+/// The options of keel's commands, each a name and a value.
+struct Options {
+    consistency: Consistency,
+    /// `None` for an absent or empty context.
+    context: Option<Context>,
+}
+
+impl Options {
+    fn parse(mut args: impl Iterator<Item = Vec<u8>>, context_allowed: bool) -> Result<Options, Value> {
+        let mut options = Options { consistency: DEFAULT, context: None };
+        let mut seen = (false, false);
+        while let Some(name) = args.next() {
+            let value = args.next().ok_or_else(syntax_error)?;
+            match name.to_ascii_uppercase().as_slice() {
+                b"CONSISTENCY" if !seen.0 => {
+                    seen.0 = true;
+                    let text = String::from_utf8_lossy(&value);
+                    options.consistency =
+                        text.parse().map_err(|error| Value::error(format!("ERR {error}")))?;
+                }
+                b"CONTEXT" if context_allowed && !seen.1 => {
+                    seen.1 = true;
+                    let context = decode_context(&value).map_err(|error| client_error(&error))?;
+                    options.context = Some(context).filter(|context| !context.is_empty());
+                }
+                _ => return Err(syntax_error()),
+            }
+        }
+        Ok(options)
+    }
+}
