@@ -47,6 +47,17 @@ impl Arbitrary for Cluster {
     }
 }
 
+impl Arbitrary for Member {
+    fn arbitrary(g: &mut Gen) -> Member {
+        let zone = u8::arbitrary(g) % 5;
+        Member {
+            id: NodeId(u64::arbitrary(g)),
+            weight: 1 + u32::arbitrary(g) % 3,
+            zone: (zone > 0).then(|| format!("z{}", zone - 1)),
+        }
+    }
+}
+
 impl Cluster {
     fn ring(&self) -> Option<Ring> {
         // Shrinking may produce members with weight 0; those clusters are not interesting.
@@ -138,6 +149,23 @@ fn leaving_moves_only_the_leavers_ranges() {
         TestResult::from_bool(strays.is_empty() && gone.inbound == 0.0 && gone.outbound == leaver_share)
     }
     QuickCheck::new().quickcheck(property as fn(Cluster, usize) -> TestResult);
+}
+
+/// Whatever the zones, a join hands ranges only to the joiner, and every range it joins
+/// changes; the converse of `leaving_moves_only_the_leavers_ranges`.
+#[test]
+fn joining_gives_ranges_only_to_the_joiner() {
+    fn property(cluster: Cluster, joiner: Member) -> TestResult {
+        let Some(old) = cluster.ring() else { return TestResult::discard() };
+        let Ok(new) = old.with_member(joiner.clone()) else { return TestResult::discard() };
+        let moves = moves(&old, &new);
+        let strays: Vec<&RangeMove> =
+            moves.ranges.iter().filter(|range| range.gained().any(|id| id != joiner.id)).collect();
+        let joined = moves.transfers[&joiner.id];
+        let share = new.ownership()[&joiner.id].replica;
+        TestResult::from_bool(strays.is_empty() && joined.outbound == 0.0 && joined.inbound == share)
+    }
+    QuickCheck::new().quickcheck(property as fn(Cluster, Member) -> TestResult);
 }
 
 /// A ring of `n` default members (ids from `seed`) and the same ring plus one more.
