@@ -26,6 +26,8 @@ pub struct Engine {
     /// Old WAL files kept only because a sync on them is in flight.
     pub(super) wal_retired: Vec<String>,
     pub(super) last_lsn: Lsn,
+    /// The newest write handed to the disk (appended to the WAL or flushed).
+    pub(super) appended_lsn: Lsn,
     pub(super) durable_lsn: Lsn,
     pub(super) sync_in_flight: Option<SyncRequest>,
     pub(super) poisoned: bool,
@@ -122,6 +124,7 @@ impl Engine {
         }
         self.wal.disk_bytes += self.wal.buffer.len() as u64;
         self.wal.buffer.clear();
+        self.appended_lsn = self.last_lsn;
         Ok(())
     }
 
@@ -207,6 +210,12 @@ impl Engine {
     /// The Lsn of the newest write.
     pub fn last_lsn(&self) -> Lsn {
         self.last_lsn
+    }
+
+    /// The newest write handed to the disk; a process crash (not a power
+    /// failure) keeps everything up to here.
+    pub fn appended_lsn(&self) -> Lsn {
+        self.appended_lsn
     }
 
     /// Every write up to this Lsn survives a crash.

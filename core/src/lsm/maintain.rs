@@ -77,6 +77,7 @@ impl Engine {
             core::mem::replace(&mut self.wal, WalWriter { seq, file, buffer: Vec::new(), disk_bytes: 0 });
         self.memtable = Memtable::new();
         self.durable_lsn = self.last_lsn;
+        self.appended_lsn = self.last_lsn;
         self.remove_wals_before(seq, &old.file);
         Ok(())
     }

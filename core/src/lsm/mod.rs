@@ -34,6 +34,8 @@ pub mod iter;
 mod maintain;
 pub mod manifest;
 pub mod memtable;
+#[cfg(test)]
+mod model_tests;
 mod recovery;
 pub mod sstable;
 pub mod wal;
