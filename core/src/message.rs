@@ -25,12 +25,18 @@ pub struct Tag {
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Message {
-    /// "I am alive." Any message counts as a sign of life; this one is sent
-    /// when there is nothing else to say.
-    Heartbeat,
+    /// "I am alive, in this boot." Any message counts as a sign of life;
+    /// the boot lets peers address forwards to this life of the node.
+    Heartbeat {
+        boot: u64,
+    },
     /// A put or delete handed to a primary replica of its key to coordinate.
+    /// `target_boot` is the primary's boot as the forwarder knows it: a
+    /// forward delayed past a restart is refused, because the restarted node
+    /// no longer remembers which forwards it already coordinated.
     Forward {
         tag: Tag,
+        target_boot: u64,
         request: client::Request,
     },
     ForwardReply {
@@ -79,7 +85,7 @@ impl Message {
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            Message::Heartbeat => "heartbeat",
+            Message::Heartbeat { .. } => "heartbeat",
             Message::Forward { .. } => "forward",
             Message::ForwardReply { .. } => "forward_reply",
             Message::Replicate { .. } => "replicate",
@@ -117,8 +123,8 @@ mod tests {
         let request =
             Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::All };
         vec![
-            Message::Heartbeat,
-            Message::Forward { tag, request },
+            Message::Heartbeat { boot: 7 },
+            Message::Forward { tag, target_boot: 7, request },
             Message::Replicate { tag, key: b"k".to_vec(), object: object.clone() },
             Message::ReplicateAck { tag, result: Err(ReplicaError::Corrupt) },
             Message::ReadReply { tag, result: Ok(Some(object.clone())) },

@@ -79,9 +79,11 @@ impl Tally {
 mod tests {
     use super::*;
 
-    /// Each row: nodes asked, needed, answers as (node, success), and the
+    /// One row: nodes asked, needed, answers as (node, success), and the
     /// outcome after each answer.
-    const TABLE: &[(u64, usize, &[(u64, bool)], &[Outcome])] = {
+    type Row = (u64, usize, &'static [(u64, bool)], &'static [Outcome]);
+
+    const TABLE: &[Row] = {
         use Outcome::*;
         &[
             (3, 2, &[(1, true), (2, true)], &[Pending, Reached]),

@@ -16,8 +16,8 @@
 //! a node whose disk was wiped also has a new incarnation. No dot is ever
 //! issued twice with different values (the failure Riak calls kv679).
 
-use std::collections::{BTreeMap, BTreeSet};
 use core::fmt;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -83,7 +83,8 @@ impl CausalContext {
     /// The highest counter of `actor` in this set, 0 if none.
     pub fn max_counter(&self, actor: Actor) -> u64 {
         let in_vector = self.vector.get(&actor).copied().unwrap_or(0);
-        let in_cloud = self.cloud.range(Dot { actor, counter: 0 }..=Dot { actor, counter: u64::MAX }).next_back();
+        let in_cloud =
+            self.cloud.range(Dot { actor, counter: 0 }..=Dot { actor, counter: u64::MAX }).next_back();
         in_cloud.map_or(in_vector, |dot| dot.counter.max(in_vector))
     }
 
@@ -284,14 +285,20 @@ impl Object {
     /// sibling whose dot `seen` covers and is concurrent with the rest.
     /// Returns the new dot. The caller must hold this object continuously since
     /// `actor`'s epoch began for this key (see the module documentation).
-    pub fn write(&mut self, actor: Actor, seen: &CausalContext, value: Value, timestamp_ms: u64) -> Option<Dot> {
+    pub fn write(
+        &mut self,
+        actor: Actor,
+        seen: &CausalContext,
+        value: Value,
+        timestamp_ms: u64,
+    ) -> Option<Dot> {
         let counter = self.context.max_counter(actor).max(seen.max_counter(actor)).checked_add(1)?;
         let dot = Dot { actor, counter };
         self.siblings.retain(|sibling| !seen.contains(&sibling.dot));
         self.context.join(seen);
         self.context.insert(dot);
         self.siblings.push(Sibling { dot, timestamp_ms, value });
-        self.siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
+        self.siblings.sort_by_key(|sibling| sibling.dot);
         debug_assert!(self.invariants().is_ok(), "{:?}", self.invariants());
         Some(dot)
     }
@@ -313,7 +320,7 @@ impl Object {
         let adopted: Vec<Sibling> = unseen.cloned().collect();
         if !adopted.is_empty() {
             self.siblings.extend(adopted);
-            self.siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
+            self.siblings.sort_by_key(|sibling| sibling.dot);
             changed = true;
         }
         if !self.context.includes(&other.context) {
@@ -333,9 +340,11 @@ impl Object {
         if !self.siblings.iter().all(|sibling| self.context.contains(&sibling.dot)) {
             return Err("sibling dot missing from context");
         }
-        let cloud_ok = self.context.cloud.iter().all(|dot| {
-            dot.counter > self.context.vector.get(&dot.actor).copied().unwrap_or(0) + 1
-        });
+        let cloud_ok = self
+            .context
+            .cloud
+            .iter()
+            .all(|dot| dot.counter > self.context.vector.get(&dot.actor).copied().unwrap_or(0) + 1);
         if !cloud_ok {
             return Err("context cloud holds a dot contiguous with its vector");
         }

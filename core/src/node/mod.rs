@@ -7,6 +7,7 @@
 //! for syncs. See the crate documentation for the order of calls.
 
 mod config;
+mod dedup;
 mod durability;
 mod io;
 mod peers;
@@ -25,6 +26,7 @@ pub use self::config::{Config, ConfigError};
 pub use self::io::{Event, Input, Output};
 pub use self::store::{Record, StoreError};
 
+use self::dedup::SeenForwards;
 use self::durability::{Barrier, Deferred};
 use self::peers::Peers;
 use self::store::Store;
@@ -108,6 +110,8 @@ pub struct Node {
     peers: Peers,
     timers: Timers,
     pending: BTreeMap<Tag, Pending>,
+    /// Forwards already coordinated, so a duplicated message is not.
+    seen_forwards: SeenForwards,
     barrier: Barrier,
     sync_in_flight: Option<SyncRequest>,
     outputs: VecDeque<Output>,
@@ -134,8 +138,7 @@ impl Node {
         let boot = rng.next_u64();
         let peer_ids = ring.members().iter().map(|member| member.id).filter(|&peer| peer != id);
         let peers = Peers::new(peer_ids, now.mono);
-        let mut timers = Timers::default();
-        timers.schedule(now.mono, Timer::Heartbeat);
+        let timers = Timers::default();
         let mut node = Node {
             id,
             config,
@@ -147,11 +150,14 @@ impl Node {
             peers,
             timers,
             pending: BTreeMap::new(),
+            seen_forwards: SeenForwards::default(),
             barrier: Barrier::default(),
             sync_in_flight: None,
             outputs: VecDeque::new(),
             stats: NodeStats::default(),
         };
+        // Announce this boot at once: peers forward writes only to a boot they know.
+        node.on_heartbeat_timer();
         node.after_event();
         Ok(node)
     }
@@ -267,8 +273,10 @@ impl Node {
         }
         self.peers.heard(from, self.now.mono);
         match message {
-            Message::Heartbeat => {}
-            Message::Forward { tag, request } => self.on_forward(from, tag, request),
+            Message::Heartbeat { boot } => self.peers.heard_boot(from, boot),
+            Message::Forward { tag, target_boot, request } => {
+                self.on_forward(from, tag, target_boot, request)
+            }
             Message::ForwardReply { tag, reply } => self.on_forward_reply(tag, reply),
             Message::Replicate { tag, key, object } => self.on_replicate(from, tag, key, object),
             Message::ReplicateAck { tag, result } => self.on_replicate_ack(from, tag, result.is_ok()),
@@ -317,7 +325,7 @@ impl Node {
     fn on_heartbeat_timer(&mut self) {
         let peers: Vec<NodeId> = self.peers.ids().collect();
         for peer in peers {
-            self.send(peer, Message::Heartbeat);
+            self.send(peer, Message::Heartbeat { boot: self.boot });
         }
         self.timers.schedule(self.now.mono + self.config.heartbeat_interval, Timer::Heartbeat);
     }

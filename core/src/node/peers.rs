@@ -9,19 +9,31 @@ use crate::time::Instant;
 #[derive(Debug)]
 pub struct Peers {
     last_heard: BTreeMap<NodeId, Instant>,
+    /// Each peer's boot, from its latest heartbeat.
+    boots: BTreeMap<NodeId, u64>,
 }
 
 impl Peers {
     /// Every peer starts as heard at `now`: believed up until proven silent,
     /// so a node serves at once after it starts.
     pub fn new(peers: impl IntoIterator<Item = NodeId>, now: Instant) -> Peers {
-        Peers { last_heard: peers.into_iter().map(|peer| (peer, now)).collect() }
+        Peers { last_heard: peers.into_iter().map(|peer| (peer, now)).collect(), boots: BTreeMap::new() }
     }
 
     pub fn heard(&mut self, from: NodeId, now: Instant) {
         if let Some(last) = self.last_heard.get_mut(&from) {
             *last = (*last).max(now);
         }
+    }
+
+    pub fn heard_boot(&mut self, from: NodeId, boot: u64) {
+        if self.last_heard.contains_key(&from) {
+            self.boots.insert(from, boot);
+        }
+    }
+
+    pub fn boot(&self, peer: NodeId) -> Option<u64> {
+        self.boots.get(&peer).copied()
     }
 
     /// True for a known peer heard from within `failure_timeout`.

@@ -1,6 +1,7 @@
 //! Puts and deletes: forwarding to a primary, coordinating, and serving
 //! replicas' writes.
 
+use super::dedup::Admission;
 use super::durability::Deferred;
 use super::store::Record;
 use super::{Node, Pending};
@@ -60,7 +61,10 @@ impl Node {
     }
 
     fn forward(&mut self, client: crate::client::RequestId, request: Request, primaries: &[NodeId]) {
-        let Some(&target) = primaries.iter().find(|&&node| self.is_up(node)) else {
+        let target = primaries
+            .iter()
+            .find_map(|&node| Some((node, self.peers.boot(node)?)).filter(|_| self.is_up(node)));
+        let Some((target, target_boot)) = target else {
             self.stats.unavailable += 1;
             let reply = Reply::Failed(ClientError::Unavailable { needed: 1, reachable: 0 });
             self.reply(client, reply);
@@ -72,11 +76,28 @@ impl Node {
         // timeout) normally arrives before ours fires.
         let deadline = self.now.mono + self.config.request_timeout * 2;
         self.track(tag, Pending::Forward { client, deadline });
-        self.send(target, Message::Forward { tag, request });
+        self.send(target, Message::Forward { tag, target_boot, request });
     }
 
-    pub(super) fn on_forward(&mut self, from: NodeId, tag: Tag, request: Request) {
-        if let Err(error) = self.admit(&request) {
+    pub(super) fn on_forward(&mut self, from: NodeId, tag: Tag, target_boot: u64, request: Request) {
+        if target_boot != self.boot {
+            // Meant for an earlier life of this node, which may have
+            // coordinated it already: refusing is safe, nothing is written.
+            let reply = Reply::Failed(ClientError::Unavailable { needed: 1, reachable: 0 });
+            self.send(from, Message::ForwardReply { tag, reply });
+            return;
+        }
+        let window = self.config.request_timeout * 4;
+        let admitted =
+            match self.seen_forwards.admit(from, tag, self.now.mono, window, self.config.requests_max) {
+                Admission::Duplicate => return,
+                Admission::Full => Err(ClientError::Overloaded {
+                    what: "forwarded requests remembered".into(),
+                    limit: self.config.requests_max.into(),
+                }),
+                Admission::New => self.admit(&request),
+            };
+        if let Err(error) = admitted {
             self.stats.rejected += 1;
             self.send(from, Message::ForwardReply { tag, reply: Reply::Failed(error) });
             return;

@@ -1,0 +1,186 @@
+//! `keel sim`: replay one seed exactly, or sweep a range of seeds.
+
+use std::io::IsTerminal;
+use std::ops::Range;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use keel_sim::report::{failure_report, summary_line};
+use keel_sim::shrink::shrink;
+use keel_sim::{FaultKind, RunResult, SimConfig, run};
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["seed", "seeds"]))]
+pub struct SimArgs {
+    /// Run this one seed and print its result line.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run every seed in A..B (B excluded), e.g. 1..1000.
+    #[arg(long, value_parser = parse_range)]
+    seeds: Option<Range<u64>>,
+    /// Pin the number of nodes instead of drawing it from the seed.
+    #[arg(long)]
+    nodes: Option<u64>,
+    /// Pin the faults: a comma-separated list (drop, duplicate, reorder,
+    /// partition, one-way, clog, crash, clock-skew), or "none".
+    #[arg(long, value_delimiter = ',')]
+    faults: Option<Vec<String>>,
+    /// Pin the number of client operations of the safety phase.
+    #[arg(long)]
+    ops: Option<u32>,
+    /// After a failure, search for a smaller failing fault schedule.
+    #[arg(long)]
+    shrink: bool,
+    /// Worker threads for a range of seeds (default: available cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+fn parse_range(text: &str) -> Result<Range<u64>, String> {
+    let (start, end) = text.split_once("..").ok_or("expected A..B, e.g. 1..1000")?;
+    let start: u64 = start.parse().map_err(|error| format!("bad range start {start:?}: {error}"))?;
+    let end: u64 = end.parse().map_err(|error| format!("bad range end {end:?}: {error}"))?;
+    if start >= end {
+        return Err(format!("empty range {start}..{end}"));
+    }
+    Ok(start..end)
+}
+
+impl SimArgs {
+    fn config(&self, seed: u64) -> Result<SimConfig, String> {
+        let mut config = SimConfig::from_seed(seed);
+        if let Some(nodes) = self.nodes {
+            config = config.with_nodes(nodes);
+        }
+        if let Some(ops) = self.ops {
+            config = config.with_ops(ops);
+        }
+        if let Some(names) = &self.faults {
+            let kinds = if names.iter().any(|name| name == "none") {
+                Vec::new()
+            } else {
+                names.iter().map(|name| name.parse::<FaultKind>()).collect::<Result<Vec<_>, _>>()?
+            };
+            config = config.with_faults_only(&kinds);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub fn command(args: SimArgs) -> ExitCode {
+    let outcome = match (args.seed, args.seeds.clone()) {
+        (Some(seed), _) => one_seed(&args, seed),
+        (None, Some(range)) => many_seeds(&args, range),
+        (None, None) => Err("give --seed N or --seeds A..B".into()),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(message) => {
+            eprintln!("keel sim: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn one_seed(args: &SimArgs, seed: u64) -> Result<bool, String> {
+    let result = run(args.config(seed)?);
+    if !result.ok() {
+        print!("{}", failure_report(&result));
+        if args.shrink {
+            print_shrunk(result_clone_for_shrink(args, seed)?);
+        }
+    } else {
+        println!("config: {}", result.config);
+        println!("{}", stats_line(&result));
+    }
+    println!("{}", summary_line(&result));
+    Ok(result.ok())
+}
+
+/// Runs the seed again for shrinking, so the original result stays printable.
+fn result_clone_for_shrink(args: &SimArgs, seed: u64) -> Result<RunResult, String> {
+    Ok(run(args.config(seed)?))
+}
+
+fn print_shrunk(failing: RunResult) {
+    let shrunk = shrink(failing, 300);
+    let result = &shrunk.result;
+    println!("shrunk in {} runs to {} scheduled faults:", shrunk.attempts, result.schedule.len());
+    println!("  config: {}", result.config);
+    for fault in &result.schedule {
+        println!("  {fault}");
+    }
+    if let Some(violation) = result.violations.first() {
+        println!("  still fails: {}: {}", violation.property, violation.message);
+    }
+}
+
+fn stats_line(result: &RunResult) -> String {
+    let stats = &result.stats;
+    format!(
+        "simulated {:.1}s: {} events, {} messages ({} lost), {} syncs, {} crashes, {} ops ({} failed, {} indeterminate), {} read repairs",
+        stats.sim_ns as f64 / 1e9,
+        stats.events,
+        stats.messages_sent,
+        stats.messages_lost,
+        stats.syncs,
+        stats.crashes,
+        stats.ops,
+        stats.ops_failed,
+        stats.ops_indeterminate,
+        stats.read_repairs
+    )
+}
+
+fn many_seeds(args: &SimArgs, range: Range<u64>) -> Result<bool, String> {
+    // Validate the pins once, before spawning workers.
+    args.config(range.start)?;
+    let total = range.end - range.start;
+    let progress =
+        if std::io::stderr().is_terminal() { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} seeds, {msg} [{elapsed_precise}, eta {eta}]")
+            .expect("the template is valid"),
+    );
+    let next = AtomicU64::new(range.start);
+    let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= range.end {
+                        break;
+                    }
+                    let Ok(config) = args.config(seed) else { break };
+                    let result = run(config);
+                    if !result.ok() {
+                        let mut failures = failures.lock().unwrap_or_else(|poison| poison.into_inner());
+                        failures.push((seed, summary_line(&result)));
+                        progress.set_message(format!("{} failed", failures.len()));
+                    }
+                    progress.inc(1);
+                }
+            });
+        }
+    });
+    progress.finish_and_clear();
+    let mut failures = failures.into_inner().unwrap_or_else(|poison| poison.into_inner());
+    failures.sort();
+    for (_, line) in &failures {
+        println!("{line}");
+    }
+    let seeds: Vec<String> = failures.iter().map(|(seed, _)| seed.to_string()).collect();
+    println!(
+        "seeds={total} failed={}{}",
+        failures.len(),
+        if seeds.is_empty() { String::new() } else { format!(" failing: {}", seeds.join(" ")) }
+    );
+    Ok(failures.is_empty())
+}

@@ -1,0 +1,42 @@
+//! Property 8: once the cluster is healed and every node has noticed, every
+//! request succeeds. During the safety phase failures are allowed: whether
+//! enough replicas were reachable there depends on timing the checker cannot
+//! see.
+
+use super::{Property, Violation};
+use crate::history::{History, Outcome, Phase};
+
+pub fn failures(history: &History) -> Vec<Violation> {
+    history
+        .ops
+        .iter()
+        .filter(|op| op.phase != Phase::Safety)
+        .filter(|op| matches!(op.outcome, Outcome::Failed(_) | Outcome::Indeterminate(_) | Outcome::Pending))
+        .map(|op| {
+            let message =
+                format!("op {} failed in the {:?} phase with every node up and connected", op.id, op.phase);
+            Violation::new(Property::Availability, message, vec![op.id])
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::build::Build;
+    use super::*;
+    use crate::history::Action;
+    use keel_core::client::Consistency;
+
+    #[test]
+    fn failures_after_healing_are_violations() {
+        let mut b = Build::new();
+        let early = b.get_not_found(0, 0, 10);
+        b.fail(early);
+        assert!(failures(&b.history).is_empty(), "failures under faults are allowed");
+        let late =
+            b.op(0, Action::Get { read: Consistency::All }, Phase::Liveness, (50, 60), Outcome::Pending);
+        let found = failures(&b.history);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].ops, vec![late]);
+    }
+}

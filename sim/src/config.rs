@@ -1,0 +1,237 @@
+//! Everything a run does, drawn from its seed (swarm testing): each seed
+//! turns some faults off and weights the rest differently, so that rare
+//! combinations get their turn.
+
+use core::fmt;
+use core::str::FromStr;
+
+use crate::rng::{SimRng, Stream};
+
+/// One kind of fault the simulator can inject.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum FaultKind {
+    /// Messages lost in flight.
+    Drop,
+    /// Messages delivered twice.
+    Duplicate,
+    /// Messages held back long enough to overtake one another.
+    Reorder,
+    /// Groups of nodes that cannot reach each other.
+    Partition,
+    /// Links that work in one direction only.
+    OneWay,
+    /// Links that deliver, but very slowly.
+    Clog,
+    /// Nodes that crash, losing unsynced writes, and restart.
+    Crash,
+    /// Wall clocks that are offset and drift; monotonic clocks that run at
+    /// different rates.
+    ClockSkew,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::Drop,
+        FaultKind::Duplicate,
+        FaultKind::Reorder,
+        FaultKind::Partition,
+        FaultKind::OneWay,
+        FaultKind::Clog,
+        FaultKind::Crash,
+        FaultKind::ClockSkew,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Drop => "drop",
+            FaultKind::Duplicate => "duplicate",
+            FaultKind::Reorder => "reorder",
+            FaultKind::Partition => "partition",
+            FaultKind::OneWay => "one-way",
+            FaultKind::Clog => "clog",
+            FaultKind::Crash => "crash",
+            FaultKind::ClockSkew => "clock-skew",
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FaultKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<FaultKind, String> {
+        FaultKind::ALL.into_iter().find(|kind| kind.name() == text).ok_or_else(|| {
+            let names: Vec<&str> = FaultKind::ALL.iter().map(|kind| kind.name()).collect();
+            format!("unknown fault {text:?}; known faults: {}", names.join(", "))
+        })
+    }
+}
+
+/// Which faults are on, and how often the per-message ones strike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultMix {
+    pub enabled: Vec<FaultKind>,
+    pub drop_per_million: u32,
+    pub duplicate_per_million: u32,
+    pub reorder_per_million: u32,
+    /// Scheduled faults (partitions, clogs, crashes) in the safety phase.
+    pub scheduled_count: u32,
+}
+
+impl FaultMix {
+    pub fn has(&self, kind: FaultKind) -> bool {
+        self.enabled.contains(&kind)
+    }
+
+    pub fn none() -> FaultMix {
+        FaultMix {
+            enabled: Vec::new(),
+            drop_per_million: 0,
+            duplicate_per_million: 0,
+            reorder_per_million: 0,
+            scheduled_count: 0,
+        }
+    }
+}
+
+/// The client workload's shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadMix {
+    pub clients: u32,
+    pub keys: u32,
+    pub ops: u32,
+    /// Relative weights of gets, puts and deletes.
+    pub weights: [u32; 3],
+    /// Percent of writes that pass the context of the client's last read.
+    pub context_percent: u32,
+    /// Percent of the remaining (blind) writes that send no context at all,
+    /// replacing what the coordinator holds; the rest send an empty context
+    /// and become siblings of everything stored.
+    pub overwrite_percent: u32,
+    /// Every request uses R + W > N, and property 7 is checked.
+    pub strict: bool,
+    pub think_ms_max: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: u64,
+    pub replicas: u8,
+    pub faults: FaultMix,
+    pub workload: WorkloadMix,
+    /// Length of the safety phase, in simulated milliseconds.
+    pub safety_ms: u64,
+}
+
+impl SimConfig {
+    /// Draws a whole configuration from `seed`.
+    pub fn from_seed(seed: u64) -> SimConfig {
+        let mut rng = SimRng::new(seed, Stream::Config);
+        let nodes = rng.between(3, 7);
+        let replicas = (*rng.pick(&[2u8, 3, 3, 3, 3, 5])).min(nodes as u8);
+        let enabled: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|_| rng.below(100) < 60).collect();
+        let per_million = |rng: &mut SimRng, max: u64| rng.between(1_000, max) as u32;
+        let faults = FaultMix {
+            drop_per_million: per_million(&mut rng, 100_000),
+            duplicate_per_million: per_million(&mut rng, 50_000),
+            reorder_per_million: per_million(&mut rng, 100_000),
+            scheduled_count: rng.between(2, 10) as u32,
+            enabled,
+        };
+        let workload = WorkloadMix {
+            clients: rng.between(2, 6) as u32,
+            keys: rng.between(2, 12) as u32,
+            ops: rng.between(150, 400) as u32,
+            weights: [rng.between(2, 6) as u32, rng.between(2, 6) as u32, rng.between(0, 2) as u32],
+            context_percent: rng.between(30, 90) as u32,
+            overwrite_percent: rng.between(0, 100) as u32,
+            strict: rng.coin(),
+            think_ms_max: rng.between(5, 60),
+        };
+        SimConfig { seed, nodes, replicas, faults, workload, safety_ms: 20_000 }
+    }
+
+    /// Keeps only the faults in `kinds` (pinning a seed's mix by hand).
+    pub fn with_faults_only(mut self, kinds: &[FaultKind]) -> SimConfig {
+        self.faults.enabled = kinds.to_vec();
+        self
+    }
+
+    pub fn with_nodes(mut self, nodes: u64) -> SimConfig {
+        self.nodes = nodes;
+        self.replicas = self.replicas.min(nodes as u8);
+        self
+    }
+
+    pub fn with_ops(mut self, ops: u32) -> SimConfig {
+        self.workload.ops = ops;
+        self
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=64).contains(&self.nodes) {
+            return Err(format!("nodes must be 1..=64, not {}", self.nodes));
+        }
+        if self.replicas == 0 || u64::from(self.replicas) > self.nodes {
+            return Err(format!("replicas must be 1..={}, not {}", self.nodes, self.replicas));
+        }
+        if self.workload.keys == 0 || self.workload.clients == 0 {
+            return Err("a workload needs at least one key and one client".into());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let faults: Vec<&str> = self.faults.enabled.iter().map(|kind| kind.name()).collect();
+        let workload = &self.workload;
+        write!(
+            f,
+            "nodes={} N={} clients={} keys={} ops={} strict={} faults=[{}]",
+            self.nodes,
+            self.replicas,
+            workload.clients,
+            workload.keys,
+            workload.ops,
+            workload.strict,
+            faults.join(",")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_always_draws_the_same_configuration() {
+        assert_eq!(SimConfig::from_seed(11), SimConfig::from_seed(11));
+        let distinct =
+            (0..50).map(SimConfig::from_seed).filter(|config| config != &SimConfig::from_seed(0)).count();
+        assert_eq!(distinct, 49);
+        for seed in 0..200 {
+            assert_eq!(SimConfig::from_seed(seed).validate(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn every_fault_is_on_in_some_seed_and_off_in_another() {
+        for kind in FaultKind::ALL {
+            let on = (0..100).filter(|&seed| SimConfig::from_seed(seed).faults.has(kind)).count();
+            assert!(on > 20 && on < 90, "{kind} on in {on} of 100 seeds");
+        }
+    }
+
+    #[test]
+    fn fault_names_parse() {
+        assert_eq!("one-way".parse(), Ok(FaultKind::OneWay));
+        assert!("meteor".parse::<FaultKind>().unwrap_err().contains("known faults"));
+    }
+}

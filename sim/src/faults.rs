@@ -1,0 +1,117 @@
+//! The fault schedule: timed faults of the safety phase, drawn from the seed
+//! and printed with a failing run. Shrinking removes entries from it.
+
+use core::fmt;
+
+use keel_core::NodeId;
+
+use crate::config::{FaultKind, SimConfig};
+use crate::rng::{SimRng, Stream};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// `side` and the other nodes cannot reach each other.
+    Partition { side: Vec<NodeId> },
+    /// Messages from `from` to `to` are lost; the reverse direction works.
+    OneWay { from: Vec<NodeId>, to: Vec<NodeId> },
+    /// Messages from `from` to `to` take `delay_ms` longer.
+    Clog { from: NodeId, to: NodeId, delay_ms: u64 },
+    /// The node crashes and restarts when the fault ends. With `torn`, each
+    /// file keeps a random part of its unsynced tail.
+    Crash { node: NodeId, torn: bool },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledFault {
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    pub fault: Fault,
+}
+
+impl fmt::Display for ScheduledFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t={}ms for {}ms: ", self.at_ms, self.duration_ms)?;
+        match &self.fault {
+            Fault::Partition { side } => write!(f, "partition {side:?} | rest"),
+            Fault::OneWay { from, to } => write!(f, "one-way {from:?} -x-> {to:?}"),
+            Fault::Clog { from, to, delay_ms } => write!(f, "clog {from} -> {to} +{delay_ms}ms"),
+            Fault::Crash { node, torn } => {
+                write!(f, "crash {node}{}", if *torn { " (torn tail)" } else { "" })
+            }
+        }
+    }
+}
+
+/// Draws the scheduled faults of `config`'s seed.
+pub fn schedule(config: &SimConfig) -> Vec<ScheduledFault> {
+    let mut rng = SimRng::new(config.seed, Stream::Faults);
+    let kinds: Vec<FaultKind> = [FaultKind::Partition, FaultKind::OneWay, FaultKind::Clog, FaultKind::Crash]
+        .into_iter()
+        .filter(|kind| config.faults.has(*kind))
+        .collect();
+    if kinds.is_empty() {
+        return Vec::new();
+    }
+    let nodes: Vec<NodeId> = (1..=config.nodes).map(NodeId).collect();
+    let mut faults: Vec<ScheduledFault> = (0..config.faults.scheduled_count)
+        .map(|_| {
+            let at_ms = rng.below(config.safety_ms.saturating_sub(1000).max(1));
+            let duration_ms = rng.between(200, 6_000);
+            let fault = match *rng.pick(&kinds) {
+                FaultKind::Partition => Fault::Partition { side: subset(&mut rng, &nodes) },
+                FaultKind::OneWay => {
+                    let from = subset(&mut rng, &nodes);
+                    let to = nodes.iter().copied().filter(|node| !from.contains(node)).collect();
+                    Fault::OneWay { from, to }
+                }
+                FaultKind::Clog => {
+                    let from = *rng.pick(&nodes);
+                    let to = *rng.pick(&nodes);
+                    Fault::Clog { from, to, delay_ms: rng.between(50, 2_000) }
+                }
+                _ => Fault::Crash { node: *rng.pick(&nodes), torn: rng.coin() },
+            };
+            ScheduledFault { at_ms, duration_ms, fault }
+        })
+        .collect();
+    faults.sort_by_key(|fault| fault.at_ms);
+    faults
+}
+
+/// A non-empty proper subset of `nodes`, in id order.
+fn subset(rng: &mut SimRng, nodes: &[NodeId]) -> Vec<NodeId> {
+    let size = rng.between(1, nodes.len() as u64 - 1) as usize;
+    let mut pool = nodes.to_vec();
+    let mut chosen = Vec::with_capacity(size);
+    for _ in 0..size {
+        let index = rng.below(pool.len() as u64) as usize;
+        chosen.push(pool.swap_remove(index));
+    }
+    chosen.sort();
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_stay_inside_the_safety_phase_and_use_enabled_faults() {
+        for seed in 0..100 {
+            let config = SimConfig::from_seed(seed);
+            for fault in schedule(&config) {
+                assert!(fault.at_ms < config.safety_ms);
+                let kind = match fault.fault {
+                    Fault::Partition { ref side } => {
+                        assert!(!side.is_empty() && side.len() < config.nodes as usize);
+                        FaultKind::Partition
+                    }
+                    Fault::OneWay { .. } => FaultKind::OneWay,
+                    Fault::Clog { .. } => FaultKind::Clog,
+                    Fault::Crash { .. } => FaultKind::Crash,
+                };
+                assert!(config.faults.has(kind), "seed {seed}: {kind} scheduled but off");
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The record of what clients asked and what they were told: the only input
+//! of the checkers besides the replicas' final states.
+
+use core::fmt;
+
+use keel_core::NodeId;
+use keel_core::client::{ClientError, Consistency};
+
+/// Index of an operation in the history. A put's value is named by its op.
+pub type OpId = usize;
+
+/// Where a write's causal context came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextSource {
+    /// No context sent: the write replaces whatever the coordinator holds.
+    Overwrite,
+    /// An empty context: the write is concurrent with everything stored.
+    Empty,
+    /// The context of this get's reply.
+    Read(OpId),
+    /// The context of this write's reply.
+    Written(OpId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Get {
+        read: Consistency,
+    },
+    /// Writes the value named by this op's id.
+    Put {
+        write: Consistency,
+        context: ContextSource,
+        value_bytes: u32,
+    },
+    Delete {
+        write: Consistency,
+        context: ContextSource,
+    },
+}
+
+/// One value returned by a get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadValue {
+    /// The value written by this put.
+    Put(OpId),
+    /// Bytes that are no value any put wrote to this key.
+    Garbage(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// No answer (yet): for a write, indeterminate.
+    Pending,
+    Found(Vec<ReadValue>),
+    NotFound,
+    Written,
+    /// The node said the request failed and nothing was written.
+    Failed(ClientError),
+    /// The request may or may not have taken effect.
+    Indeterminate(String),
+}
+
+/// When in the run an operation was issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Safety,
+    /// After healing, once the cluster had time to notice: must succeed.
+    Liveness,
+    /// Reads at `all` that drive read repair before the final check.
+    Repair,
+    /// The final read of each key, after convergence.
+    Final,
+}
+
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub id: OpId,
+    pub client: u32,
+    pub node: NodeId,
+    pub key: u32,
+    pub action: Action,
+    pub phase: Phase,
+    pub invoked_ns: u64,
+    pub completed_ns: Option<u64>,
+    pub outcome: Outcome,
+}
+
+impl Op {
+    pub fn is_write(&self) -> bool {
+        !matches!(self.action, Action::Get { .. })
+    }
+
+    pub fn context(&self) -> Option<ContextSource> {
+        match self.action {
+            Action::Get { .. } => None,
+            Action::Put { context, .. } | Action::Delete { context, .. } => Some(context),
+        }
+    }
+
+    /// A write that definitely took effect.
+    pub fn acknowledged(&self) -> bool {
+        self.is_write() && self.outcome == Outcome::Written
+    }
+
+    /// A write that definitely did not take effect.
+    pub fn definitely_failed(&self) -> bool {
+        matches!(self.outcome, Outcome::Failed(_))
+    }
+
+    /// The end of the interval in which the op could have taken effect.
+    pub fn end_ns(&self) -> u64 {
+        match self.outcome {
+            Outcome::Pending | Outcome::Indeterminate(_) => u64::MAX,
+            _ => self.completed_ns.unwrap_or(u64::MAX),
+        }
+    }
+
+    pub fn read_values(&self) -> &[ReadValue] {
+        match &self.outcome {
+            Outcome::Found(values) => values,
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        let completed = self.completed_ns.map_or("…".to_owned(), |ns| format!("{:.3}", ms(ns)));
+        write!(
+            f,
+            "op {:>4} [{:.3}ms → {completed}ms] client {} via {} k{} {:?} {:?}: {:?}",
+            self.id,
+            ms(self.invoked_ns),
+            self.client,
+            self.node,
+            self.key,
+            self.phase,
+            self.action,
+            self.outcome
+        )
+    }
+}
+
+/// Every operation of a run, in invocation order.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub ops: Vec<Op>,
+}
+
+impl History {
+    pub fn op(&self, id: OpId) -> &Op {
+        &self.ops[id]
+    }
+
+    pub fn ops_on(&self, key: u32) -> impl Iterator<Item = &Op> {
+        self.ops.iter().filter(move |op| op.key == key)
+    }
+
+    pub fn keys(&self) -> Vec<u32> {
+        let mut keys: Vec<u32> = self.ops.iter().map(|op| op.key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+}
+
+/// The bytes a put writes: they name the key and the op, so a read can tell
+/// which put a value came from, and padding varies the size.
+pub fn encode_value(key: u32, op: OpId, padding: u32) -> Vec<u8> {
+    let mut bytes = format!("k{key}=v{op}|").into_bytes();
+    bytes.resize(bytes.len() + padding as usize, b'.');
+    bytes
+}
+
+/// The op that wrote `bytes` to `key`, or why they are garbage.
+pub fn decode_value(key: u32, bytes: &[u8]) -> ReadValue {
+    let text = String::from_utf8_lossy(bytes);
+    let parsed = text
+        .strip_prefix(&format!("k{key}=v"))
+        .and_then(|rest| rest.split_once('|'))
+        .filter(|(_, padding)| padding.bytes().all(|byte| byte == b'.'))
+        .and_then(|(op, _)| op.parse::<OpId>().ok());
+    match parsed {
+        Some(op) => ReadValue::Put(op),
+        None => ReadValue::Garbage(text.chars().take(40).collect()),
+    }
+}
+
+pub fn key_bytes(key: u32) -> Vec<u8> {
+    format!("k{key}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_decode_to_their_op_and_reject_anything_else() {
+        assert_eq!(decode_value(3, &encode_value(3, 42, 10)), ReadValue::Put(42));
+        assert_eq!(decode_value(3, &encode_value(3, 42, 0)), ReadValue::Put(42));
+        assert!(matches!(decode_value(4, &encode_value(3, 42, 0)), ReadValue::Garbage(_)));
+        assert!(matches!(decode_value(3, b"k3=v42|..x"), ReadValue::Garbage(_)));
+        assert!(matches!(decode_value(3, &[0xff, 0x00]), ReadValue::Garbage(_)));
+    }
+}

@@ -1,0 +1,143 @@
+//! The liveness phase: heal everything, check that requests succeed, drive
+//! the replicas to agreement, and take the final reads.
+//!
+//! Until anti-entropy exists, agreement is driven by reading every key at
+//! `all`, whose read repair brings stale replicas up to date.
+
+use keel_core::client::Consistency;
+
+use super::{Event, MS, World};
+use crate::check::Property;
+use crate::history::{Action, Phase, key_bytes};
+
+/// Rounds of repair reads before the replicas must agree.
+const CONVERGENCE_ROUNDS_MAX: u32 = 5;
+/// Ops each client issues once the cluster is healed.
+const LIVENESS_OPS_PER_CLIENT: u32 = 3;
+/// Time for every failure detector to see every peer again after healing.
+const SETTLE_MS: u64 = 3_000;
+/// The whole liveness phase must end within this bound.
+const LIVENESS_MS_MAX: u64 = 120_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Safety,
+    /// Faults end and crashed nodes restart.
+    Heal,
+    /// Clients issue ops that must all succeed.
+    Liveness,
+    /// Reads at `all` of every key, for read repair.
+    Repair,
+    /// Replicas compared; final reads follow if they agree.
+    Converge,
+    Final,
+    /// The phase ran past its bound.
+    Deadline,
+}
+
+impl World {
+    pub(super) fn enter(&mut self, stage: Stage) {
+        if self.done {
+            return;
+        }
+        match stage {
+            Stage::Heal => self.heal(),
+            Stage::Liveness => {
+                self.stage = Stage::Liveness;
+                for client in 0..self.clients.len() {
+                    self.clients[client].liveness_left = LIVENESS_OPS_PER_CLIENT;
+                    self.at(self.now, Event::ClientWake { client });
+                }
+            }
+            Stage::Repair => self.read_every_key(Phase::Repair),
+            Stage::Converge => self.converge(),
+            Stage::Final => self.read_every_key(Phase::Final),
+            Stage::Deadline => {
+                let message = format!("the liveness phase did not finish within {LIVENESS_MS_MAX} ms");
+                self.violate(Property::Convergence, message, vec![]);
+                self.done = true;
+            }
+            Stage::Safety => {}
+        }
+    }
+
+    fn heal(&mut self) {
+        self.stage = Stage::Heal;
+        self.network.heal();
+        for host in 0..self.hosts.len() {
+            if self.hosts[host].node.is_none() {
+                self.open_node(host);
+            }
+        }
+        self.at(self.now + SETTLE_MS * MS, Event::Stage(Stage::Liveness));
+        self.at(self.now + LIVENESS_MS_MAX * MS, Event::Stage(Stage::Deadline));
+    }
+
+    /// Called when a liveness op completes: once every client is done, the
+    /// repair rounds begin.
+    pub(super) fn liveness_progress(&mut self) {
+        if self.stage == Stage::Liveness && self.clients.iter().all(|client| client.idle()) {
+            self.stage = Stage::Repair;
+            self.at(self.now + 500 * MS, Event::Stage(Stage::Repair));
+        }
+    }
+
+    fn read_every_key(&mut self, phase: Phase) {
+        self.stage = if phase == Phase::Final { Stage::Final } else { Stage::Repair };
+        let checker = self.clients.len() as u32;
+        for key in 0..self.config.workload.keys {
+            let host = key as usize % self.hosts.len();
+            self.checks_pending += 1;
+            self.issue(checker, host, phase, key, Action::Get { read: Consistency::All });
+        }
+    }
+
+    /// Called when a repair or final read completes.
+    pub(super) fn check_done(&mut self) {
+        self.checks_pending = self.checks_pending.saturating_sub(1);
+        if self.checks_pending > 0 {
+            return;
+        }
+        match self.stage {
+            Stage::Repair => self.at(self.now + 500 * MS, Event::Stage(Stage::Converge)),
+            Stage::Final => self.done = true,
+            _ => {}
+        }
+    }
+
+    /// Compares every key's copies on its replicas: equal, the final reads
+    /// follow; different, another repair round, up to a bound.
+    fn converge(&mut self) {
+        self.stage = Stage::Converge;
+        let mut disagreements = Vec::new();
+        for key in 0..self.config.workload.keys {
+            let key = key_bytes(key);
+            let mut copies = Vec::new();
+            for host in &mut self.hosts {
+                let Some(node) = host.node.as_mut() else { continue };
+                if node.ring().preference_list(&key).contains(&host.id) {
+                    copies.push((host.id, node.local_object(&key).ok().flatten()));
+                }
+            }
+            if copies.windows(2).any(|pair| pair[0].1 != pair[1].1) {
+                disagreements.push((String::from_utf8_lossy(&key).into_owned(), copies));
+            }
+        }
+        if disagreements.is_empty() {
+            self.at(self.now + 100 * MS, Event::Stage(Stage::Final));
+            return;
+        }
+        self.convergence_rounds += 1;
+        if self.convergence_rounds < CONVERGENCE_ROUNDS_MAX {
+            self.at(self.now + 500 * MS, Event::Stage(Stage::Repair));
+            return;
+        }
+        let (key, copies) = &disagreements[0];
+        let message = format!(
+            "{} keys still differ between replicas after {CONVERGENCE_ROUNDS_MAX} repair rounds; {key}: {copies:?}",
+            disagreements.len()
+        );
+        self.violate(Property::Convergence, message, vec![]);
+        self.done = true;
+    }
+}

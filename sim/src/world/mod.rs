@@ -1,0 +1,483 @@
+//! The simulated world: nodes with clocks and disks, a network, clients, and
+//! one queue of events in simulated time. `run` plays a configuration from
+//! its seed, then checks what happened.
+
+mod clients;
+mod liveness;
+
+use std::collections::BTreeMap;
+
+use keel_core::NodeId;
+use keel_core::client::RequestId;
+use keel_core::disk::{CrashMode, Disk, MemDisk};
+use keel_core::lsm::SyncRequest;
+use keel_core::message::Message;
+use keel_core::node::{self, Input, Node, Output};
+use keel_core::ring::Member;
+use keel_core::version::{Dot, Value};
+
+use self::clients::Client;
+use self::liveness::Stage;
+use crate::check::{self, Property, Setting, Violation};
+use crate::clock::Clock;
+use crate::config::{FaultKind, SimConfig};
+use crate::faults::{Fault, ScheduledFault};
+use crate::history::{History, OpId, Phase};
+use crate::network::Network;
+use crate::rng::{SimRng, Stream, splitmix};
+use crate::trace::Trace;
+
+const MS: u64 = 1_000_000;
+/// A run that processes more events than this is stuck in a loop.
+const EVENTS_MAX: u64 = 50_000_000;
+
+/// What a run did and found.
+#[derive(Debug)]
+pub struct RunResult {
+    pub config: SimConfig,
+    pub schedule: Vec<ScheduledFault>,
+    pub violations: Vec<Violation>,
+    pub trace: u64,
+    pub history: History,
+    pub stats: RunStats,
+}
+
+impl RunResult {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The property of the first violation, if any.
+    pub fn failed_property(&self) -> Option<Property> {
+        self.violations.first().map(|violation| violation.property)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub events: u64,
+    pub sim_ns: u64,
+    pub messages_sent: u64,
+    pub messages_lost: u64,
+    pub syncs: u64,
+    pub crashes: u64,
+    pub ops: u64,
+    pub ops_failed: u64,
+    pub ops_indeterminate: u64,
+    pub read_repairs: u64,
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver { from: NodeId, to: NodeId, bytes: Vec<u8> },
+    Timer { host: usize, boot: u32 },
+    SyncDone { host: usize, boot: u32, request: SyncRequest },
+    ClientWake { client: usize },
+    ClientGiveUp { op: OpId },
+    FaultStart(usize),
+    FaultEnd(usize),
+    Stage(Stage),
+}
+
+impl Event {
+    fn code(&self) -> u64 {
+        match self {
+            Event::Deliver { .. } => 1,
+            Event::Timer { .. } => 2,
+            Event::SyncDone { .. } => 3,
+            Event::ClientWake { .. } => 4,
+            Event::ClientGiveUp { .. } => 5,
+            Event::FaultStart(_) => 6,
+            Event::FaultEnd(_) => 7,
+            Event::Stage(_) => 8,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Host {
+    id: NodeId,
+    node: Option<Node>,
+    disk: MemDisk,
+    clock: Clock,
+    /// Counts restarts, so events meant for an earlier life are ignored.
+    boot: u32,
+    timer_at: Option<u64>,
+    sync_latency_ns: u64,
+}
+
+pub(crate) struct World {
+    config: SimConfig,
+    node_config: node::Config,
+    now: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    seq: u64,
+    hosts: Vec<Host>,
+    network: Network,
+    clients: Vec<Client>,
+    history: History,
+    workload: SimRng,
+    node_seeds: SimRng,
+    trace: Trace,
+    /// Which op each request in flight at a host belongs to.
+    owners: BTreeMap<(usize, RequestId), OpId>,
+    request_next: u64,
+    schedule: Vec<ScheduledFault>,
+    /// Every dot seen on the wire and the hash of its value: one dot must
+    /// never carry two values.
+    dots: BTreeMap<Dot, u64>,
+    violations: Vec<Violation>,
+    stats: RunStats,
+    stage: Stage,
+    checks_pending: usize,
+    convergence_rounds: u32,
+    done: bool,
+}
+
+/// Runs `config` with the fault schedule its seed draws.
+pub fn run(config: SimConfig) -> RunResult {
+    let schedule = crate::faults::schedule(&config);
+    run_with(config, schedule)
+}
+
+/// Runs `config` with an explicit fault schedule (used when shrinking).
+pub fn run_with(config: SimConfig, schedule: Vec<ScheduledFault>) -> RunResult {
+    let mut world = World::new(config, schedule);
+    world.start();
+    while !world.done {
+        let Some(((at, _), event)) = world.queue.pop_first() else { break };
+        world.now = at;
+        world.stats.events += 1;
+        world.trace.record(&[at, event.code()]);
+        world.handle(event);
+        if world.stats.events > EVENTS_MAX {
+            world.violate(Property::Convergence, "the run did not finish within its event budget", vec![]);
+            break;
+        }
+    }
+    world.finish()
+}
+
+impl World {
+    fn new(config: SimConfig, schedule: Vec<ScheduledFault>) -> World {
+        let seed = config.seed;
+        let mut node_config = node::Config {
+            members: (1..=config.nodes).map(|id| Member::new(NodeId(id))).collect(),
+            ..node::Config::default()
+        };
+        node_config.ring.replicas = config.replicas;
+        node_config.ring.vnodes_per_weight = 16;
+        let mut clocks = SimRng::new(seed, Stream::Nodes);
+        let hosts = (1..=config.nodes)
+            .map(|id| Host {
+                id: NodeId(id),
+                node: None,
+                disk: MemDisk::new(splitmix(seed ^ id)),
+                clock: if config.faults.has(FaultKind::ClockSkew) {
+                    Clock::skewed(&mut clocks)
+                } else {
+                    Clock::PERFECT
+                },
+                boot: 0,
+                timer_at: None,
+                sync_latency_ns: clocks.between(50_000, 3 * MS),
+            })
+            .collect();
+        let clients = (0..config.workload.clients).map(|_| Client::new()).collect();
+        World {
+            network: Network::new(seed, config.faults.clone()),
+            workload: SimRng::new(seed, Stream::Workload),
+            node_seeds: SimRng::new(seed, Stream::Disks),
+            config,
+            node_config,
+            now: 0,
+            queue: BTreeMap::new(),
+            seq: 0,
+            hosts,
+            clients,
+            history: History::default(),
+            trace: Trace::default(),
+            owners: BTreeMap::new(),
+            request_next: 0,
+            schedule,
+            dots: BTreeMap::new(),
+            violations: Vec::new(),
+            stats: RunStats::default(),
+            stage: Stage::Safety,
+            checks_pending: 0,
+            convergence_rounds: 0,
+            done: false,
+        }
+    }
+
+    fn start(&mut self) {
+        for host in 0..self.hosts.len() {
+            self.open_node(host);
+        }
+        for (index, fault) in self.schedule.clone().iter().enumerate() {
+            self.at(fault.at_ms * MS, Event::FaultStart(index));
+        }
+        for client in 0..self.clients.len() {
+            let delay = self.workload.below(20 * MS);
+            self.at(delay, Event::ClientWake { client });
+        }
+        self.at(self.config.safety_ms * MS, Event::Stage(Stage::Heal));
+    }
+
+    fn at(&mut self, time: u64, event: Event) {
+        self.seq += 1;
+        self.queue.insert((time.max(self.now), self.seq), event);
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver { from, to, bytes } => self.deliver(from, to, &bytes),
+            Event::Timer { host, boot } => self.fire_timer(host, boot),
+            Event::SyncDone { host, boot, request } => self.complete_sync(host, boot, request),
+            Event::ClientWake { client } => self.client_wake(client),
+            Event::ClientGiveUp { op } => self.client_give_up(op),
+            Event::FaultStart(index) => self.fault_start(index),
+            Event::FaultEnd(index) => self.fault_end(index),
+            Event::Stage(stage) => self.enter(stage),
+        }
+    }
+
+    fn violate(&mut self, property: Property, message: impl Into<String>, ops: Vec<OpId>) {
+        self.violations.push(Violation::new(property, message, ops));
+    }
+
+    fn open_node(&mut self, host: usize) {
+        let seed = self.node_seeds.u64();
+        let state = &mut self.hosts[host];
+        let now = state.clock.now(self.now);
+        let disk = Box::new(state.disk.clone());
+        match Node::open(self.node_config.clone(), state.id, seed, disk, now) {
+            Ok(node) => {
+                state.node = Some(node);
+                state.timer_at = None;
+                self.drain(host);
+            }
+            Err(error) => {
+                let message = format!("{} failed to open: {error}", state.id);
+                self.violate(Property::LocalStorage, message, vec![]);
+            }
+        }
+    }
+
+    /// Hands `input` to the host's node, if it is up, and carries out the
+    /// outputs.
+    fn input(&mut self, host: usize, input: Input) {
+        let now = self.hosts[host].clock.now(self.now);
+        let Some(node) = self.hosts[host].node.as_mut() else { return };
+        node.handle_input(now, input);
+        self.drain(host);
+    }
+
+    fn drain(&mut self, host: usize) {
+        loop {
+            let Some(node) = self.hosts[host].node.as_mut() else { return };
+            let Some(output) = node.poll_output() else { break };
+            match output {
+                Output::Send { to, message } => self.send(self.hosts[host].id, to, &message),
+                Output::Reply { id, reply } => self.on_reply(host, id, reply),
+                Output::Sync(request) => {
+                    let state = &self.hosts[host];
+                    let (boot, latency) = (state.boot, state.sync_latency_ns);
+                    self.stats.syncs += 1;
+                    self.at(self.now + latency, Event::SyncDone { host, boot, request });
+                }
+                Output::Event(node::Event::ReadRepair { replicas }) => {
+                    self.stats.read_repairs += replicas.len() as u64;
+                }
+                Output::Event(_) => {}
+            }
+        }
+        self.check_invariants(host);
+        self.schedule_timer(host);
+    }
+
+    fn check_invariants(&mut self, host: usize) {
+        let Some(node) = self.hosts[host].node.as_ref() else { return };
+        if let Err(error) = node.invariants() {
+            let message = format!("{}: {error}", self.hosts[host].id);
+            self.violate(Property::Invariant, message, vec![]);
+            self.done = true;
+        }
+    }
+
+    fn schedule_timer(&mut self, host: usize) {
+        let state = &self.hosts[host];
+        let Some(deadline) = state.node.as_ref().and_then(Node::poll_timeout) else { return };
+        let at = state.clock.sim_time_of(deadline).max(self.now);
+        if state.timer_at.is_none_or(|scheduled| at < scheduled) {
+            let boot = state.boot;
+            self.hosts[host].timer_at = Some(at);
+            self.at(at, Event::Timer { host, boot });
+        }
+    }
+
+    fn fire_timer(&mut self, host: usize, boot: u32) {
+        let state = &mut self.hosts[host];
+        if state.boot != boot || state.timer_at != Some(self.now) {
+            return;
+        }
+        state.timer_at = None;
+        let now = state.clock.now(self.now);
+        if let Some(node) = state.node.as_mut() {
+            node.handle_timeout(now);
+            self.drain(host);
+        }
+    }
+
+    fn complete_sync(&mut self, host: usize, boot: u32, request: SyncRequest) {
+        if self.hosts[host].boot != boot || self.hosts[host].node.is_none() {
+            return;
+        }
+        let result = self.hosts[host].disk.sync(&request.file);
+        self.trace.record(&[u64::from(result.is_ok())]);
+        self.input(host, Input::Synced { request, result });
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, message: &Message) {
+        self.stats.messages_sent += 1;
+        let mut bytes = Vec::new();
+        if let Err(error) = message.encode(&mut bytes) {
+            self.violate(Property::Invariant, format!("{from} could not encode a message: {error}"), vec![]);
+            return;
+        }
+        let delays = self.network.plan(from, to);
+        if delays.is_empty() {
+            self.stats.messages_lost += 1;
+        }
+        for delay in delays {
+            self.at(self.now + delay, Event::Deliver { from, to, bytes: bytes.clone() });
+        }
+    }
+
+    fn deliver(&mut self, from: NodeId, to: NodeId, bytes: &[u8]) {
+        self.trace.record_bytes(bytes);
+        // A partition that began while the message was in flight stops it too.
+        if self.network.is_blocked(from, to) {
+            self.stats.messages_lost += 1;
+            return;
+        }
+        let message = match Message::decode(bytes) {
+            Ok(Some((message, used))) if used == bytes.len() => message,
+            other => {
+                let message = format!("a message from {from} to {to} did not decode: {other:?}");
+                return self.violate(Property::Invariant, message, vec![]);
+            }
+        };
+        self.register_dots(&message);
+        let host = (to.0 - 1) as usize;
+        self.input(host, Input::Message { from, message });
+    }
+
+    /// Property 2's second half: one dot never names two values, anywhere.
+    fn register_dots(&mut self, message: &Message) {
+        let object = match message {
+            Message::Replicate { object, .. } | Message::Repair { object, .. } => object,
+            Message::ReadReply { result: Ok(Some(object)), .. } => object,
+            _ => return,
+        };
+        for sibling in object.siblings() {
+            let hash = value_hash(&sibling.value);
+            let known = *self.dots.entry(sibling.dot).or_insert(hash);
+            if known != hash {
+                let message = format!("dot {:?} carries two different values", sibling.dot);
+                self.violate(Property::Antichain, message, vec![]);
+            }
+        }
+    }
+
+    fn fault_start(&mut self, index: usize) {
+        let fault = self.schedule[index].clone();
+        if self.stage != Stage::Safety {
+            return;
+        }
+        match &fault.fault {
+            Fault::Partition { side } => {
+                let rest = self.others(side);
+                self.network.block(side, &rest);
+                self.network.block(&rest, side);
+            }
+            Fault::OneWay { from, to } => self.network.block(from, to),
+            Fault::Clog { from, to, delay_ms } => self.network.clog(*from, *to, *delay_ms),
+            Fault::Crash { node, torn } => {
+                let mode = if *torn { CrashMode::TornTail } else { CrashMode::DropUnsynced };
+                self.crash((node.0 - 1) as usize, mode);
+            }
+        }
+        self.at(self.now + fault.duration_ms * MS, Event::FaultEnd(index));
+    }
+
+    fn fault_end(&mut self, index: usize) {
+        if self.stage != Stage::Safety {
+            return; // healing already undid every fault
+        }
+        match self.schedule[index].fault.clone() {
+            Fault::Partition { side } => {
+                let rest = self.others(&side);
+                self.network.unblock(&side, &rest);
+                self.network.unblock(&rest, &side);
+            }
+            Fault::OneWay { from, to } => self.network.unblock(&from, &to),
+            Fault::Clog { from, to, delay_ms } => self.network.unclog(from, to, delay_ms),
+            Fault::Crash { node, .. } => {
+                let host = (node.0 - 1) as usize;
+                if self.hosts[host].node.is_none() {
+                    self.open_node(host);
+                }
+            }
+        }
+    }
+
+    fn others(&self, side: &[NodeId]) -> Vec<NodeId> {
+        self.hosts.iter().map(|host| host.id).filter(|id| !side.contains(id)).collect()
+    }
+
+    fn crash(&mut self, host: usize, mode: CrashMode) {
+        let Some(node) = self.hosts[host].node.take() else { return };
+        drop(node);
+        self.stats.crashes += 1;
+        let state = &mut self.hosts[host];
+        state.boot += 1;
+        state.timer_at = None;
+        state.disk.crash(mode);
+        let lost: Vec<(usize, RequestId)> =
+            self.owners.keys().filter(|(owner, _)| *owner == host).copied().collect();
+        for key in lost {
+            if let Some(op) = self.owners.remove(&key) {
+                self.complete_indeterminate(op, "the node crashed with the request in flight");
+            }
+        }
+    }
+
+    fn finish(mut self) -> RunResult {
+        self.stats.sim_ns = self.now;
+        let setting = Setting { replicas: self.config.replicas, strict: self.config.workload.strict };
+        let mut violations = self.violations;
+        violations.extend(check::check(&self.history, setting));
+        violations.sort_by_key(|violation| violation.property);
+        let phase_ops = self.history.ops.iter().filter(|op| op.phase == Phase::Safety);
+        self.stats.ops = phase_ops.count() as u64;
+        self.trace.record(&[self.stats.events, violations.len() as u64]);
+        RunResult {
+            config: self.config,
+            schedule: self.schedule,
+            violations,
+            trace: self.trace.finish(),
+            history: self.history,
+            stats: self.stats,
+        }
+    }
+}
+
+fn value_hash(value: &Value) -> u64 {
+    let mut trace = Trace::default();
+    match value {
+        Value::Live(bytes) => trace.record_bytes(bytes),
+        Value::Tombstone => trace.record(&[u64::MAX]),
+    }
+    trace.finish()
+}
