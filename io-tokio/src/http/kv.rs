@@ -1,0 +1,190 @@
+//! `GET | PUT | DELETE /v1/kv/{key}`.
+//!
+//! The key is the rest of the path, percent-decoded to bytes, so any byte
+//! string can be a key (`%00`, `%2F` for a slash inside a key, `%FF`). Values
+//! are raw bodies. The causal context travels in `X-Keel-Context`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use keel_core::client::{Consistency, Context, Reply, Request};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, CONTEXT_HEADER};
+use crate::service::{decode_context, encode_context};
+
+const KV_PREFIX: &str = "/v1/kv/";
+
+/// Query parameters. Unknown ones are rejected, so a misspelt `?consistancy=`
+/// is an error rather than silently the default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KvQuery {
+    r: Option<String>,
+    w: Option<String>,
+    consistency: Option<String>,
+}
+
+/// The body of a `300 Multiple Choices`: every sibling, base64 (RFC 4648
+/// §4, padded), and the context that replaces them all when written back.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Siblings {
+    pub siblings: Vec<String>,
+    pub context: String,
+}
+
+pub(super) async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let key = key_of(&uri)?;
+    let read = consistency(&uri, Access::Read)?;
+    match state.handle.call(Request::Get { key, read }).await {
+        Reply::Found { mut values, context } if values.len() == 1 => {
+            let value = values.pop().unwrap_or_default();
+            let headers = [(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))];
+            Ok((StatusCode::OK, context_header(&context), headers, value).into_response())
+        }
+        Reply::Found { values, context } => {
+            let siblings = values.iter().map(|value| base64_value(value)).collect();
+            let body = Siblings { siblings, context: encode_context(&context) };
+            Ok((StatusCode::MULTIPLE_CHOICES, context_header(&context), axum::Json(body)).into_response())
+        }
+        Reply::NotFound { context } => Err(ApiError::not_found(context)),
+        Reply::Failed(error) => Err(error.into()),
+        Reply::Written { .. } => Err(ApiError::unexpected("a read with a write acknowledgement")),
+    }
+}
+
+pub(super) async fn put(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = key_of(&uri)?;
+    let write = consistency(&uri, Access::Write)?;
+    let context = context_of(&headers)?;
+    let value = body.map_err(|rejection| body_error(rejection, state.limits.value_bytes_max))?.to_vec();
+    written(state.handle.call(Request::Put { key, value, context, write }).await)
+}
+
+/// Without a context header, deletes what a read at the same consistency
+/// sees; deleting an absent key writes nothing.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key_of(&uri)?;
+    let write = consistency(&uri, Access::Write)?;
+    let context = match context_of(&headers)? {
+        Some(context) => context,
+        None => match state.handle.call(Request::Get { key: key.clone(), read: write }).await {
+            Reply::Found { context, .. } => context,
+            Reply::NotFound { context } => {
+                return Ok((StatusCode::NO_CONTENT, context_header(&context)).into_response());
+            }
+            Reply::Failed(error) => return Err(error.into()),
+            Reply::Written { .. } => return Err(ApiError::unexpected("a read with a write acknowledgement")),
+        },
+    };
+    written(state.handle.call(Request::Delete { key, context: Some(context), write }).await)
+}
+
+/// An empty key has no path of its own.
+pub(super) async fn empty_key() -> ApiError {
+    ApiError::bad_request("bad_key", "the key is empty; put it after /v1/kv/")
+}
+
+fn written(reply: Reply) -> Result<Response, ApiError> {
+    match reply {
+        Reply::Written { context } => Ok((StatusCode::NO_CONTENT, context_header(&context)).into_response()),
+        Reply::Failed(error) => Err(error.into()),
+        Reply::Found { .. } | Reply::NotFound { .. } => Err(ApiError::unexpected("a write with a read")),
+    }
+}
+
+fn context_header(context: &Context) -> [(&'static str, HeaderValue); 1] {
+    // base64url is always a valid header value.
+    let value = HeaderValue::from_str(&encode_context(context)).unwrap_or(HeaderValue::from_static(""));
+    [(CONTEXT_HEADER, value)]
+}
+
+fn context_of(headers: &HeaderMap) -> Result<Option<Context>, ApiError> {
+    let Some(value) = headers.get(CONTEXT_HEADER) else { return Ok(None) };
+    let context = decode_context(value.as_bytes()).map_err(ApiError::from)?;
+    Ok(Some(context).filter(|context| !context.is_empty()))
+}
+
+fn body_error(rejection: BytesRejection, max: u32) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let message = format!("request body exceeds the limit of {max} bytes; nothing was written");
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", message);
+    }
+    ApiError::bad_request("bad_body", rejection.body_text())
+}
+
+pub(super) fn base64_value(value: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(value)
+}
+
+/// The key from the raw path, percent-decoded to bytes.
+fn key_of(uri: &Uri) -> Result<Vec<u8>, ApiError> {
+    let raw = uri.path().strip_prefix(KV_PREFIX).unwrap_or_default();
+    let key = percent_decode(raw.as_bytes()).ok_or_else(|| {
+        ApiError::bad_request("bad_key", "the key has a '%' not followed by two hex digits")
+    })?;
+    if key.is_empty() {
+        return Err(ApiError::bad_request("bad_key", "the key is empty; put it after /v1/kv/"));
+    }
+    Ok(key)
+}
+
+pub(super) fn percent_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.iter();
+    while let Some(&byte) = bytes.next() {
+        if byte != b'%' {
+            out.push(byte);
+            continue;
+        }
+        let high = bytes.next().and_then(|digit| (*digit as char).to_digit(16))?;
+        let low = bytes.next().and_then(|digit| (*digit as char).to_digit(16))?;
+        out.push((high * 16 + low) as u8);
+    }
+    Some(out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// `r` for reads, `w` for writes, or `consistency` for either; the node's
+/// default (quorum) when none is given.
+fn consistency(uri: &Uri, access: Access) -> Result<Consistency, ApiError> {
+    let Query(query) = Query::<KvQuery>::try_from_uri(uri)
+        .map_err(|rejection| ApiError::bad_request("bad_query", rejection.body_text()))?;
+    let (own, other, own_name, other_name) = match access {
+        Access::Read => (query.r, query.w, "r", "w"),
+        Access::Write => (query.w, query.r, "w", "r"),
+    };
+    if other.is_some() {
+        let message =
+            format!("`{other_name}` does not apply to this method; use `{own_name}` or `consistency`");
+        return Err(ApiError::bad_request("bad_query", message));
+    }
+    let text = match (own, query.consistency) {
+        (Some(_), Some(_)) => {
+            let message = format!("give `{own_name}` or `consistency`, not both");
+            return Err(ApiError::bad_request("bad_query", message));
+        }
+        (Some(text), None) | (None, Some(text)) => text,
+        (None, None) => return Ok(Consistency::Quorum),
+    };
+    text.parse().map_err(|error: keel_core::client::ParseConsistencyError| {
+        ApiError::bad_request("bad_consistency", error.to_string())
+    })
+}
