@@ -1,5 +1,6 @@
 //! keel-io-tokio
 
+pub mod disk;
 pub mod http;
 pub mod metrics;
 pub mod resp;

@@ -1,0 +1,225 @@
+//! [`FileDisk`]: the core's [`Disk`] on real files in one directory.
+//!
+//! Open handles are cached as `Arc<File>` so that an fsync on a blocking
+//! thread and appends from the event loop can use the same file at once: the
+//! lock guards only the handle table and is never held across I/O. Files are
+//! opened in append mode (every write lands at the end, atomically positioned)
+//! and read with positional reads, so no shared cursor exists to race on.
+//! This file uses only std and keel-core, so the storage benchmark in
+//! keel-core can include it as it is.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use keel_core::disk::{Disk, DiskError};
+
+/// A directory of files on the local file system. Clones share handles.
+#[derive(Clone, Debug)]
+pub struct FileDisk {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    handles: Mutex<BTreeMap<String, Arc<File>>>,
+}
+
+impl FileDisk {
+    /// Uses `dir`, creating it if it does not exist.
+    pub fn open(dir: impl AsRef<Path>) -> io::Result<FileDisk> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir)?;
+        Ok(FileDisk { inner: Arc::new(Inner { dir, handles: Mutex::new(BTreeMap::new()) }) })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn path(&self, name: &str) -> Result<PathBuf, DiskError> {
+        // Names are flat: a separator or a parent reference would escape the directory.
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(DiskError::Io { name: name.to_owned(), message: String::from("invalid file name") });
+        }
+        Ok(self.inner.dir.join(name))
+    }
+
+    fn handles(&self) -> MutexGuard<'_, BTreeMap<String, Arc<File>>> {
+        // The table is only inserted into and removed from; a panic elsewhere leaves it valid.
+        self.inner.handles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The cached handle of `name`, opening the file if needed.
+    fn handle(&self, name: &str) -> Result<Arc<File>, DiskError> {
+        if let Some(file) = self.handles().get(name) {
+            return Ok(Arc::clone(file));
+        }
+        let path = self.path(name)?;
+        let file = OpenOptions::new().read(true).append(true).open(&path).map_err(|e| io_error(name, &e))?;
+        let file = Arc::new(file);
+        let mut handles = self.handles();
+        let cached = handles.entry(name.to_owned()).or_insert_with(|| Arc::clone(&file));
+        Ok(Arc::clone(cached))
+    }
+}
+
+fn io_error(name: &str, error: &io::Error) -> DiskError {
+    if error.kind() == io::ErrorKind::NotFound {
+        return DiskError::NotFound { name: name.to_owned() };
+    }
+    DiskError::Io { name: name.to_owned(), message: error.to_string() }
+}
+
+impl Disk for FileDisk {
+    fn list(&self) -> Result<Vec<String>, DiskError> {
+        let entries = fs::read_dir(&self.inner.dir).map_err(|e| io_error(".", &e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(".", &e))?;
+            let is_file = entry.file_type().map(|kind| kind.is_file()).unwrap_or(false);
+            if let (true, Ok(name)) = (is_file, entry.file_name().into_string()) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn create(&self, name: &str) -> Result<(), DiskError> {
+        let path = self.path(name)?;
+        self.handles().remove(name);
+        File::create(&path).map_err(|e| io_error(name, &e))?;
+        self.handle(name).map(drop)
+    }
+
+    fn append(&self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        let file = self.handle(name)?;
+        (&*file).write_all(bytes).map_err(|e| io_error(name, &e))
+    }
+
+    fn read_at(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, DiskError> {
+        let file = self.handle(name)?;
+        let file_len = file.metadata().map_err(|e| io_error(name, &e))?.len();
+        let out_of_range = DiskError::OutOfRange { name: name.to_owned(), offset, len, file_len };
+        if offset.checked_add(len).is_none_or(|end| end > file_len) {
+            return Err(out_of_range);
+        }
+        let mut buffer = vec![0; usize::try_from(len).map_err(|_| out_of_range.clone())?];
+        file.read_exact_at(&mut buffer, offset).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => out_of_range,
+            _ => io_error(name, &e),
+        })?;
+        Ok(buffer)
+    }
+
+    fn len(&self, name: &str) -> Result<u64, DiskError> {
+        let file = self.handle(name)?;
+        Ok(file.metadata().map_err(|e| io_error(name, &e))?.len())
+    }
+
+    fn sync(&self, name: &str) -> Result<(), DiskError> {
+        let file = self.handle(name)?;
+        // The handle table's lock is not held here: appends go on during the fsync.
+        file.sync_data().map_err(|e| match io_error(name, &e) {
+            DiskError::NotFound { name } => DiskError::NotFound { name },
+            _ => DiskError::SyncFailed { name: name.to_owned() },
+        })
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+        let (from_path, to_path) = (self.path(from)?, self.path(to)?);
+        fs::rename(&from_path, &to_path).map_err(|e| io_error(from, &e))?;
+        let mut handles = self.handles();
+        handles.remove(to);
+        if let Some(file) = handles.remove(from) {
+            handles.insert(to.to_owned(), file);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> Result<(), DiskError> {
+        let path = self.path(name)?;
+        self.handles().remove(name);
+        fs::remove_file(&path).map_err(|e| io_error(name, &e))
+    }
+
+    fn sync_dir(&self) -> Result<(), DiskError> {
+        let dir = File::open(&self.inner.dir).map_err(|e| io_error(".", &e))?;
+        dir.sync_all().map_err(|_| DiskError::SyncFailed { name: String::from(".") })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use keel_core::disk::MemDisk;
+
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("keel-filedisk-{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// The same operations give the same results on real files and in memory.
+    fn exercise(disk: &dyn Disk) -> Vec<String> {
+        let mut log = Vec::new();
+        disk.create("b").unwrap();
+        disk.append("b", b"hello ").unwrap();
+        disk.append("b", b"world").unwrap();
+        disk.sync("b").unwrap();
+        log.push(format!("{:?}", disk.read_at("b", 6, 5)));
+        log.push(format!("{:?}", disk.read_at("b", 6, 6).is_err()));
+        disk.create("a").unwrap();
+        disk.append("a", b"x").unwrap();
+        disk.rename("a", "b").unwrap();
+        disk.sync_dir().unwrap();
+        log.push(format!("{:?} {:?}", disk.list(), disk.len("b")));
+        disk.create("b").unwrap();
+        log.push(format!("{:?}", disk.len("b")));
+        disk.remove("b").unwrap();
+        log.push(format!("{:?} {}", disk.list(), disk.len("b").is_err()));
+        log
+    }
+
+    #[test]
+    fn behaves_like_the_memory_disk() {
+        let dir = temp_dir("same");
+        let disk = FileDisk::open(&dir).unwrap();
+        assert_eq!(exercise(&disk), exercise(&MemDisk::new(0)));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn syncs_while_another_thread_appends() {
+        let dir = temp_dir("threads");
+        let disk = FileDisk::open(&dir).unwrap();
+        disk.create("wal").unwrap();
+        let writer = {
+            let disk = disk.clone();
+            std::thread::spawn(move || {
+                for _ in 0..1_000 {
+                    disk.append("wal", &[7; 100]).unwrap();
+                }
+            })
+        };
+        for _ in 0..20 {
+            disk.sync("wal").unwrap();
+        }
+        writer.join().unwrap();
+        disk.sync("wal").unwrap();
+        assert_eq!(disk.len("wal").unwrap(), 100_000);
+        assert!(disk.read_at("wal", 0, 100_000).unwrap().iter().all(|&b| b == 7));
+        assert!(disk.read_at("../x", 0, 1).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
