@@ -42,6 +42,12 @@ pub(super) fn run(shared: &Shared, session: &mut Session, spec: &Spec, args: Vec
             "ERR keel does not support {} yet: keel has no key scans; read keys by name",
             spec.name.to_ascii_uppercase()
         )),
+        "exec" => Value::error("ERR EXEC without MULTI"),
+        "discard" => Value::error("ERR DISCARD without MULTI"),
+        "watch" | "unwatch" => Value::error(format!(
+            "ERR keel does not support {}: transactions are not implemented",
+            spec.name.to_ascii_uppercase()
+        )),
         "info" => describe::info(shared, &args),
         "config" => describe::config(shared, args),
         "command" => describe::command(args),

@@ -52,6 +52,7 @@ impl Shared {
             local,
             opened: Instant::now(),
             last_command: Instant::now(),
+            in_refused_multi: false,
         }
     }
 }
@@ -69,6 +70,10 @@ pub struct Session {
     pub local: Option<SocketAddr>,
     pub opened: Instant,
     pub last_command: Instant,
+    /// Inside a MULTI block, which keel refuses: every command up to EXEC or
+    /// DISCARD is answered with an error and not run, so a transaction is
+    /// never half applied.
+    pub in_refused_multi: bool,
 }
 
 /// A reply, and whether the connection closes after sending it.
@@ -90,6 +95,9 @@ pub async fn execute(shared: &Shared, session: &mut Session, command: Command) -
     session.last_command = Instant::now();
     let args = command.into_args();
     let Some(name) = args.first() else { return Value::error("ERR empty command").into() };
+    if session.in_refused_multi {
+        return refused_multi(shared, session, name);
+    }
     let Some(spec) = table::lookup(name) else {
         shared.handle.metrics().record_command("unknown", "error");
         return unknown_command(&args).into();
@@ -116,9 +124,35 @@ async fn dispatch(shared: &Shared, session: &mut Session, spec: &Spec, args: Vec
         "keel.put" => keys::keel_put(shared, args).await,
         "keel.del" => keys::keel_del(shared, args).await,
         "quit" => return Answer { value: Value::ok(), close: true },
+        "multi" => {
+            session.in_refused_multi = true;
+            Value::error(
+                "ERR keel does not support MULTI: transactions are not implemented; commands up to EXEC are refused",
+            )
+        }
         _ => admin::run(shared, session, spec, args),
     };
     value.into()
+}
+
+/// Inside a refused MULTI block: EXEC aborts as Redis aborts a transaction
+/// with a rejected command, DISCARD ends the block, QUIT still closes.
+fn refused_multi(shared: &Shared, session: &mut Session, name: &[u8]) -> Answer {
+    let spec = table::lookup(name);
+    shared.handle.metrics().record_command(spec.map_or("unknown", |spec| spec.name), "error");
+    match spec.map(|spec| spec.name) {
+        Some("exec") => {
+            session.in_refused_multi = false;
+            Value::error("EXECABORT Transaction discarded because of previous errors.").into()
+        }
+        Some("discard") => {
+            session.in_refused_multi = false;
+            Value::ok().into()
+        }
+        Some("quit") => Answer { value: Value::ok(), close: true },
+        _ => Value::error("ERR not run: keel does not support MULTI, so commands before EXEC are refused")
+            .into(),
+    }
 }
 
 /// Redis's reply to a name it does not know, quoting up to 128 bytes of arguments.

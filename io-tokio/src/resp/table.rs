@@ -64,7 +64,16 @@ pub const COMMANDS: &[Spec] = &[
     spec!("config", -2, ADMIN, [0, 0, 0], "server", "Reads configuration parameters (GET only)."),
     spec!("dbsize", 1, READ, [0, 0, 0], "server", "Estimates the number of live keys in the cluster."),
     spec!("del", -2, WRITE, [1, -1, 1], "generic", "Deletes keys; returns how many held a value."),
+    spec!("discard", 1, CONNECTION, [0, 0, 0], "transactions", "Ends a refused MULTI block."),
     spec!("echo", 2, CONNECTION, [0, 0, 0], "connection", "Returns the given string."),
+    spec!(
+        "exec",
+        1,
+        CONNECTION,
+        [0, 0, 0],
+        "transactions",
+        "Aborts a refused MULTI block: keel has no transactions."
+    ),
     spec!("exists", -2, READ, [1, -1, 1], "generic", "Counts how many of the given keys hold a value."),
     spec!("flushall", -1, WRITE, [0, 0, 0], "server", "Not supported: keel cannot delete every key."),
     spec!("flushdb", -1, WRITE, [0, 0, 0], "server", "Not supported: keel cannot delete every key."),
@@ -105,11 +114,21 @@ pub const COMMANDS: &[Spec] = &[
     spec!("keys", 2, READ_SLOW, [0, 0, 0], "generic", "Not supported yet: keel has no key scans."),
     spec!("mget", -2, READ, [1, -1, 1], "string", "Returns the values of several keys."),
     spec!("mset", -3, WRITE, [1, -1, 2], "string", "Sets several keys (each write is separate, not atomic)."),
+    spec!(
+        "multi",
+        1,
+        CONNECTION,
+        [0, 0, 0],
+        "transactions",
+        "Refused: keel has no transactions; commands up to EXEC are not run."
+    ),
     spec!("ping", -1, CONNECTION, [0, 0, 0], "connection", "Answers PONG, or echoes the message."),
     spec!("quit", -1, CONNECTION, [0, 0, 0], "connection", "Closes the connection."),
     spec!("scan", -2, READ_SLOW, [0, 0, 0], "generic", "Not supported yet: keel has no key scans."),
     spec!("select", 2, CONNECTION, [0, 0, 0], "connection", "Selects database 0, the only one."),
     spec!("set", -3, WRITE, [1, 1, 1], "string", "Sets a key's value, replacing what a read sees."),
+    spec!("unwatch", 1, CONNECTION, [0, 0, 0], "transactions", "Refused: keel has no transactions."),
+    spec!("watch", -2, CONNECTION, [0, 0, 0], "transactions", "Refused: keel has no transactions."),
 ];
 
 /// The command named `name`, compared without regard to ASCII case.

@@ -287,3 +287,18 @@ async fn commands_are_counted() {
     assert!(text.contains("keel_resp_commands_total{command=\"unknown\",outcome=\"error\"} 1"));
     assert!(text.contains("keel_requests_total{op=\"get\",outcome=\"not_found\"} 1"));
 }
+
+#[tokio::test]
+async fn transactions_are_refused_without_running_anything() {
+    let mut client = Client::new();
+    assert!(error_text(&client.send("MULTI").await).starts_with("ERR keel does not support MULTI"));
+    assert!(error_text(&client.send("SET a 1").await).starts_with("ERR not run"));
+    assert!(error_text(&client.send("NOSUCH").await).starts_with("ERR not run"));
+    let exec = client.send("EXEC").await;
+    assert_eq!(error_text(&exec), "EXECABORT Transaction discarded because of previous errors.");
+    assert_eq!(client.send("GET a").await, Value::Null);
+    client.send("MULTI").await;
+    assert_eq!(client.send("DISCARD").await, Value::ok());
+    assert_eq!(error_text(&client.send("EXEC").await), "ERR EXEC without MULTI");
+    assert!(error_text(&client.send("WATCH a").await).starts_with("ERR keel does not support WATCH"));
+}
