@@ -29,7 +29,7 @@ pub(super) struct KvQuery {
 
 /// The body of a `300 Multiple Choices`: every sibling, base64 (RFC 4648
 /// §4, padded), and the context that replaces them all when written back.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize)]
 pub(super) struct Siblings {
     pub siblings: Vec<String>,
     pub context: String,
