@@ -184,6 +184,9 @@ impl Engine {
             fill_cache: true,
         };
         let Some(item) = merge.next(&self.memtable, &mut reads)? else { return Ok(None) };
+        if item.flags == 0 {
+            return Ok(Some((item.key, item.value)));
+        }
         let entry = block::EntryRef { key: &item.key, flags: item.flags, value: &item.value };
         let value: Entry = sstable::decode_value(entry, self.config.value_bytes_max).map_err(|error| {
             ReadError::Corrupt { file: String::from("table"), offset: 0, reason: error.to_string() }

@@ -15,8 +15,10 @@ use super::memtable::{Entry, Memtable, range_is_empty};
 use super::sstable::{Reads, Table};
 use super::{Pair, ReadError};
 
-/// Memtable entries are copied out in chunks of this many.
-const MEMTABLE_CHUNK: usize = 256;
+/// Memtable entries are copied out in chunks that start small (short scans
+/// are common) and double up to this many.
+const MEMTABLE_CHUNK_MAX: usize = 256;
+const MEMTABLE_CHUNK_MIN: usize = 16;
 
 /// One merged entry: the key, the table flags and the value as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +53,7 @@ struct MemSource {
     resume: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
     exhausted: bool,
+    chunk_len: usize,
 }
 
 /// A run of tables with disjoint, increasing key ranges (a level, or one table).
@@ -86,6 +89,7 @@ impl Merge {
                 resume,
                 end,
                 exhausted: false,
+                chunk_len: MEMTABLE_CHUNK_MIN,
             }));
         }
         for tables in runs.into_iter().filter(|tables| !tables.is_empty()) {
@@ -184,8 +188,9 @@ impl MemSource {
             return;
         }
         let start = self.resume.as_ref().map(Vec::as_slice);
-        let chunk = memtable.range_chunk(start, self.end.as_ref().map(Vec::as_slice), MEMTABLE_CHUNK);
-        self.exhausted = chunk.len() < MEMTABLE_CHUNK;
+        let chunk = memtable.range_chunk(start, self.end.as_ref().map(Vec::as_slice), self.chunk_len);
+        self.exhausted = chunk.len() < self.chunk_len;
+        self.chunk_len = (self.chunk_len * 2).min(MEMTABLE_CHUNK_MAX);
         if let Some((last, _)) = chunk.last() {
             self.resume = Bound::Excluded(last.clone());
         }
