@@ -111,8 +111,8 @@ struct Connection<'a> {
     out: Vec<u8>,
 }
 
-/// Why a connection stops reading.
-enum Stop {
+/// Whether a connection goes on after the commands in its buffer.
+enum Flow {
     Continue,
     Close,
 }
@@ -125,9 +125,9 @@ impl Connection<'_> {
     ) -> std::io::Result<()> {
         let mut parser = Parser::new(self.shared.limits.clone());
         loop {
-            let stop = self.execute_buffered(&mut parser, session).await;
+            let flow = self.execute_buffered(&mut parser, session).await;
             self.flush().await?;
-            if matches!(stop, Stop::Close) || shutdown.is_cancelled() {
+            if matches!(flow, Flow::Close) || shutdown.is_cancelled() {
                 return Ok(());
             }
             if self.buffer.is_empty() && self.buffer.capacity() > 4 * READ_BYTES {
@@ -155,9 +155,9 @@ impl Connection<'_> {
     }
 
     /// Runs every complete command in the buffer and encodes the replies.
-    async fn execute_buffered(&mut self, parser: &mut Parser, session: &mut super::Session) -> Stop {
+    async fn execute_buffered(&mut self, parser: &mut Parser, session: &mut super::Session) -> Flow {
         let mut consumed = 0;
-        let stop = loop {
+        let flow = loop {
             match parser.next(&self.buffer[consumed..]) {
                 Ok(Some((command, used))) => {
                     consumed += used;
@@ -167,22 +167,22 @@ impl Connection<'_> {
                     let answer = execute(self.shared, session, command).await;
                     answer.value.encode(session.version, &mut self.out);
                     if answer.close {
-                        break Stop::Close;
+                        break Flow::Close;
                     }
                     if self.out.len() >= PENDING_REPLY_BYTES_MAX && self.flush().await.is_err() {
-                        break Stop::Close;
+                        break Flow::Close;
                     }
                 }
-                Ok(None) => break Stop::Continue,
+                Ok(None) => break Flow::Continue,
                 Err(error) => {
                     // The stream cannot be resynchronised: answer and close, as Redis does.
                     Value::error(format!("ERR {error}")).encode(session.version, &mut self.out);
-                    break Stop::Close;
+                    break Flow::Close;
                 }
             }
         };
         self.buffer.drain(..consumed);
-        stop
+        flow
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
