@@ -79,8 +79,11 @@ pub struct FaultMix {
     pub drop_per_million: u32,
     pub duplicate_per_million: u32,
     pub reorder_per_million: u32,
-    /// Scheduled faults (partitions, clogs, crashes) in the safety phase.
+    /// Scheduled link faults (partitions, one-way links, clogs) in the
+    /// safety phase.
     pub scheduled_count: u32,
+    /// Crashes in the safety phase, when crashes are enabled.
+    pub crash_count: u32,
 }
 
 impl FaultMix {
@@ -95,6 +98,7 @@ impl FaultMix {
             duplicate_per_million: 0,
             reorder_per_million: 0,
             scheduled_count: 0,
+            crash_count: 0,
         }
     }
 }
@@ -127,6 +131,10 @@ pub struct SimConfig {
     pub workload: WorkloadMix,
     /// Length of the safety phase, in simulated milliseconds.
     pub safety_ms: u64,
+    /// The slowest a disk's sync may be, in microseconds; each disk draws
+    /// its own latency up to this. Slow disks widen the window in which a
+    /// crash loses writes that are not yet durable.
+    pub sync_us_max: u64,
 }
 
 impl SimConfig {
@@ -142,6 +150,7 @@ impl SimConfig {
             duplicate_per_million: per_million(&mut rng, 50_000),
             reorder_per_million: per_million(&mut rng, 100_000),
             scheduled_count: rng.between(2, 10) as u32,
+            crash_count: rng.between(1, 12) as u32,
             enabled,
         };
         let workload = WorkloadMix {
@@ -154,7 +163,8 @@ impl SimConfig {
             strict: rng.coin(),
             think_ms_max: rng.between(5, 60),
         };
-        SimConfig { seed, nodes, replicas, faults, workload, safety_ms: 20_000 }
+        let sync_us_max = *rng.pick(&[1_000, 3_000, 20_000, 100_000]);
+        SimConfig { seed, nodes, replicas, faults, workload, safety_ms: 20_000, sync_us_max }
     }
 
     /// Keeps only the faults in `kinds` (pinning a seed's mix by hand).
@@ -194,13 +204,14 @@ impl fmt::Display for SimConfig {
         let workload = &self.workload;
         write!(
             f,
-            "nodes={} N={} clients={} keys={} ops={} strict={} faults=[{}]",
+            "nodes={} N={} clients={} keys={} ops={} strict={} sync<={}us faults=[{}]",
             self.nodes,
             self.replicas,
             workload.clients,
             workload.keys,
             workload.ops,
             workload.strict,
+            self.sync_us_max,
             faults.join(",")
         )
     }

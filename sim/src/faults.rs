@@ -45,37 +45,44 @@ impl fmt::Display for ScheduledFault {
 /// Draws the scheduled faults of `config`'s seed.
 pub fn schedule(config: &SimConfig) -> Vec<ScheduledFault> {
     let mut rng = SimRng::new(config.seed, Stream::Faults);
-    let kinds: Vec<FaultKind> = [FaultKind::Partition, FaultKind::OneWay, FaultKind::Clog, FaultKind::Crash]
+    let nodes: Vec<NodeId> = (1..=config.nodes).map(NodeId).collect();
+    let start_max = config.safety_ms.saturating_sub(1000).max(1);
+    let mut faults = Vec::new();
+    let links: Vec<FaultKind> = [FaultKind::Partition, FaultKind::OneWay, FaultKind::Clog]
         .into_iter()
         .filter(|kind| config.faults.has(*kind))
         .collect();
-    if kinds.is_empty() {
-        return Vec::new();
-    }
-    let nodes: Vec<NodeId> = (1..=config.nodes).map(NodeId).collect();
-    let mut faults: Vec<ScheduledFault> = (0..config.faults.scheduled_count)
-        .map(|_| {
-            let at_ms = rng.below(config.safety_ms.saturating_sub(1000).max(1));
+    if !links.is_empty() {
+        for _ in 0..config.faults.scheduled_count {
+            let at_ms = rng.below(start_max);
             let duration_ms = rng.between(200, 6_000);
-            let fault = match *rng.pick(&kinds) {
-                FaultKind::Partition => Fault::Partition { side: subset(&mut rng, &nodes) },
-                FaultKind::OneWay => {
-                    let from = subset(&mut rng, &nodes);
-                    let to = nodes.iter().copied().filter(|node| !from.contains(node)).collect();
-                    Fault::OneWay { from, to }
-                }
-                FaultKind::Clog => {
-                    let from = *rng.pick(&nodes);
-                    let to = *rng.pick(&nodes);
-                    Fault::Clog { from, to, delay_ms: rng.between(50, 2_000) }
-                }
-                _ => Fault::Crash { node: *rng.pick(&nodes), torn: rng.coin() },
-            };
-            ScheduledFault { at_ms, duration_ms, fault }
-        })
-        .collect();
+            let kind = *rng.pick(&links);
+            let fault = link_fault(&mut rng, kind, &nodes);
+            faults.push(ScheduledFault { at_ms, duration_ms, fault });
+        }
+    }
+    if config.faults.has(FaultKind::Crash) {
+        for _ in 0..config.faults.crash_count {
+            let at_ms = rng.below(start_max);
+            let duration_ms = rng.between(100, 4_000);
+            let fault = Fault::Crash { node: *rng.pick(&nodes), torn: rng.coin() };
+            faults.push(ScheduledFault { at_ms, duration_ms, fault });
+        }
+    }
     faults.sort_by_key(|fault| fault.at_ms);
     faults
+}
+
+fn link_fault(rng: &mut SimRng, kind: FaultKind, nodes: &[NodeId]) -> Fault {
+    match kind {
+        FaultKind::Partition => Fault::Partition { side: subset(rng, nodes) },
+        FaultKind::OneWay => {
+            let from = subset(rng, nodes);
+            let to = nodes.iter().copied().filter(|node| !from.contains(node)).collect();
+            Fault::OneWay { from, to }
+        }
+        _ => Fault::Clog { from: *rng.pick(nodes), to: *rng.pick(nodes), delay_ms: rng.between(50, 2_000) },
+    }
 }
 
 /// A non-empty proper subset of `nodes`, in id order.

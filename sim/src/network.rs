@@ -118,6 +118,7 @@ mod tests {
             duplicate_per_million: 500_000,
             reorder_per_million: 0,
             scheduled_count: 0,
+            crash_count: 0,
         }
     }
 

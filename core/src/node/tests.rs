@@ -313,3 +313,31 @@ fn data_survives_a_crash_and_restart() {
     assert_eq!(cluster.nodes[0].incarnation(), incarnation);
     assert_eq!(values(&cluster.get(1, "k", Consistency::One)), ["v"]);
 }
+
+#[test]
+fn forwards_meant_for_an_earlier_boot_or_seen_before_are_not_coordinated() {
+    let mut cluster = Cluster::new(3, 3);
+    let request =
+        Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One };
+    let tag = Tag { boot: 99, seq: 1 };
+    let primary = &mut cluster.nodes[0];
+    let stale = Message::Forward { tag, target_boot: primary.boot.wrapping_add(1), request: request.clone() };
+    primary.handle_input(at(cluster.now), Input::Message { from: NodeId(2), message: stale });
+    let replies: Vec<Output> = std::iter::from_fn(|| primary.poll_output()).collect();
+    let refused = replies.iter().any(|output| {
+        matches!(
+            output,
+            Output::Send {
+                message: Message::ForwardReply { reply: Reply::Failed(ClientError::Unavailable { .. }), .. },
+                ..
+            }
+        )
+    });
+    assert!(refused, "{replies:?}");
+    assert_eq!(primary.local_object(b"k").unwrap(), None, "nothing written for a stale boot");
+
+    let fresh = Message::Forward { tag, target_boot: primary.boot, request };
+    primary.handle_input(at(cluster.now), Input::Message { from: NodeId(2), message: fresh.clone() });
+    primary.handle_input(at(cluster.now), Input::Message { from: NodeId(2), message: fresh });
+    assert_eq!(primary.stats().puts, 1, "the duplicate is dropped");
+}

@@ -202,7 +202,8 @@ fn play(history: &History) -> Played {
                     read.merge(&replicas[usize::from(from)]);
                 }
                 let seen = read.context().clone();
-                let value = if *delete { Value::Tombstone } else { Value::Live(index.to_le_bytes().to_vec()) };
+                let value =
+                    if *delete { Value::Tombstone } else { Value::Live(index.to_le_bytes().to_vec()) };
                 let at = usize::from(*at);
                 let dot = replicas[at].write(actor(at as u64), &seen, value.clone(), 0).unwrap();
                 writes.insert(dot, (value, seen));

@@ -180,7 +180,7 @@ impl World {
                 },
                 boot: 0,
                 timer_at: None,
-                sync_latency_ns: clocks.between(50_000, 3 * MS),
+                sync_latency_ns: clocks.between(20_000, config.sync_us_max * 1_000),
             })
             .collect();
         let clients = (0..config.workload.clients).map(|_| Client::new()).collect();
