@@ -73,7 +73,7 @@ impl FromStr for Consistency {
 /// reads, passed back on writes so the write replaces exactly what was seen.
 /// Clients must treat the bytes as opaque; the node validates them on use.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Context(pub Vec<u8>);
+pub struct Context(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 impl Context {
     pub fn is_empty(&self) -> bool {
@@ -91,6 +91,7 @@ impl fmt::Debug for Context {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Request {
     Get {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         read: Consistency,
     },
@@ -98,13 +99,16 @@ pub enum Request {
     /// context covers; without one it is concurrent with whatever is stored
     /// and becomes a sibling.
     Put {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         context: Option<Context>,
         write: Consistency,
     },
     /// Writes a tombstone replacing every version the context covers.
     Delete {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         context: Option<Context>,
         write: Consistency,

@@ -46,6 +46,7 @@ pub enum Message {
     /// Merge `object` into your copy of `key`; answer once that is durable.
     Replicate {
         tag: Tag,
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         object: Object,
     },
@@ -56,6 +57,7 @@ pub enum Message {
     /// Send your copy of `key`.
     Read {
         tag: Tag,
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     ReadReply {
@@ -64,6 +66,7 @@ pub enum Message {
     },
     /// Read repair: merge `object` into your copy of `key`. No answer.
     Repair {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         object: Object,
     },

@@ -213,7 +213,7 @@ impl CausalContext {
 /// The payload of one sibling: bytes, or the mark of a delete.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
-    Live(Vec<u8>),
+    Live(#[serde(with = "serde_bytes")] Vec<u8>),
     Tombstone,
 }
 

@@ -158,6 +158,16 @@ impl History {
         self.ops.iter().filter(move |op| op.key == key)
     }
 
+    /// Op ids grouped by key, indexed by key.
+    pub fn by_key(&self) -> Vec<Vec<OpId>> {
+        let keys = self.ops.iter().map(|op| op.key as usize + 1).max().unwrap_or(0);
+        let mut by_key = vec![Vec::new(); keys];
+        for op in &self.ops {
+            by_key[op.key as usize].push(op.id);
+        }
+        by_key
+    }
+
     pub fn keys(&self) -> Vec<u32> {
         let mut keys: Vec<u32> = self.ops.iter().map(|op| op.key).collect();
         keys.sort_unstable();

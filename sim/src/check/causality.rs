@@ -12,12 +12,17 @@
 
 use std::collections::BTreeSet;
 
+pub use self::bits::Bits;
+
 use crate::history::{Action, ContextSource, History, OpId, ReadValue};
 
 #[derive(Debug)]
 pub struct Causality {
-    known: Vec<BTreeSet<OpId>>,
-    possible: Vec<BTreeSet<OpId>>,
+    known: Vec<Bits>,
+    possible: Vec<Bits>,
+    /// For each put: when the first write that did not fail and may have
+    /// replaced it was invoked.
+    replaced_from: Vec<Option<u64>>,
 }
 
 impl Causality {
@@ -28,41 +33,56 @@ impl Causality {
             builder.known(op);
             builder.possible(op, &mut BTreeSet::new());
         }
-        let unwrap =
-            |sets: Vec<Option<BTreeSet<OpId>>>| sets.into_iter().map(Option::unwrap_or_default).collect();
-        Causality { known: unwrap(builder.known), possible: unwrap(builder.possible) }
+        let unwrap = |sets: Vec<Option<Bits>>| sets.into_iter().map(Option::unwrap_or_default).collect();
+        let possible: Vec<Bits> = unwrap(builder.possible);
+        let mut replaced_from: Vec<Option<u64>> = vec![None; count];
+        for write in history.ops.iter().filter(|op| op.is_write() && !op.definitely_failed()) {
+            for put in possible[write.id].iter() {
+                if put != write.id {
+                    let earliest = replaced_from[put].get_or_insert(write.invoked_ns);
+                    *earliest = (*earliest).min(write.invoked_ns);
+                }
+            }
+        }
+        Causality { known: unwrap(builder.known), possible, replaced_from }
+    }
+
+    /// Whether a write that did not fail, invoked before `before_ns`, may
+    /// have replaced `put`.
+    pub fn replaced_before(&self, put: OpId, before_ns: u64) -> bool {
+        self.replaced_from[put].is_some_and(|since| since < before_ns)
     }
 
     /// Puts whose values `op` certainly replaced (for a get: what its
     /// context covers for certain).
-    pub fn known(&self, op: OpId) -> &BTreeSet<OpId> {
+    pub fn known(&self, op: OpId) -> &Bits {
         &self.known[op]
     }
 
     /// Puts whose values `op` may have replaced.
-    pub fn possible(&self, op: OpId) -> &BTreeSet<OpId> {
+    pub fn possible(&self, op: OpId) -> &Bits {
         &self.possible[op]
     }
 }
 
 struct Builder<'a> {
     history: &'a History,
-    known: Vec<Option<BTreeSet<OpId>>>,
-    possible: Vec<Option<BTreeSet<OpId>>>,
+    known: Vec<Option<Bits>>,
+    possible: Vec<Option<Bits>>,
 }
 
 impl Builder<'_> {
-    fn known(&mut self, op: OpId) -> BTreeSet<OpId> {
+    fn known(&mut self, op: OpId) -> Bits {
         if let Some(known) = &self.known[op] {
             return known.clone();
         }
         let history = self.history;
-        let mut known = BTreeSet::new();
+        let mut known = Bits::default();
         match history.op(op).context() {
             None => {
                 for value in put_values(history, op) {
                     known.insert(value);
-                    known.extend(self.known(value));
+                    known.union(&self.known(value));
                 }
             }
             Some(ContextSource::Read(read)) => known = self.known(read),
@@ -80,21 +100,21 @@ impl Builder<'_> {
 
     /// `visiting` guards against cycles, which a consistent history cannot
     /// have but a corrupt one might.
-    fn possible(&mut self, op: OpId, visiting: &mut BTreeSet<OpId>) -> BTreeSet<OpId> {
+    fn possible(&mut self, op: OpId, visiting: &mut BTreeSet<OpId>) -> Bits {
         if let Some(possible) = &self.possible[op] {
             return possible.clone();
         }
         if !visiting.insert(op) {
-            return BTreeSet::new();
+            return Bits::default();
         }
         let history = self.history;
         let this = history.op(op);
-        let mut possible = BTreeSet::new();
+        let mut possible = Bits::default();
         match this.context() {
             None => {
                 for value in put_values(history, op) {
                     possible.insert(value);
-                    possible.extend(self.possible(value, visiting));
+                    possible.union(&self.possible(value, visiting));
                 }
                 // Hidden tombstones: deletes that may have been stored when
                 // the read ended bring what they replaced into its context.
@@ -105,7 +125,7 @@ impl Builder<'_> {
                 });
                 let deletes: Vec<OpId> = deletes.map(|other| other.id).collect();
                 for delete in deletes {
-                    possible.extend(self.possible(delete, visiting));
+                    possible.union(&self.possible(delete, visiting));
                 }
             }
             Some(ContextSource::Read(read)) => possible = self.possible(read, visiting),
@@ -121,7 +141,9 @@ impl Builder<'_> {
                         && other.id != op
                         && other.invoked_ns < this.end_ns()
                 });
-                possible.extend(earlier.map(|other| other.id));
+                for other in earlier {
+                    possible.insert(other.id);
+                }
             }
             Some(ContextSource::Empty) => {}
         }
@@ -142,6 +164,48 @@ fn put_values(history: &History, op: OpId) -> Vec<OpId> {
         .collect()
 }
 
+mod bits {
+    use crate::history::OpId;
+
+    /// A set of op ids as a bit vector: histories are small and dense, and
+    /// the causal pasts are unions of each other.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Bits(Vec<u64>);
+
+    impl Bits {
+        pub fn insert(&mut self, op: OpId) {
+            let word = op / 64;
+            if self.0.len() <= word {
+                self.0.resize(word + 1, 0);
+            }
+            self.0[word] |= 1 << (op % 64);
+        }
+
+        pub fn contains(&self, op: &OpId) -> bool {
+            self.0.get(op / 64).is_some_and(|word| word & (1 << (op % 64)) != 0)
+        }
+
+        pub fn union(&mut self, other: &Bits) {
+            if self.0.len() < other.0.len() {
+                self.0.resize(other.0.len(), 0);
+            }
+            for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+                *mine |= theirs;
+            }
+        }
+
+        pub fn is_empty(&self) -> bool {
+            self.0.iter().all(|word| *word == 0)
+        }
+
+        pub fn iter(&self) -> impl Iterator<Item = OpId> + '_ {
+            self.0.iter().enumerate().flat_map(|(index, &word)| {
+                (0..64).filter(move |bit| word & (1 << bit) != 0).map(move |bit| index * 64 + bit)
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::build::Build;
@@ -157,8 +221,8 @@ mod tests {
         let p4 = b.put(0, Read(r3), 80, 90);
         let p5 = b.put(0, Written(p4), 100, 110);
         let causality = super::Causality::new(&b.history);
-        assert_eq!(causality.known(p4).iter().copied().collect::<Vec<_>>(), [p0, p2]);
-        assert_eq!(causality.known(p5).iter().copied().collect::<Vec<_>>(), [p0, p2, p4]);
+        assert_eq!(causality.known(p4).iter().collect::<Vec<_>>(), [p0, p2]);
+        assert_eq!(causality.known(p5).iter().collect::<Vec<_>>(), [p0, p2, p4]);
         assert!(causality.known(p0).is_empty());
     }
 
@@ -171,8 +235,8 @@ mod tests {
         let r3 = b.get_not_found(0, 40, 50);
         let p4 = b.put(0, Read(r3), 60, 70);
         let causality = super::Causality::new(&b.history);
-        assert_eq!(causality.possible(d2).iter().copied().collect::<Vec<_>>(), [p0, p1]);
-        assert_eq!(causality.possible(p4).iter().copied().collect::<Vec<_>>(), [p0, p1]);
+        assert_eq!(causality.possible(d2).iter().collect::<Vec<_>>(), [p0, p1]);
+        assert_eq!(causality.possible(p4).iter().collect::<Vec<_>>(), [p0, p1]);
         assert!(causality.known(p4).is_empty());
     }
 }

@@ -35,12 +35,7 @@ pub fn lost_writes(history: &History, causality: &Causality) -> Vec<Violation> {
         if contains(read, put.id) {
             continue;
         }
-        let replaced = history.ops_on(put.key).any(|write| {
-            write.is_write()
-                && write.id != put.id
-                && !write.definitely_failed()
-                && causality.possible(write.id).contains(&put.id)
-        });
+        let replaced = causality.replaced_before(put.id, u64::MAX);
         if !replaced {
             let message = format!(
                 "acknowledged put {} is missing from the final read and no write replaced it",
@@ -59,7 +54,7 @@ pub fn resurrections(history: &History, causality: &Causality) -> Vec<Violation>
     let mut violations = Vec::new();
     for write in history.ops.iter().filter(|op| op.acknowledged()) {
         let Some(read) = finals.get(&write.key) else { continue };
-        for &replaced in causality.known(write.id) {
+        for replaced in causality.known(write.id).iter() {
             if contains(read, replaced) {
                 let message =
                     format!("put {replaced} came back after acknowledged write {} replaced it", write.id);

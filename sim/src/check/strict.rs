@@ -8,13 +8,15 @@ use crate::history::{Action, History, Outcome, Phase, ReadValue};
 
 pub fn stale_reads(history: &History, causality: &Causality, replicas: u8) -> Vec<Violation> {
     let needed = |consistency: Consistency| consistency.required(replicas).unwrap_or(0);
+    let by_key = history.by_key();
     let mut violations = Vec::new();
     for get in &history.ops {
         let Action::Get { read } = get.action else { continue };
         if get.phase == Phase::Repair || !matches!(get.outcome, Outcome::Found(_) | Outcome::NotFound) {
             continue;
         }
-        for put in history.ops_on(get.key) {
+        for &put in &by_key[get.key as usize] {
+            let put = history.op(put);
             let Action::Put { write, .. } = put.action else { continue };
             let overlaps = u16::from(needed(read)) + u16::from(needed(write)) > u16::from(replicas);
             let before = put.completed_ns.is_some_and(|done| done < get.invoked_ns);
@@ -25,12 +27,7 @@ pub fn stale_reads(history: &History, causality: &Causality, replicas: u8) -> Ve
                 ReadValue::Put(value) => *value == put.id || causality.possible(*value).contains(&put.id),
                 ReadValue::Garbage(_) => false,
             });
-            let replaced = history.ops_on(get.key).any(|write| {
-                write.is_write()
-                    && !write.definitely_failed()
-                    && write.invoked_ns < get.end_ns()
-                    && causality.possible(write.id).contains(&put.id)
-            });
+            let replaced = causality.replaced_before(put.id, get.end_ns());
             if !seen && !replaced {
                 let message = format!("get {} missed put {}, acknowledged before it began", get.id, put.id);
                 violations.push(Violation::new(Property::StrictQuorum, message, vec![put.id, get.id]));
