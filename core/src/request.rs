@@ -86,6 +86,8 @@ pub struct GetRequest {
     pub tally: Tally,
     /// Each replica's answer, `None` when it has no copy.
     pub answers: Vec<(NodeId, Option<Object>)>,
+    /// Replicas that answered with an error, such as a corrupt copy.
+    pub failed: Vec<NodeId>,
     pub merged: Object,
     pub replied: bool,
     pub deadline: Instant,
@@ -98,6 +100,7 @@ impl GetRequest {
             key,
             tally,
             answers: Vec::new(),
+            failed: Vec::new(),
             merged: Object::new(),
             replied: false,
             deadline,
@@ -116,7 +119,12 @@ impl GetRequest {
                 self.tally.record(from, true)
             }
             Ok(_) => self.tally.outcome(),
-            Err(()) => self.tally.record(from, false),
+            Err(()) => {
+                if fresh && !self.failed.contains(&from) {
+                    self.failed.push(from);
+                }
+                self.tally.record(from, false)
+            }
         };
         if self.replied {
             return None;
@@ -146,7 +154,8 @@ impl GetRequest {
         self.replied && self.tally.complete()
     }
 
-    /// Replicas that answered with less than the merged object: read repair
+    /// Replicas that answered with less than the merged object, or with an
+    /// error (a corrupt copy is rewritten from the merged one): read repair
     /// sends them the merged object.
     pub fn stale_replicas(&self) -> Vec<NodeId> {
         if self.merged.is_empty() {
@@ -156,7 +165,8 @@ impl GetRequest {
             None => true,
             Some(object) => object.clone().merge(&self.merged),
         };
-        self.answers.iter().filter(|(_, object)| stale(object)).map(|(node, _)| *node).collect()
+        let behind = self.answers.iter().filter(|(_, object)| stale(object)).map(|(node, _)| *node);
+        behind.chain(self.failed.iter().copied()).collect()
     }
 }
 
@@ -242,6 +252,16 @@ mod tests {
         assert_eq!(request.record(NodeId(1), Ok(None)), None);
         assert_eq!(request.record(NodeId(9), Ok(None)), None);
         assert!(matches!(request.record(NodeId(3), Ok(None)), Some(Reply::NotFound { .. })));
+    }
+
+    #[test]
+    fn replicas_that_failed_are_repaired_too() {
+        let tally = Tally::new(nodes(&[1, 2, 3]), 2);
+        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), tally, Instant::ZERO);
+        request.record(NodeId(1), Err(()));
+        request.record(NodeId(2), Ok(Some(object_with(2, "v"))));
+        request.record(NodeId(3), Ok(Some(object_with(2, "v"))));
+        assert_eq!(request.stale_replicas(), nodes(&[1]));
     }
 
     #[test]

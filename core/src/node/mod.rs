@@ -65,6 +65,8 @@ pub struct NodeStats {
     pub replica_writes: u64,
     pub replica_reads: u64,
     pub read_repairs: u64,
+    /// Local copies found unreadable and rewritten from a replica's.
+    pub corrupt_records_replaced: u64,
     pub timeouts: u64,
     pub unavailable: u64,
     pub rejected: u64,

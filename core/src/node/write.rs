@@ -12,6 +12,20 @@ use crate::quorum::Tally;
 use crate::request::{Origin, PutRequest};
 use crate::version::{Actor, CausalContext, Value};
 
+/// Why a primary did not coordinate a write.
+enum Refusal {
+    Client(ClientError),
+    /// Its own copy of the key is corrupt: it cannot know the key's history,
+    /// so it must not issue dots for it.
+    LocalCopyUnreadable(String),
+}
+
+impl From<ClientError> for Refusal {
+    fn from(error: ClientError) -> Refusal {
+        Refusal::Client(error)
+    }
+}
+
 /// A put or delete, once its fields are pulled out of the request.
 struct Write {
     key: Vec<u8>,
@@ -46,8 +60,18 @@ impl Node {
         }
         let primaries = self.ring.preference_list(&write.key).to_vec();
         if primaries.contains(&self.id) {
-            if let Err(error) = self.coordinate_write(origin, write, primaries) {
-                self.answer(origin, Reply::Failed(error));
+            match self.coordinate_write(origin, write, primaries.clone()) {
+                Ok(()) => {}
+                // Another primary may hold a readable copy: let it coordinate.
+                Err(Refusal::LocalCopyUnreadable(reason)) => match origin {
+                    Origin::Client(client) => {
+                        let others: Vec<NodeId> =
+                            primaries.into_iter().filter(|&node| node != self.id).collect();
+                        self.forward(client, request, &others);
+                    }
+                    Origin::Forwarded { .. } => self.answer(origin, Reply::Failed(storage_failed(&reason))),
+                },
+                Err(Refusal::Client(error)) => self.answer(origin, Reply::Failed(error)),
             }
             return;
         }
@@ -120,22 +144,23 @@ impl Node {
         origin: Origin,
         write: Write,
         primaries: Vec<NodeId>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), Refusal> {
         let needed = write.consistency.required(count(primaries.len()))?;
         let reachable = count(primaries.iter().filter(|&&node| self.is_up(node)).count());
         if reachable < needed {
             self.stats.unavailable += 1;
-            return Err(ClientError::Unavailable { needed, reachable });
+            return Err(ClientError::Unavailable { needed, reachable }.into());
         }
         if self.store.engine().is_poisoned() {
-            return Err(storage_failed("a sync failed earlier; writes are refused until restart"));
+            return Err(storage_failed("a sync failed earlier; writes are refused until restart").into());
         }
         let seen = match &write.context {
             Some(context) => CausalContext::from_bytes(&context.0)
                 .map_err(|error| ClientError::BadContext { reason: error.to_string() })?,
             None => CausalContext::new(),
         };
-        let stored = self.store.read(&write.key).map_err(|error| storage_failed(&error.to_string()))?;
+        let stored =
+            self.store.read(&write.key).map_err(|error| Refusal::LocalCopyUnreadable(error.to_string()))?;
         let mut record = stored.unwrap_or(Record { object: Default::default(), local_epoch: None });
         let epoch = match record.local_epoch {
             Some(epoch) => epoch,
@@ -145,12 +170,12 @@ impl Node {
         let seen = if write.context.is_some() { seen } else { record.object.context().clone() };
         let actor = Actor { node: self.id, incarnation: self.store.incarnation(), epoch };
         let Some(dot) = record.object.write(actor, &seen, write.value, self.now.wall_ms) else {
-            return Err(ClientError::BadContext { reason: "context counter at its maximum".into() });
+            return Err(ClientError::BadContext { reason: "context counter at its maximum".into() }.into());
         };
         let siblings = record.object.siblings().len();
         if siblings > self.config.siblings_max as usize {
             let max = self.config.siblings_max.into();
-            return Err(ClientError::SiblingsTooMany { count: siblings as u64, max });
+            return Err(ClientError::SiblingsTooMany { count: siblings as u64, max }.into());
         }
         record.local_epoch = Some(epoch);
         let lsn =
@@ -245,8 +270,18 @@ impl Node {
         if self.store.engine().is_poisoned() {
             return Err(ReplicaError::StorageFailed);
         }
-        let stored = self.store.read(key).map_err(|_| ReplicaError::Corrupt)?;
-        let mut record = stored.unwrap_or(Record { object: Default::default(), local_epoch: None });
+        let mut record = match self.store.read(key) {
+            Ok(stored) => stored.unwrap_or(Record { object: Default::default(), local_epoch: None }),
+            // The local copy cannot be read: replace it with what arrived. Its
+            // history is gone, so this node starts a fresh epoch for the key
+            // the next time it coordinates a write.
+            Err(_) => {
+                self.stats.corrupt_records_replaced += 1;
+                let record = Record { object: object.clone(), local_epoch: None };
+                self.store.write(key, &record).map_err(|_| ReplicaError::StorageFailed)?;
+                return Ok(());
+            }
+        };
         if record.object.merge(object) {
             self.store.write(key, &record).map_err(|_| ReplicaError::StorageFailed)?;
         }
