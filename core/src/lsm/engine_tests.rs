@@ -317,3 +317,26 @@ fn transient_read_corruption_is_cured_by_a_reread() {
     }
     assert!(ok > 190, "{ok}");
 }
+
+#[test]
+fn compaction_over_a_corrupt_block_fails_once_and_keeps_the_tree() {
+    let disk = MemDisk::new(10);
+    let config = EngineConfig { l0_tables_max: 2, ..small_config() };
+    let mut engine = Engine::open(Box::new(disk.clone()), config).unwrap();
+    let mut tables = Vec::new();
+    for round in 0..2 {
+        for i in 0..20 {
+            engine.put(&key(i), format!("round {round}").as_bytes()).unwrap();
+        }
+        engine.flush().unwrap();
+        tables = disk.list().unwrap().into_iter().filter(|name| name.starts_with("sst-")).collect();
+    }
+    assert!(engine.needs_maintenance(), "two level-0 tables are due for compaction");
+    disk.corrupt_at(&tables[0], 30, 1).unwrap();
+    assert!(matches!(engine.maintain(), Err(MaintainError::Corrupt(_))));
+    assert!(!engine.needs_maintenance());
+    assert!(!engine.is_poisoned());
+    assert_eq!(engine.get(&key(5)).unwrap(), Some(b"round 1".to_vec()));
+    let names = disk.list().unwrap();
+    assert_eq!(names.iter().filter(|name| name.starts_with("sst-")).count(), 2, "partial output removed");
+}

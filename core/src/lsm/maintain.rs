@@ -139,7 +139,12 @@ impl Engine {
                 Ok(true)
             }
             Choice::Merge { from, to, inputs, drop_tombstones } => {
-                self.merge_tables(from, to, &inputs, drop_tombstones)?;
+                let result = self.merge_tables(from, to, &inputs, drop_tombstones);
+                if let Err(MaintainError::Corrupt(_)) = result {
+                    // Retrying would read the same bad block; wait for the tree to change.
+                    self.compaction_due = false;
+                }
+                result?;
                 self.counters.compactions += 1;
                 Ok(true)
             }

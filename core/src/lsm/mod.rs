@@ -14,7 +14,7 @@
 //!
 //! See `docs/STORAGE.md` for the file formats, recovery and compaction.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 
 use core::fmt;
 use std::ops::Bound;

@@ -53,8 +53,10 @@ pub fn encode(record: Record<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(&key_len.to_le_bytes());
     out.extend_from_slice(record.key);
     out.extend_from_slice(value);
-    let crc = checksum(&out[start..start + 4], &out[start + HEADER_BYTES..]);
-    out[start + 4..start + HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+    let crc = checksum(&body_len.to_le_bytes(), out.get(start + HEADER_BYTES..).unwrap_or_default());
+    if let Some(slot) = out.get_mut(start + 4..start + HEADER_BYTES) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
 }
 
 fn checksum(len_bytes: &[u8], body: &[u8]) -> u32 {
