@@ -340,3 +340,41 @@ fn compaction_over_a_corrupt_block_fails_once_and_keeps_the_tree() {
     let names = disk.list().unwrap();
     assert_eq!(names.iter().filter(|name| name.starts_with("sst-")).count(), 2, "partial output removed");
 }
+
+#[test]
+fn under_bit_rot_reads_are_right_or_errors_never_wrong() {
+    for seed in 0..5 {
+        let disk = MemDisk::new(seed);
+        let mut engine = open_small(&disk);
+        let mut model = std::collections::BTreeMap::new();
+        churn(&mut engine, &mut model, 2_000);
+        disk.set_faults(Faults {
+            bit_rot_per_million: 20_000,
+            read_corrupt_per_million: 50_000,
+            ..Faults::default()
+        });
+        let mut errors = 0;
+        for i in 0..500 {
+            match engine.get(&key(i)) {
+                Ok(value) => assert_eq!(value.as_ref(), model.get(&key(i)), "seed {seed} key {i}"),
+                Err(ReadError::Corrupt { .. }) => errors += 1,
+                Err(error) => panic!("{error}"),
+            }
+        }
+        for start in (0..500).step_by(50) {
+            let from = key(start);
+            match engine.scan(Bound::Included(&from), Bound::Unbounded, 40) {
+                Ok(pairs) => {
+                    let expected: Vec<Pair> = model
+                        .range::<Vec<u8>, _>((Bound::Included(&from), Bound::Unbounded))
+                        .take(40)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    assert_eq!(pairs, expected, "seed {seed} scan from {start}");
+                }
+                Err(error) => assert!(matches!(error, ReadError::Corrupt { .. }), "{error}"),
+            }
+        }
+        assert!(engine.stats().corruption_detected >= errors);
+    }
+}
