@@ -95,9 +95,12 @@ pub enum Request {
         key: Vec<u8>,
         read: Consistency,
     },
-    /// Stores `value`. With a context, the value replaces every version the
-    /// context covers; without one it is concurrent with whatever is stored
-    /// and becomes a sibling.
+    /// Stores `value`, replacing the versions it has seen. With a context,
+    /// those are exactly the versions the context covers (an empty context
+    /// covers nothing: the value becomes a sibling of everything stored).
+    /// Without a context, the value replaces whatever the coordinating
+    /// replica holds — what a plain `SET` means — and is concurrent only with
+    /// writes that replica has not seen yet.
     Put {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
@@ -106,7 +109,9 @@ pub enum Request {
         context: Option<Context>,
         write: Consistency,
     },
-    /// Writes a tombstone replacing every version the context covers.
+    /// Writes a tombstone replacing the versions it has seen: those its
+    /// context covers, or without a context whatever the coordinating
+    /// replica holds.
     Delete {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
@@ -169,6 +174,13 @@ pub enum ClientError {
     SiblingsTooMany { count: u64, max: u64 },
     #[error("node is overloaded: {what} at its limit of {limit}; retry later")]
     Overloaded { what: String, limit: u64 },
+    /// Definite: the node is shutting down and accepted nothing.
+    #[error("node is shutting down; nothing was written")]
+    ShuttingDown,
+    /// Indeterminate: the request was handed to the node but its answer was
+    /// lost (the node stopped, or the client gave up waiting).
+    #[error("the answer was lost after {waited_ms} ms; a write may still take effect")]
+    ReplyLost { waited_ms: u64 },
     /// The node's storage failed (a sync, or a read it could not trust). A
     /// write in progress when a sync failed may or may not have been stored.
     #[error("node storage failed: {reason}")]
@@ -178,7 +190,10 @@ pub enum ClientError {
 impl ClientError {
     /// True when a write that failed this way may still have been stored.
     pub fn is_indeterminate(&self) -> bool {
-        matches!(self, ClientError::Timeout { .. } | ClientError::StorageFailed { .. })
+        matches!(
+            self,
+            ClientError::Timeout { .. } | ClientError::StorageFailed { .. } | ClientError::ReplyLost { .. }
+        )
     }
 }
 

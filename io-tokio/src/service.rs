@@ -105,17 +105,21 @@ impl Handle {
         if let Err(error) = sent {
             return Reply::Failed(error);
         }
+        let waited = std::time::Instant::now();
         match tokio::time::timeout(self.reply_wait_max, reply_receiver).await {
             Ok(Ok(reply)) => reply,
             // The driver took the call, so the request may have reached replicas.
-            Ok(Err(_)) | Err(_) => Reply::Failed(ClientError::Timeout { acknowledged: 0, needed: 0 }),
+            Ok(Err(_)) | Err(_) => {
+                let waited_ms = u64::try_from(waited.elapsed().as_millis()).unwrap_or(u64::MAX);
+                Reply::Failed(ClientError::ReplyLost { waited_ms })
+            }
         }
     }
 }
 
 /// The driver is gone, so the request never left this process: definite.
 fn stopped() -> ClientError {
-    ClientError::Overloaded { what: "request queue of a stopping node".into(), limit: 0 }
+    ClientError::ShuttingDown
 }
 
 /// The label a request is counted under.
@@ -151,6 +155,8 @@ pub fn error_code(error: &ClientError) -> &'static str {
         ClientError::SiblingsTooMany { .. } => "siblings_too_many",
         ClientError::Overloaded { .. } => "overloaded",
         ClientError::StorageFailed { .. } => "storage_failed",
+        ClientError::ShuttingDown => "shutting_down",
+        ClientError::ReplyLost { .. } => "reply_lost",
         _ => "failed",
     }
 }
@@ -231,7 +237,7 @@ mod tests {
         let (handle, receiver) = Handle::channel(4);
         drop(receiver);
         let reply = handle.call(get("a")).await;
-        assert!(matches!(reply, Reply::Failed(ClientError::Overloaded { limit: 0, .. })), "{reply:?}");
+        assert_eq!(reply, Reply::Failed(ClientError::ShuttingDown));
     }
 
     #[tokio::test]
@@ -245,7 +251,7 @@ mod tests {
         let reply = handle.call(get("b")).await;
         assert_eq!(reply, Reply::Failed(ClientError::Overloaded { what: "request queue".into(), limit: 1 }));
         let first_reply = waiting.await.expect("task");
-        assert!(matches!(first_reply, Reply::Failed(ClientError::Timeout { .. })));
+        assert!(matches!(first_reply, Reply::Failed(ClientError::ReplyLost { .. })));
     }
 
     #[tokio::test]
@@ -259,7 +265,7 @@ mod tests {
         let reply = handle.call(get("a")).await;
         let Reply::Failed(error) = reply else { panic!("expected a failure") };
         assert!(error.is_indeterminate());
-        assert!(handle.metrics().render().contains("outcome=\"timeout\""));
+        assert!(handle.metrics().render().contains("outcome=\"reply_lost\""));
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub(super) async fn put(
 }
 
 fn lost() -> Reply {
-    Reply::Failed(ClientError::Timeout { acknowledged: 0, needed: 0 })
+    Reply::Failed(ClientError::ReplyLost { waited_ms: 0 })
 }
 
 fn item_result(key: String, reply: Reply, encoding: Encoding) -> ItemResult {

@@ -61,8 +61,10 @@ pub fn status_of(error: &ClientError) -> StatusCode {
         ClientError::KeyTooLarge { .. } | ClientError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         ClientError::BadConsistency { .. } | ClientError::BadContext { .. } => StatusCode::BAD_REQUEST,
         ClientError::SiblingsTooMany { .. } => StatusCode::CONFLICT,
-        ClientError::Unavailable { .. } | ClientError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        ClientError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        ClientError::Unavailable { .. } | ClientError::Overloaded { .. } | ClientError::ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ClientError::Timeout { .. } | ClientError::ReplyLost { .. } => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -190,8 +190,8 @@ pub(crate) fn truncated(bytes: &[u8], max: usize) -> String {
 /// refuses writes.
 pub fn client_error(error: &ClientError) -> Value {
     let code = match error {
-        ClientError::Unavailable { .. } => "UNAVAILABLE",
-        ClientError::Timeout { .. } => "TIMEOUT",
+        ClientError::Unavailable { .. } | ClientError::ShuttingDown => "UNAVAILABLE",
+        ClientError::Timeout { .. } | ClientError::ReplyLost { .. } => "TIMEOUT",
         ClientError::Overloaded { .. } => "OVERLOADED",
         ClientError::StorageFailed { .. } => "MISCONF",
         _ => "ERR",
