@@ -73,6 +73,8 @@ impl Engine {
     }
 
     /// Stores `value` under `key`. Visible at once; durable after a sync covering the Lsn.
+    /// `Err(WriteError::Disk)` poisons the engine and leaves the write indeterminate:
+    /// it may be visible now and may survive a restart.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<Lsn, WriteError> {
         if value.len() as u64 > u64::from(self.config.value_bytes_max) {
             return Err(WriteError::ValueTooLarge {
