@@ -43,8 +43,20 @@ async fn write(handle: &Handle, request: Request) -> Result<Context, Value> {
     }
 }
 
-/// Writes `value` over everything a read sees. Returns the value it replaced.
-async fn overwrite(handle: Handle, key: Vec<u8>, value: Vec<u8>) -> Result<Option<Vec<u8>>, Value> {
+/// Writes `value` over what is stored. With `previous`, reads first, writes
+/// over exactly what that read saw, and returns the value it replaced.
+async fn overwrite(
+    handle: Handle,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    previous: bool,
+) -> Result<Option<Vec<u8>>, Value> {
+    if !previous {
+        // Without a context the write replaces whatever the coordinating
+        // replica holds: one round trip, no sibling for a plain SET.
+        write(&handle, Request::Put { key, value, context: None, write: DEFAULT }).await?;
+        return Ok(None);
+    }
     let seen = read(&handle, key.clone(), DEFAULT).await?;
     let context = Some(seen.context).filter(|context| !context.is_empty());
     write(&handle, Request::Put { key, value, context, write: DEFAULT }).await?;
@@ -128,7 +140,7 @@ pub(super) async fn set(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
             _ => return syntax_error(),
         }
     }
-    match overwrite(shared.handle.clone(), key, value).await {
+    match overwrite(shared.handle.clone(), key, value, return_previous).await {
         Ok(previous) if return_previous => previous.map_or(Value::Null, Value::Bulk),
         Ok(_) => Value::ok(),
         Err(error) => error,
@@ -184,7 +196,7 @@ pub(super) async fn mset(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
         args[1..].chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
     let total = pairs.len();
     let handle = &shared.handle;
-    let work = |(key, value)| overwrite(handle.clone(), key, value);
+    let work = |(key, value)| overwrite(handle.clone(), key, value, false);
     let results = fan_out(pairs.into_iter().collect(), shared.limits.fanout_max as usize, work, lost).await;
     let stored = results.iter().filter(|result| result.is_ok()).count();
     match results.into_iter().find_map(Result::err) {

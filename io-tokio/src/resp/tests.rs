@@ -50,7 +50,7 @@ async fn get_set_del_behave_like_redis() {
     assert_eq!(client.send("GET k").await, Value::Null);
     assert_eq!(client.send("SET k v1").await, Value::ok());
     assert_eq!(client.send("SET k v2").await, Value::ok());
-    // SET replaces what it read instead of adding a sibling.
+    // SET replaces what is stored instead of adding a sibling.
     assert_eq!(client.send("GET k").await, bulk("v2"));
     assert_eq!(client.send("SET k v3 GET").await, bulk("v2"));
     assert_eq!(client.send("SET new v GET KEEPTTL").await, Value::Null);

@@ -92,22 +92,22 @@ impl MemoryBackend {
                 None => Reply::NotFound { context: Context::default() },
             },
             Request::Put { key, value, context, .. } => {
-                let covered = match decode(context.as_ref()) {
+                let entry = state.keys.entry(key).or_default();
+                let covered = match decode(context.as_ref(), entry.counter) {
                     Ok(covered) => covered,
                     Err(error) => return Reply::Failed(error),
                 };
-                let entry = state.keys.entry(key).or_default();
                 entry.siblings.retain(|(version, _)| *version > covered);
                 entry.counter += 1;
                 entry.siblings.push((entry.counter, value));
                 Reply::Written { context: encode(entry.counter) }
             }
             Request::Delete { key, context, .. } => {
-                let covered = match decode(context.as_ref()) {
+                let entry = state.keys.entry(key).or_default();
+                let covered = match decode(context.as_ref(), entry.counter) {
                     Ok(covered) => covered,
                     Err(error) => return Reply::Failed(error),
                 };
-                let entry = state.keys.entry(key).or_default();
                 entry.siblings.retain(|(version, _)| *version > covered);
                 entry.counter += 1;
                 Reply::Written { context: encode(entry.counter) }
@@ -146,8 +146,13 @@ fn encode(counter: u64) -> Context {
     Context(counter.to_be_bytes().to_vec())
 }
 
-fn decode(context: Option<&Context>) -> Result<u64, ClientError> {
-    let Some(context) = context.filter(|context| !context.is_empty()) else { return Ok(0) };
+/// What a write's context covers. Like the node: no context covers all
+/// that is stored (`stored`); an empty one covers nothing.
+fn decode(context: Option<&Context>, stored: u64) -> Result<u64, ClientError> {
+    let Some(context) = context else { return Ok(stored) };
+    if context.is_empty() {
+        return Ok(0);
+    }
     let bytes: [u8; 8] = context.0.as_slice().try_into().map_err(|_| ClientError::BadContext {
         reason: format!("expected 8 bytes, got {}", context.0.len()),
     })?;
