@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use base64::Engine as _;
-use keel_core::client::{ClientError, Consistency, Context, Reply, Request};
+use keel_core::client::{ClientError, Consistency, Reply, Request};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +119,6 @@ pub(super) async fn put(
             Some(text) => Some(decode_context(text.as_bytes()).map_err(ApiError::from)?),
             None => None,
         };
-        let context = context.filter(|context: &Context| !context.is_empty());
         requests.push(Request::Put { key, value, context, write });
     }
     let handle = &state.handle;

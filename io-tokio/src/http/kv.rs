@@ -112,8 +112,8 @@ fn context_header(context: &Context) -> [(&'static str, HeaderValue); 1] {
 
 fn context_of(headers: &HeaderMap) -> Result<Option<Context>, ApiError> {
     let Some(value) = headers.get(CONTEXT_HEADER) else { return Ok(None) };
-    let context = decode_context(value.as_bytes()).map_err(ApiError::from)?;
-    Ok(Some(context).filter(|context| !context.is_empty()))
+    // Present but empty is meaningful: the write becomes a sibling of everything.
+    Ok(Some(decode_context(value.as_bytes()).map_err(ApiError::from)?))
 }
 
 fn body_error(rejection: BytesRejection, max: u32) -> ApiError {

@@ -109,8 +109,9 @@ async fn put_get_delete_round_trip() {
 #[tokio::test]
 async fn siblings_come_back_as_multiple_choices() {
     let api = Api::new();
-    api.put("/v1/kv/k", b"a", None).await;
-    api.put("/v1/kv/k", &[0xff, 0x00], None).await;
+    // An empty context makes each write a sibling of what is stored.
+    api.put("/v1/kv/k", b"a", Some("")).await;
+    api.put("/v1/kv/k", &[0xff, 0x00], Some("")).await;
     let reply = api.get("/v1/kv/k").await;
     assert_eq!(reply.status, 300);
     let body = reply.json();

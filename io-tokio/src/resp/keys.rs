@@ -263,7 +263,8 @@ pub(super) async fn keel_del(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
 /// The options of keel's commands, each a name and a value.
 struct Options {
     consistency: Consistency,
-    /// `None` for an absent or empty context.
+    /// `None` without `CONTEXT`: the write replaces what the coordinating
+    /// replica holds. An empty context makes it a sibling of everything.
     context: Option<Context>,
 }
 
@@ -283,7 +284,7 @@ impl Options {
                 b"CONTEXT" if context_allowed && !seen.1 => {
                     seen.1 = true;
                     let context = decode_context(&value).map_err(|error| client_error(&error))?;
-                    options.context = Some(context).filter(|context| !context.is_empty());
+                    options.context = Some(context);
                 }
                 _ => return Err(syntax_error()),
             }

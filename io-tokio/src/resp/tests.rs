@@ -101,7 +101,8 @@ async fn keel_commands_expose_siblings_and_contexts() {
     let mut client = Client::new();
     let Value::Bulk(first) = client.send("KEEL.PUT k a").await else { panic!("no context") };
     assert!(!first.is_empty());
-    client.send("KEEL.PUT k b").await;
+    // An empty context makes the write a sibling of what is stored.
+    client.send("KEEL.PUT k b CONTEXT \"\"").await;
     let Value::Array(reply) = client.send("KEEL.GET k CONSISTENCY one").await else { panic!("not an array") };
     assert_eq!(&reply[1..], &[bulk("a"), bulk("b")]);
     // A plain GET picks the first sibling.

@@ -229,8 +229,8 @@ mod tests {
     #[test]
     fn blind_writes_are_siblings_and_a_context_replaces_them() {
         let backend = MemoryBackend::new();
-        backend.apply(put("k", "a", None));
-        backend.apply(put("k", "b", None));
+        backend.apply(put("k", "a", Some(Context::default())));
+        backend.apply(put("k", "b", Some(Context::default())));
         let Reply::Found { values, context } = backend.apply(get("k")) else { panic!("not found") };
         assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec()]);
         backend.apply(put("k", "c", Some(context)));
