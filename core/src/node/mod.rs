@@ -180,6 +180,18 @@ impl Node {
         self.store.incarnation()
     }
 
+    /// Each peer and whether this node believes it up.
+    pub fn peer_states(&self) -> Vec<(NodeId, bool)> {
+        self.peers.ids().map(|peer| (peer, self.is_up(peer))).collect()
+    }
+
+    /// True when nothing is in flight and every write is durable: a driver
+    /// that is shutting down may stop once this holds.
+    pub fn is_quiescent(&self) -> bool {
+        let engine = self.store.engine();
+        self.pending.is_empty() && self.sync_in_flight.is_none() && engine.durable_lsn() == engine.last_lsn()
+    }
+
     pub fn is_poisoned(&self) -> bool {
         self.store.engine().is_poisoned()
     }

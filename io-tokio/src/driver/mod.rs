@@ -1,0 +1,276 @@
+//! The driver: one task that owns a `keel_core::node::Node` and carries out
+//! everything it asks for. It makes no protocol decision.
+//!
+//! Inputs come from four places — peer messages from the transport, client
+//! calls from the servers' [`Handle`], completed fsyncs from blocking
+//! threads, and the node's own timer — and after every one the driver
+//! drains the node's outputs: messages to the transport, replies to the
+//! waiting callers, syncs to a blocking thread (so a slow fsync never stalls
+//! the loop, and the node batches every write that arrives meanwhile into the
+//! next sync: group commit), events to the log.
+
+mod clock;
+mod status;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keel_core::NodeId;
+use keel_core::client::{ClientError, Reply, RequestId};
+use keel_core::disk::{Disk, DiskError};
+use keel_core::lsm::SyncRequest;
+use keel_core::node::{self, Event, Input, Node, Output};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use self::clock::Clock;
+pub use self::clock::random_seed;
+pub use self::status::NodeIntrospect;
+use crate::disk::FileDisk;
+use crate::service::{Call, Handle};
+use crate::transport::{Inbound, Transport, TransportConfig};
+
+/// Everything needed to run one node.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    pub node: NodeId,
+    pub cluster: String,
+    /// The protocol configuration; `members` must list every node, this one
+    /// included, identically on every node.
+    pub node_config: node::Config,
+    pub data_dir: PathBuf,
+    /// Where this node listens for peers.
+    pub peer_listen: SocketAddr,
+    /// Where each other member listens for peers.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Client calls queued for the node; beyond it callers wait briefly,
+    /// then are told the node is overloaded.
+    pub calls_queue_max: usize,
+    /// On shutdown, how long requests in flight get to finish.
+    pub shutdown_grace: Duration,
+    /// The node's random seed; `None` draws one from the operating system.
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("cannot open the data directory {dir}: {source}")]
+    DataDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot open the node: {0}")]
+    Node(#[from] node::OpenError),
+    #[error("cannot start the peer transport on {address}: {source}")]
+    Transport { address: SocketAddr, source: std::io::Error },
+}
+
+/// A node being driven.
+#[derive(Debug)]
+pub struct Running {
+    /// For client servers: calls into the node.
+    pub handle: Handle,
+    /// For client servers: status, ring and metrics.
+    pub introspect: NodeIntrospect,
+    /// Where the peer transport actually listens (port 0 resolved).
+    pub peer_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the driver has stopped: after the shutdown token was
+    /// cancelled, requests in flight finished and every write was synced.
+    pub async fn stopped(self) {
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "the node's driver task failed");
+        }
+    }
+}
+
+/// Opens the node (recovering its data), starts the peer transport, and
+/// spawns the driver loop. Cancel `shutdown` to stop it gracefully.
+pub async fn start(config: DriverConfig, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let clock = Clock::start();
+    let dir = config.data_dir.clone();
+    let disk = FileDisk::open(&dir).map_err(|source| StartError::DataDir { dir: dir.clone(), source })?;
+    let seed = config.seed.unwrap_or_else(random_seed);
+    let (node_config, id) = (config.node_config.clone(), config.node);
+    let boxed: Box<dyn Disk> = Box::new(disk.clone());
+    // Recovery reads the whole WAL: keep it off the async threads.
+    let opened =
+        tokio::task::spawn_blocking(move || Node::open(node_config, id, seed, boxed, clock.now())).await;
+    let node =
+        opened.map_err(|error| StartError::DataDir { dir, source: std::io::Error::other(error) })??;
+    // The transport outlives the shutdown signal: requests in flight still
+    // need their replicas' answers. The driver stops it when it is done.
+    let transport_stop = CancellationToken::new();
+    let mut transport_config = TransportConfig::new(config.node, config.cluster.clone(), config.peer_listen);
+    transport_config.peers = config.peers.clone();
+    let (transport, inbound) = Transport::start(transport_config, transport_stop.clone())
+        .await
+        .map_err(|source| StartError::Transport { address: config.peer_listen, source })?;
+    let peer_addr = transport.local_addr();
+    let (handle, calls) = Handle::channel(config.calls_queue_max);
+    let introspect = NodeIntrospect::new(clock);
+    let mut addresses = config.peers.clone();
+    addresses.insert(config.node, peer_addr);
+    let (synced_sender, synced) = mpsc::unbounded_channel();
+    let driver = Driver {
+        node,
+        clock,
+        disk,
+        transport,
+        transport_stop,
+        inbound,
+        calls,
+        synced,
+        synced_sender,
+        waiting: BTreeMap::new(),
+        request_next: 0,
+        introspect: introspect.clone(),
+        cluster: config.cluster,
+        addresses,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let task = tokio::spawn(driver.run(shutdown));
+    Ok(Running { handle, introspect, peer_addr, task })
+}
+
+struct Driver {
+    node: Node,
+    clock: Clock,
+    disk: FileDisk,
+    transport: Transport,
+    transport_stop: CancellationToken,
+    inbound: mpsc::Receiver<Inbound>,
+    calls: mpsc::Receiver<Call>,
+    synced: mpsc::UnboundedReceiver<(SyncRequest, Result<(), DiskError>)>,
+    synced_sender: mpsc::UnboundedSender<(SyncRequest, Result<(), DiskError>)>,
+    /// Callers waiting for the reply to each request handed to the node.
+    waiting: BTreeMap<RequestId, oneshot::Sender<Reply>>,
+    request_next: u64,
+    introspect: NodeIntrospect,
+    cluster: String,
+    addresses: BTreeMap<NodeId, SocketAddr>,
+    shutdown_grace: Duration,
+}
+
+impl Driver {
+    async fn run(mut self, shutdown: CancellationToken) {
+        tracing::info!(node = %self.node.id(), incarnation = self.node.incarnation(), "node started");
+        self.drain();
+        let mut refresh = tokio::time::interval(Duration::from_millis(500));
+        let mut stopping: Option<tokio::time::Instant> = None;
+        loop {
+            if let Some(deadline) = stopping {
+                if self.node.is_quiescent() && self.waiting.is_empty() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        waiting = self.waiting.len(),
+                        "shutdown grace ran out with requests in flight"
+                    );
+                    break;
+                }
+            }
+            let wake = self.node.poll_timeout().map(|at| self.clock.instant_of(at));
+            let timer = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some((request, result)) = self.synced.recv() => {
+                    self.node.handle_input(self.clock.now(), Input::Synced { request, result });
+                }
+                Some(inbound) = self.inbound.recv() => {
+                    let input = Input::Message { from: inbound.from, message: inbound.message };
+                    self.node.handle_input(self.clock.now(), input);
+                }
+                Some(call) = self.calls.recv() => self.on_call(call, stopping.is_some()),
+                () = timer => self.node.handle_timeout(self.clock.now()),
+                _ = refresh.tick() => self.refresh_status(),
+                () = shutdown.cancelled(), if stopping.is_none() => {
+                    tracing::info!("shutting down: finishing requests in flight and syncing");
+                    stopping = Some(tokio::time::Instant::now() + self.shutdown_grace);
+                }
+            }
+            self.drain();
+        }
+        self.finish().await;
+    }
+
+    fn on_call(&mut self, call: Call, stopping: bool) {
+        if stopping {
+            let _ = call.reply.send(Reply::Failed(ClientError::ShuttingDown));
+            return;
+        }
+        self.request_next += 1;
+        let id = RequestId(self.request_next);
+        self.waiting.insert(id, call.reply);
+        self.node.handle_input(self.clock.now(), Input::Client { id, request: call.request });
+    }
+
+    /// Carries out everything the node asked for.
+    fn drain(&mut self) {
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                Output::Send { to, message } => self.transport.send(to, &message),
+                Output::Reply { id, reply } => {
+                    if let Some(caller) = self.waiting.remove(&id) {
+                        // A caller that gave up no longer listens; nothing to do.
+                        let _ = caller.send(reply);
+                    }
+                }
+                Output::Sync(request) => self.sync(request),
+                Output::Event(event) => log_event(&event),
+            }
+        }
+    }
+
+    /// fsync on a blocking thread; the result comes back as an input.
+    fn sync(&self, request: SyncRequest) {
+        let disk = self.disk.clone();
+        let done = self.synced_sender.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = disk.sync(&request.file);
+            let _ = done.send((request, result));
+        });
+    }
+
+    fn refresh_status(&self) {
+        self.introspect.refresh(&self.node, &self.cluster, &self.addresses, self.transport.stats());
+    }
+
+    async fn finish(mut self) {
+        // These reached the node and may have been written: indeterminate.
+        let waited_ms = u64::try_from(self.shutdown_grace.as_millis()).unwrap_or(u64::MAX);
+        for (_, caller) in std::mem::take(&mut self.waiting) {
+            let _ = caller.send(Reply::Failed(ClientError::ReplyLost { waited_ms }));
+        }
+        self.refresh_status();
+        self.transport_stop.cancel();
+        self.transport.closed().await;
+        let durable = self.node.is_quiescent();
+        tracing::info!(all_writes_durable = durable, "node stopped");
+    }
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::StorageFailed { reason } => {
+            tracing::error!(%reason, "a sync failed: this node refuses writes until it is restarted");
+        }
+        Event::MaintenanceFailed { reason } => {
+            tracing::warn!(%reason, "storage maintenance failed; will retry")
+        }
+        Event::ReadRepair { replicas } => tracing::debug!(?replicas, "read repair"),
+        other => tracing::debug!(?other, "node event"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
