@@ -5,3 +5,4 @@ pub mod http;
 pub mod metrics;
 pub mod resp;
 pub mod service;
+pub mod transport;
