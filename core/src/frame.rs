@@ -28,11 +28,10 @@ pub enum FrameError {
 pub fn encode<T: Serialize>(value: &T, max_payload: u32, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
-    let result = postcard::to_extend(value, core::mem::take(out));
-    *out = match result {
-        Ok(buffer) => buffer,
-        Err(error) => return Err(FrameError::Malformed(error.to_string())),
-    };
+    if let Err(error) = postcard::to_extend(value, Appender(out)) {
+        out.truncate(start);
+        return Err(FrameError::Malformed(error.to_string()));
+    }
     let payload_len = out.len() - start - HEADER_LEN;
     let Ok(len) = u32::try_from(payload_len) else {
         out.truncate(start);
@@ -46,6 +45,16 @@ pub fn encode<T: Serialize>(value: &T, max_payload: u32, out: &mut Vec<u8>) -> R
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// Lets postcard append to a borrowed buffer, so an error leaves whatever
+/// the caller had written before intact.
+struct Appender<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Appender<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
 }
 
 /// Encodes `value` as a single frame in a fresh buffer.
@@ -106,6 +115,15 @@ mod tests {
         let error = decode::<Vec<u8>>(&bytes[..HEADER_LEN], 50).unwrap_err();
         assert!(matches!(error, FrameError::TooLarge { max: 50, .. }));
         assert!(matches!(to_vec(&vec![0u8; 100], 50), Err(FrameError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn a_failed_encode_keeps_what_was_in_the_buffer() {
+        let mut out = b"earlier".to_vec();
+        assert!(matches!(encode(&vec![0u8; 100], 50, &mut out), Err(FrameError::TooLarge { .. })));
+        assert_eq!(out, b"earlier");
+        encode(&7u64, 50, &mut out).unwrap();
+        assert_eq!(decode::<u64>(&out[7..], 50), Ok(Some((7, out.len() - 7))));
     }
 
     #[test]
