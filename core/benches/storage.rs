@@ -9,6 +9,10 @@
 //! never once per write. Each operation prints its throughput for both and a
 //! line `ratio <op> keel/fjall=<x>`; above 1.0 keel is faster.
 //!
+//! Both engines are open at once. Puts run whole, keel first; gets and scans
+//! run in twenty slices that alternate between the engines (and which goes
+//! first), so a change in load from other processes falls on both alike.
+//!
 //! Environment: `KEEL_BENCH_KEYS` changes the key count (default 1000000).
 //! keel runs on `FileDisk`, the same source file the node uses, included here
 //! because a dev-dependency on keel-io-tokio would build keel-core twice.
@@ -65,104 +69,175 @@ fn order(n: u64, salt: u64) -> Vec<u64> {
     order
 }
 
-struct Figures {
-    put: f64,
-    get: f64,
-    scan: f64,
+/// One engine under test. Reads run in slices that alternate between the
+/// engines, so a swing in load from other processes hits both alike.
+trait Subject {
+    fn put_all(&mut self, order: &[u64]);
+    fn get_slice(&mut self, keys: &[u64]);
+    /// Returns the number of pairs read.
+    fn scan_slice(&mut self, starts: &[u64]) -> usize;
+    fn describe(&self) -> String;
+}
+
+struct Keel {
+    engine: Engine,
+}
+
+impl Keel {
+    fn open(dir: &Path) -> Keel {
+        let disk = FileDisk::open(dir).expect("bench directory");
+        let config = EngineConfig {
+            memtable_bytes_max: MEMTABLE_BYTES,
+            block_cache_bytes_max: CACHE_BYTES,
+            sync_policy: SyncPolicy::Periodic { interval_ms: SYNC_INTERVAL.as_millis() as u64 },
+            ..EngineConfig::default()
+        };
+        Keel { engine: Engine::open(Box::new(disk), config).expect("open keel") }
+    }
+}
+
+impl Subject for Keel {
+    fn put_all(&mut self, order: &[u64]) {
+        let mut last_sync = Instant::now();
+        for (count, &i) in order.iter().enumerate() {
+            self.engine.put(&key(i), &value(i)).expect("put");
+            if count % 1024 == 0 {
+                while self.engine.needs_maintenance() {
+                    self.engine.maintain().expect("maintain");
+                }
+                if last_sync.elapsed() >= SYNC_INTERVAL {
+                    self.engine.sync_now().expect("sync");
+                    last_sync = Instant::now();
+                }
+            }
+        }
+        self.engine.sync_now().expect("sync");
+    }
+
+    fn get_slice(&mut self, keys: &[u64]) {
+        for &i in keys {
+            let got = self.engine.get(&key(i)).expect("get");
+            assert_eq!(got.as_deref(), Some(&value(i)[..]));
+        }
+    }
+
+    fn scan_slice(&mut self, starts: &[u64]) -> usize {
+        let mut seen = 0;
+        for &i in starts {
+            let from = key(i);
+            seen += self.engine.scan(Bound::Included(&from), Bound::Unbounded, SCAN_LEN).expect("scan").len();
+        }
+        seen
+    }
+
+    fn describe(&self) -> String {
+        let stats = self.engine.stats();
+        format!(
+            "keel   tables per level {:?}, {} MiB on disk, cache {} MiB, {} hits / {} misses",
+            stats.tables_per_level,
+            stats.disk_bytes >> 20,
+            stats.block_cache_bytes >> 20,
+            stats.block_cache_hits,
+            stats.block_cache_misses
+        )
+    }
+}
+
+struct Fjall {
+    db: fjall::Database,
+    items: fjall::Keyspace,
+}
+
+impl Fjall {
+    fn open(dir: &Path) -> Fjall {
+        let db = fjall::Database::builder(dir)
+            .cache_size(CACHE_BYTES)
+            .manual_journal_persist(true)
+            .open()
+            .expect("open fjall");
+        let options = || fjall::KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let items = db.keyspace("items", options).expect("keyspace");
+        Fjall { db, items }
+    }
+}
+
+impl Subject for Fjall {
+    fn put_all(&mut self, order: &[u64]) {
+        let mut last_sync = Instant::now();
+        for (count, &i) in order.iter().enumerate() {
+            self.items.insert(key(i), value(i)).expect("insert");
+            if count % 1024 == 0 && last_sync.elapsed() >= SYNC_INTERVAL {
+                self.db.persist(fjall::PersistMode::SyncData).expect("persist");
+                last_sync = Instant::now();
+            }
+        }
+        self.db.persist(fjall::PersistMode::SyncData).expect("persist");
+    }
+
+    fn get_slice(&mut self, keys: &[u64]) {
+        for &i in keys {
+            let got = self.items.get(key(i)).expect("get");
+            assert_eq!(got.as_deref(), Some(&value(i)[..]));
+        }
+    }
+
+    fn scan_slice(&mut self, starts: &[u64]) -> usize {
+        let mut seen = 0;
+        for &i in starts {
+            for pair in self.items.range(key(i)..).take(SCAN_LEN) {
+                let (_key, _value) = pair.into_inner().expect("scan");
+                seen += 1;
+            }
+        }
+        seen
+    }
+
+    fn describe(&self) -> String {
+        format!("fjall  {} tables, {} MiB on disk", self.items.table_count(), self.items.disk_space() >> 20)
+    }
+}
+
+/// Operations per second for each subject, reads in alternating slices.
+fn measure(subjects: &mut [&mut dyn Subject; 2], n: u64) -> [[f64; 2]; 3] {
+    let mut figures = [[0.0; 2]; 3];
+    let puts = order(n, 1);
+    for (which, subject) in subjects.iter_mut().enumerate() {
+        let start = Instant::now();
+        subject.put_all(&puts);
+        figures[0][which] = per_second(puts.len(), start.elapsed());
+    }
+    let gets = order(n, 2);
+    let mut elapsed = [Duration::ZERO; 2];
+    for (round, slice) in gets.chunks(gets.len().div_ceil(20).max(1)).enumerate() {
+        for turn in 0..2 {
+            let which = (round + turn) % 2;
+            let start = Instant::now();
+            subjects[which].get_slice(slice);
+            elapsed[which] += start.elapsed();
+        }
+    }
+    for which in 0..2 {
+        figures[1][which] = per_second(gets.len(), elapsed[which]);
+    }
+    let starts: Vec<u64> = order(n, 3).into_iter().take(SCANS).collect();
+    let (mut elapsed, mut seen) = ([Duration::ZERO; 2], [0; 2]);
+    for (round, slice) in starts.chunks(SCANS / 20).enumerate() {
+        for turn in 0..2 {
+            let which = (round + turn) % 2;
+            let start = Instant::now();
+            seen[which] += subjects[which].scan_slice(slice);
+            elapsed[which] += start.elapsed();
+        }
+    }
+    assert_eq!(seen[0], seen[1], "both engines scan the same pairs");
+    for which in 0..2 {
+        figures[2][which] = per_second(seen[which], elapsed[which]);
+    }
+    figures
 }
 
 fn per_second(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
-}
-
-fn run_keel(dir: &Path, n: u64) -> Figures {
-    let disk = FileDisk::open(dir).expect("bench directory");
-    let config = EngineConfig {
-        memtable_bytes_max: MEMTABLE_BYTES,
-        block_cache_bytes_max: CACHE_BYTES,
-        sync_policy: SyncPolicy::Periodic { interval_ms: SYNC_INTERVAL.as_millis() as u64 },
-        ..EngineConfig::default()
-    };
-    let mut engine = Engine::open(Box::new(disk), config).expect("open keel");
-    let start = Instant::now();
-    let mut last_sync = start;
-    for (count, i) in order(n, 1).into_iter().enumerate() {
-        engine.put(&key(i), &value(i)).expect("put");
-        if count % 1024 == 0 {
-            while engine.needs_maintenance() {
-                engine.maintain().expect("maintain");
-            }
-            if last_sync.elapsed() >= SYNC_INTERVAL {
-                engine.sync_now().expect("sync");
-                last_sync = Instant::now();
-            }
-        }
-    }
-    engine.sync_now().expect("sync");
-    let put = per_second(n as usize, start.elapsed());
-    let start = Instant::now();
-    for i in order(n, 2) {
-        let got = engine.get(&key(i)).expect("get");
-        assert_eq!(got.as_deref(), Some(&value(i)[..]));
-    }
-    let get = per_second(n as usize, start.elapsed());
-    let start = Instant::now();
-    let mut seen = 0;
-    for i in order(n, 3).into_iter().take(SCANS) {
-        let from = key(i);
-        seen += engine.scan(Bound::Included(&from), Bound::Unbounded, SCAN_LEN).expect("scan").len();
-    }
-    let scan = per_second(seen, start.elapsed());
-    let stats = engine.stats();
-    println!(
-        "keel   tables per level {:?}, {} MiB on disk, cache {} MiB, {} hits / {} misses",
-        stats.tables_per_level,
-        stats.disk_bytes >> 20,
-        stats.block_cache_bytes >> 20,
-        stats.block_cache_hits,
-        stats.block_cache_misses
-    );
-    Figures { put, get, scan }
-}
-
-fn run_fjall(dir: &Path, n: u64) -> Figures {
-    use fjall::{Database, KeyspaceCreateOptions, PersistMode};
-    let db = Database::builder(dir)
-        .cache_size(CACHE_BYTES)
-        .manual_journal_persist(true)
-        .open()
-        .expect("open fjall");
-    let items = db
-        .keyspace("items", || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
-        .expect("keyspace");
-    let start = Instant::now();
-    let mut last_sync = start;
-    for (count, i) in order(n, 1).into_iter().enumerate() {
-        items.insert(key(i), value(i)).expect("insert");
-        if count % 1024 == 0 && last_sync.elapsed() >= SYNC_INTERVAL {
-            db.persist(PersistMode::SyncData).expect("persist");
-            last_sync = Instant::now();
-        }
-    }
-    db.persist(PersistMode::SyncData).expect("persist");
-    let put = per_second(n as usize, start.elapsed());
-    let start = Instant::now();
-    for i in order(n, 2) {
-        let got = items.get(key(i)).expect("get");
-        assert_eq!(got.as_deref(), Some(&value(i)[..]));
-    }
-    let get = per_second(n as usize, start.elapsed());
-    let start = Instant::now();
-    let mut seen = 0;
-    for i in order(n, 3).into_iter().take(SCANS) {
-        for pair in items.range(key(i)..).take(SCAN_LEN) {
-            let (_key, _value) = pair.into_inner().expect("scan");
-            seen += 1;
-        }
-    }
-    let scan = per_second(seen, start.elapsed());
-    println!("fjall  {} tables, {} MiB on disk", items.table_count(), items.disk_space() >> 20);
-    Figures { put, get, scan }
 }
 
 fn fresh_dir(name: &str) -> PathBuf {
@@ -172,23 +247,22 @@ fn fresh_dir(name: &str) -> PathBuf {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter argument naming another bench skips this one.
     let n: u64 = std::env::var("KEEL_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     println!("storage: {n} random 16-byte keys, {VALUE_BYTES}-byte values, fsync every {SYNC_INTERVAL:?}");
-    let keel_dir = fresh_dir("keel");
-    let keel = run_keel(&keel_dir, n);
+    let (keel_dir, fjall_dir) = (fresh_dir("keel"), fresh_dir("fjall"));
+    let mut keel = Keel::open(&keel_dir);
+    let mut fjall = Fjall::open(&fjall_dir);
+    let figures = measure(&mut [&mut keel, &mut fjall], n);
+    println!("{}", keel.describe());
+    println!("{}", fjall.describe());
+    drop((keel, fjall));
     let _ = std::fs::remove_dir_all(&keel_dir);
-    let fjall_dir = fresh_dir("fjall");
-    let fjall = run_fjall(&fjall_dir, n);
     let _ = std::fs::remove_dir_all(&fjall_dir);
-    for (op, keel, fjall) in
-        [("put", keel.put, fjall.put), ("get", keel.get, fjall.get), ("scan", keel.scan, fjall.scan)]
-    {
+    let ops = ["put", "get", "scan"];
+    for (op, [keel, fjall]) in ops.iter().zip(figures) {
         println!("{op:<5} keel {keel:>12.0} ops/s   fjall {fjall:>12.0} ops/s");
     }
-    for (op, keel, fjall) in
-        [("put", keel.put, fjall.put), ("get", keel.get, fjall.get), ("scan", keel.scan, fjall.scan)]
-    {
+    for (op, [keel, fjall]) in ops.iter().zip(figures) {
         println!("ratio {op} keel/fjall={:.2}", keel / fjall);
     }
 }

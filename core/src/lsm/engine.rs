@@ -7,12 +7,12 @@ use std::sync::Arc;
 use super::cache::BlockCache;
 use super::iter::{Iter, Merge};
 use super::manifest::Manifest;
-use super::memtable::{Entry, Memtable};
-use super::sstable::{self, Reads, Table};
+use super::memtable::Memtable;
+use super::sstable::{Reads, Table};
 use super::wal::{self, Record};
 use super::{
     EngineConfig, EngineStats, Lsn, OpenError, Pair, ReadError, RecoveryReport, SyncRequest, WriteError,
-    block, bloom, prefix_end,
+    bloom, prefix_end,
 };
 use crate::disk::{Disk, DiskError};
 
@@ -174,26 +174,15 @@ impl Engine {
                 runs.push(tables.collect());
             }
         }
-        let merge = Merge::new(true, runs, start.map(<[u8]>::to_vec), end.map(<[u8]>::to_vec), true);
-        Iter { engine: self, merge, failed: false }
-    }
-
-    pub(super) fn merge_next(&mut self, merge: &mut Merge) -> Result<Option<Pair>, ReadError> {
-        let mut reads = Reads {
+        let (start, end) = (start.map(<[u8]>::to_vec), end.map(<[u8]>::to_vec));
+        let merge = Merge::new(Some(&self.memtable), runs, start, end, true);
+        let reads = Reads {
             disk: &*self.disk,
             cache: &mut self.cache,
             corruption_detected: &mut self.counters.corruption_detected,
             fill_cache: true,
         };
-        let Some(item) = merge.next(&self.memtable, &mut reads)? else { return Ok(None) };
-        if item.flags == 0 {
-            return Ok(Some((item.key, item.value)));
-        }
-        let entry = block::EntryRef { key: &item.key, flags: item.flags, value: &item.value };
-        let value: Entry = sstable::decode_value(entry, self.config.value_bytes_max).map_err(|error| {
-            ReadError::Corrupt { file: String::from("table"), offset: 0, reason: error.to_string() }
-        })?;
-        Ok(value.map(|value| (item.key, value)))
+        Iter { merge, reads, value_bytes_max: self.config.value_bytes_max, failed: false }
     }
 
     /// Up to `limit` live pairs with keys between `start` and `end`, in key order.
@@ -203,7 +192,11 @@ impl Engine {
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Pair>, ReadError> {
-        self.iter(start, end).take(limit).collect()
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for pair in self.iter(start, end).take(limit) {
+            out.push(pair?);
+        }
+        Ok(out)
     }
 
     /// Up to `limit` live pairs whose keys start with `prefix`, in key order.

@@ -3,22 +3,19 @@
 //! Sources are ordered newest first (the memtable, level-0 tables newest
 //! first, then one source per deeper level). At each step the smallest key
 //! wins; among equal keys the newest source wins and the others skip past it.
-//! The merge copies only the winning entry. Table sources read blocks through
-//! the same [`Reads`] as point lookups, so every block they see is verified.
+//! The merge copies only the winning entry: the memtable source walks the
+//! memtable's own range iterator, and table sources decode entries in place
+//! in their cached blocks. Table sources read blocks through the same
+//! [`Reads`] as point lookups, so every block they see is verified.
 
-use std::collections::VecDeque;
+use std::collections::btree_map;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::block::{Block, FLAG_TOMBSTONE};
+use super::block::{Block, EntryRef, FLAG_TOMBSTONE};
 use super::memtable::{Entry, Memtable, range_is_empty};
-use super::sstable::{Reads, Table};
+use super::sstable::{Reads, Table, decode_value};
 use super::{Pair, ReadError};
-
-/// Memtable entries are copied out in chunks that start small (short scans
-/// are common) and double up to this many.
-const MEMTABLE_CHUNK_MAX: usize = 256;
-const MEMTABLE_CHUNK_MIN: usize = 16;
 
 /// One merged entry: the key, the table flags and the value as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,26 +31,24 @@ impl Item {
     }
 }
 
+/// A merge that borrows the memtable, if it has one, for `'m`.
 #[derive(Debug)]
-pub struct Merge {
-    sources: Vec<Source>,
+pub struct Merge<'m> {
+    sources: Vec<Source<'m>>,
     skip_tombstones: bool,
     started: bool,
 }
 
 #[derive(Debug)]
-enum Source {
-    Memtable(MemSource),
+enum Source<'m> {
+    Memtable(MemSource<'m>),
     Tables(TableSource),
 }
 
 #[derive(Debug)]
-struct MemSource {
-    chunk: VecDeque<(Vec<u8>, Entry)>,
-    resume: Bound<Vec<u8>>,
-    end: Bound<Vec<u8>>,
-    exhausted: bool,
-    chunk_len: usize,
+struct MemSource<'m> {
+    range: btree_map::Range<'m, Vec<u8>, Entry>,
+    current: Option<(&'m Vec<u8>, &'m Entry)>,
 }
 
 /// A run of tables with disjoint, increasing key ranges (a level, or one table).
@@ -68,29 +63,26 @@ struct TableSource {
     entry_pos: usize,
 }
 
-impl Merge {
-    /// A merge over `(start, end)`; `runs` are table runs newest first.
+impl<'m> Merge<'m> {
+    /// A merge over `(start, end)` of the memtable, if given, and `runs` of
+    /// tables, newest first.
     pub fn new(
-        with_memtable: bool,
+        memtable: Option<&'m Memtable>,
         runs: Vec<Vec<Arc<Table>>>,
         start: Bound<Vec<u8>>,
         end: Bound<Vec<u8>>,
         skip_tombstones: bool,
-    ) -> Merge {
+    ) -> Merge<'m> {
         let empty = range_is_empty(start.as_ref().map(Vec::as_slice), end.as_ref().map(Vec::as_slice));
+        // A run per level-0 table plus one per deeper level: far below the 64 a tie mask holds.
+        assert!(runs.len() < 64, "too many sorted runs for one merge");
         let mut sources = Vec::new();
         if empty {
             return Merge { sources, skip_tombstones, started: true };
         }
-        if with_memtable {
-            let (resume, end) = (start.clone(), end.clone());
-            sources.push(Source::Memtable(MemSource {
-                chunk: VecDeque::new(),
-                resume,
-                end,
-                exhausted: false,
-                chunk_len: MEMTABLE_CHUNK_MIN,
-            }));
+        if let Some(memtable) = memtable {
+            let range = memtable.range(start.as_ref().map(Vec::as_slice), end.as_ref().map(Vec::as_slice));
+            sources.push(Source::Memtable(MemSource { range, current: None }));
         }
         for tables in runs.into_iter().filter(|tables| !tables.is_empty()) {
             let (start, end) = (start.clone(), end.clone());
@@ -102,27 +94,34 @@ impl Merge {
     }
 
     /// The next entry in key order, or `None` at the end.
-    pub fn next(&mut self, memtable: &Memtable, reads: &mut Reads<'_>) -> Result<Option<Item>, ReadError> {
+    pub fn next(&mut self, reads: &mut Reads<'_>) -> Result<Option<Item>, ReadError> {
         if !self.started {
             for source in &mut self.sources {
-                source.position(memtable, reads)?;
+                source.advance_or_position(reads, true)?;
             }
             self.started = true;
         }
         loop {
+            // One comparison per source finds the smallest key and every source tied on it.
             let mut winner: Option<(usize, &[u8])> = None;
+            let mut tied: u64 = 0;
             for (i, source) in self.sources.iter().enumerate() {
-                if let Some(key) = source.key() {
-                    if winner.is_none_or(|(_, best)| key < best) {
+                let Some(key) = source.key() else { continue };
+                match winner.map(|(_, best)| key.cmp(best)) {
+                    None | Some(core::cmp::Ordering::Less) => {
                         winner = Some((i, key));
+                        tied = 0;
                     }
+                    Some(core::cmp::Ordering::Equal) => tied |= 1 << i,
+                    Some(core::cmp::Ordering::Greater) => {}
                 }
             }
             let Some((i, _)) = winner else { return Ok(None) };
-            let Some(item) = self.sources.get(i).and_then(Source::item) else { return Ok(None) };
-            for source in &mut self.sources {
-                if source.key() == Some(item.key.as_slice()) {
-                    source.advance(memtable, reads)?;
+            let Some(source) = self.sources.get_mut(i) else { return Ok(None) };
+            let Some(item) = source.take(reads)? else { return Ok(None) };
+            for (i, source) in self.sources.iter_mut().enumerate() {
+                if tied & (1 << i) != 0 {
+                    source.advance_or_position(reads, false)?;
                 }
             }
             if !(self.skip_tombstones && item.is_tombstone()) {
@@ -132,69 +131,47 @@ impl Merge {
     }
 }
 
-impl Source {
+impl Source<'_> {
     fn key(&self) -> Option<&[u8]> {
         match self {
-            Source::Memtable(source) => source.chunk.front().map(|(key, _)| key.as_slice()),
+            Source::Memtable(source) => source.current.map(|(key, _)| key.as_slice()),
             Source::Tables(source) => source.block.as_ref()?.entry(source.entry_pos).map(|entry| entry.key),
         }
     }
 
-    fn item(&self) -> Option<Item> {
-        match self {
-            Source::Memtable(source) => source.chunk.front().map(|(key, entry)| Item {
+    /// The current entry, owned, and the source moved past it.
+    fn take(&mut self, reads: &mut Reads<'_>) -> Result<Option<Item>, ReadError> {
+        let item = match self {
+            Source::Memtable(source) => source.current.map(|(key, entry)| Item {
                 key: key.clone(),
                 flags: if entry.is_some() { 0 } else { FLAG_TOMBSTONE },
                 value: entry.clone().unwrap_or_default(),
             }),
-            Source::Tables(source) => source.block.as_ref()?.entry(source.entry_pos).map(|entry| Item {
-                key: entry.key.to_vec(),
-                flags: entry.flags,
-                value: entry.value.to_vec(),
-            }),
-        }
+            Source::Tables(source) => {
+                source.block.as_ref().and_then(|block| block.entry(source.entry_pos)).map(|entry| Item {
+                    key: entry.key.to_vec(),
+                    flags: entry.flags,
+                    value: entry.value.to_vec(),
+                })
+            }
+        };
+        self.advance_or_position(reads, false)?;
+        Ok(item)
     }
 
-    fn position(&mut self, memtable: &Memtable, reads: &mut Reads<'_>) -> Result<(), ReadError> {
+    /// Moves to the first entry in range (`first`) or past the current one.
+    fn advance_or_position(&mut self, reads: &mut Reads<'_>, first: bool) -> Result<(), ReadError> {
         match self {
             Source::Memtable(source) => {
-                source.refill(memtable);
+                source.current = source.range.next();
                 Ok(())
             }
-            Source::Tables(source) => source.position(reads),
-        }
-    }
-
-    fn advance(&mut self, memtable: &Memtable, reads: &mut Reads<'_>) -> Result<(), ReadError> {
-        match self {
-            Source::Memtable(source) => {
-                source.chunk.pop_front();
-                if source.chunk.is_empty() {
-                    source.refill(memtable);
-                }
-                Ok(())
-            }
+            Source::Tables(source) if first => source.position(reads),
             Source::Tables(source) => {
                 source.entry_pos += 1;
                 source.settle(reads)
             }
         }
-    }
-}
-
-impl MemSource {
-    fn refill(&mut self, memtable: &Memtable) {
-        if self.exhausted {
-            return;
-        }
-        let start = self.resume.as_ref().map(Vec::as_slice);
-        let chunk = memtable.range_chunk(start, self.end.as_ref().map(Vec::as_slice), self.chunk_len);
-        self.exhausted = chunk.len() < self.chunk_len;
-        self.chunk_len = (self.chunk_len * 2).min(MEMTABLE_CHUNK_MAX);
-        if let Some((last, _)) = chunk.last() {
-            self.resume = Bound::Excluded(last.clone());
-        }
-        self.chunk = chunk.into();
     }
 }
 
@@ -255,8 +232,9 @@ impl TableSource {
 /// An ordered iterator over live pairs; borrows the engine while it runs.
 #[derive(Debug)]
 pub struct Iter<'a> {
-    pub(super) engine: &'a mut super::Engine,
-    pub(super) merge: Merge,
+    pub(super) merge: Merge<'a>,
+    pub(super) reads: Reads<'a>,
+    pub(super) value_bytes_max: u32,
     pub(super) failed: bool,
 }
 
@@ -267,14 +245,33 @@ impl Iterator for Iter<'_> {
         if self.failed {
             return None;
         }
-        let result = self.engine.merge_next(&mut self.merge);
-        match result {
-            Ok(Some(pair)) => Some(Ok(pair)),
-            Ok(None) => None,
-            Err(error) => {
-                self.failed = true;
-                Some(Err(error))
-            }
+        let result = match self.merge.next(&mut self.reads) {
+            Ok(Some(item)) => self.decode(item),
+            Ok(None) => return None,
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            self.failed = true;
+        }
+        Some(result)
+    }
+}
+
+impl Iter<'_> {
+    fn decode(&self, item: Item) -> Result<Pair, ReadError> {
+        if item.flags == 0 {
+            return Ok((item.key, item.value));
+        }
+        let entry = EntryRef { key: &item.key, flags: item.flags, value: &item.value };
+        match decode_value(entry, self.value_bytes_max) {
+            Ok(Some(value)) => Ok((item.key, value)),
+            // The merge skips tombstones for scans, so only damage lands here.
+            Ok(None) => Err(corrupt("a tombstone reached the scan output")),
+            Err(error) => Err(corrupt(&error.to_string())),
         }
     }
+}
+
+fn corrupt(reason: &str) -> ReadError {
+    ReadError::Corrupt { file: String::from("table"), offset: 0, reason: reason.to_owned() }
 }

@@ -168,8 +168,7 @@ impl Engine {
                 reason: String::from("compaction input is not open"),
             }));
         }
-        let mut merge =
-            Merge::new(false, runs, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, false);
+        let mut merge = Merge::new(None, runs, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, false);
         let mut outputs: Vec<(TableMeta, Table)> = Vec::new();
         let mut manifest = self.manifest.clone();
         let result = self.write_merged(&mut merge, &mut manifest, drop_tombstones, &mut outputs);
@@ -200,7 +199,7 @@ impl Engine {
     /// Streams the merge into tables of about `table_bytes_target` each.
     fn write_merged(
         &mut self,
-        merge: &mut Merge,
+        merge: &mut Merge<'_>,
         manifest: &mut Manifest,
         drop_tombstones: bool,
         outputs: &mut Vec<(TableMeta, Table)>,
@@ -213,7 +212,7 @@ impl Engine {
             fill_cache: false,
         };
         let mut writer: Option<TableWriter> = None;
-        while let Some(item) = merge.next(&self.memtable, &mut reads).map_err(MergeFailure::Read)? {
+        while let Some(item) = merge.next(&mut reads).map_err(MergeFailure::Read)? {
             if drop_tombstones && item.is_tombstone() {
                 continue;
             }

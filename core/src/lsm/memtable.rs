@@ -1,6 +1,6 @@
 //! The memtable: the newest writes, sorted, with a byte count that bounds it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, btree_map};
 use std::ops::Bound;
 
 /// Bytes charged per entry on top of key and value: map node share, two
@@ -52,22 +52,12 @@ impl Memtable {
         self.entries.get(key).map(|entry| entry.as_deref())
     }
 
-    /// Up to `count_max` entries in `(start, end)`, cloned so that the caller
-    /// may hold them while it changes other parts of the engine.
-    pub fn range_chunk(
-        &self,
-        start: Bound<&[u8]>,
-        end: Bound<&[u8]>,
-        count_max: usize,
-    ) -> Vec<(Vec<u8>, Entry)> {
+    /// The entries in `(start, end)`, in key order; empty for an empty range.
+    pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> btree_map::Range<'_, Vec<u8>, Entry> {
         if range_is_empty(start, end) {
-            return Vec::new();
+            return self.entries.range::<[u8], _>((Bound::Included(&[][..]), Bound::Excluded(&[][..])));
         }
-        self.entries
-            .range::<[u8], _>((start, end))
-            .take(count_max)
-            .map(|(key, entry)| (key.clone(), entry.clone()))
-            .collect()
+        self.entries.range::<[u8], _>((start, end))
     }
 
     /// All entries in key order, for a flush.
@@ -114,16 +104,16 @@ mod tests {
     }
 
     #[test]
-    fn range_chunk_respects_bounds_and_empty_ranges() {
+    fn range_respects_bounds_and_empty_ranges() {
         let mut memtable = Memtable::new();
         for key in [b"a", b"b", b"c", b"d"] {
             memtable.insert(key, Some(key));
         }
-        let keys = |chunk: Vec<(Vec<u8>, Entry)>| chunk.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-        let got = memtable.range_chunk(Bound::Excluded(b"a"), Bound::Included(b"c"), 10);
-        assert_eq!(keys(got), vec![b"b".to_vec(), b"c".to_vec()]);
-        assert_eq!(memtable.range_chunk(Bound::Unbounded, Bound::Unbounded, 3).len(), 3);
-        assert!(memtable.range_chunk(Bound::Included(b"c"), Bound::Excluded(b"c"), 10).is_empty());
-        assert!(memtable.range_chunk(Bound::Excluded(b"c"), Bound::Excluded(b"a"), 10).is_empty());
+        let keys = |start, end| memtable.range(start, end).map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        let got = keys(Bound::Excluded(b"a"), Bound::Included(b"c"));
+        assert_eq!(got, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(keys(Bound::Unbounded, Bound::Unbounded).len(), 4);
+        assert!(keys(Bound::Included(b"c"), Bound::Excluded(b"c")).is_empty());
+        assert!(keys(Bound::Excluded(b"c"), Bound::Excluded(b"a")).is_empty());
     }
 }
