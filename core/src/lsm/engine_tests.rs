@@ -378,3 +378,20 @@ fn under_bit_rot_reads_are_right_or_errors_never_wrong() {
         assert!(engine.stats().corruption_detected >= errors);
     }
 }
+
+#[test]
+fn an_owner_that_never_maintains_still_gets_bounded_memtables_and_working_scans() {
+    let disk = MemDisk::new(11);
+    let mut engine = open_small(&disk);
+    let mut model = std::collections::BTreeMap::new();
+    for i in 0..8_000u32 {
+        let k = key(i % 3_000);
+        engine.put(&k, &[7; 40]).unwrap();
+        model.insert(k, vec![7; 40]);
+        assert!(engine.stats().memtable_bytes < 2 * small_config().memtable_bytes_max + 200);
+    }
+    assert!(engine.stats().tables_per_level[0] > 64, "{:?}", engine.stats().tables_per_level);
+    let all = engine.scan(Bound::Unbounded, Bound::Unbounded, usize::MAX).unwrap();
+    assert_eq!(all.len(), model.len());
+    assert_eq!(engine.get(&key(17)).unwrap(), Some(vec![7; 40]));
+}

@@ -37,6 +37,8 @@ pub struct Merge<'m> {
     sources: Vec<Source<'m>>,
     skip_tombstones: bool,
     started: bool,
+    /// Sources tied on the current key; kept to reuse its allocation.
+    tied: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -74,11 +76,9 @@ impl<'m> Merge<'m> {
         skip_tombstones: bool,
     ) -> Merge<'m> {
         let empty = range_is_empty(start.as_ref().map(Vec::as_slice), end.as_ref().map(Vec::as_slice));
-        // A run per level-0 table plus one per deeper level: far below the 64 a tie mask holds.
-        assert!(runs.len() < 64, "too many sorted runs for one merge");
         let mut sources = Vec::new();
         if empty {
-            return Merge { sources, skip_tombstones, started: true };
+            return Merge { sources, skip_tombstones, started: true, tied: Vec::new() };
         }
         if let Some(memtable) = memtable {
             let range = memtable.range(start.as_ref().map(Vec::as_slice), end.as_ref().map(Vec::as_slice));
@@ -90,7 +90,7 @@ impl<'m> Merge<'m> {
                 TableSource { tables, start, end, table_pos: 0, block_pos: 0, block: None, entry_pos: 0 };
             sources.push(Source::Tables(source));
         }
-        Merge { sources, skip_tombstones, started: false }
+        Merge { sources, skip_tombstones, started: false, tied: Vec::new() }
     }
 
     /// The next entry in key order, or `None` at the end.
@@ -104,23 +104,23 @@ impl<'m> Merge<'m> {
         loop {
             // One comparison per source finds the smallest key and every source tied on it.
             let mut winner: Option<(usize, &[u8])> = None;
-            let mut tied: u64 = 0;
+            self.tied.clear();
             for (i, source) in self.sources.iter().enumerate() {
                 let Some(key) = source.key() else { continue };
                 match winner.map(|(_, best)| key.cmp(best)) {
                     None | Some(core::cmp::Ordering::Less) => {
                         winner = Some((i, key));
-                        tied = 0;
+                        self.tied.clear();
                     }
-                    Some(core::cmp::Ordering::Equal) => tied |= 1 << i,
+                    Some(core::cmp::Ordering::Equal) => self.tied.push(i),
                     Some(core::cmp::Ordering::Greater) => {}
                 }
             }
             let Some((i, _)) = winner else { return Ok(None) };
             let Some(source) = self.sources.get_mut(i) else { return Ok(None) };
             let Some(item) = source.take(reads)? else { return Ok(None) };
-            for (i, source) in self.sources.iter_mut().enumerate() {
-                if tied & (1 << i) != 0 {
+            for &i in &self.tied {
+                if let Some(source) = self.sources.get_mut(i) {
                     source.advance_or_position(reads, false)?;
                 }
             }
