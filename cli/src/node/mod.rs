@@ -1,0 +1,132 @@
+//! `keel node`: run one storage node with its HTTP and Redis servers.
+
+mod config;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_io_tokio::driver::{self, DriverConfig};
+use keel_io_tokio::http::{HttpLimits, serve_http};
+use keel_io_tokio::resp::{RespLimits, serve_resp};
+use keel_io_tokio::service::Introspect;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use self::config::{LogFormat, NodeArgs, Settings};
+
+/// How long requests in flight get to finish on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn command(args: NodeArgs) -> ExitCode {
+    let settings = match Settings::resolve(&args) {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("keel node: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(settings.log_format, &settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("keel node: cannot start the runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("keel node: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let node_config = settings.node_config()?;
+    let shutdown = CancellationToken::new();
+    let http = bind(settings.listen_http, "HTTP").await?;
+    let redis = bind(settings.listen_redis, "Redis").await?;
+    let driver_config = DriverConfig {
+        node: settings.node,
+        cluster: settings.cluster.clone(),
+        node_config,
+        data_dir: settings.data_dir.clone(),
+        peer_listen: settings.listen_peer,
+        peers: settings.peers.clone(),
+        calls_queue_max: 16 * 1024,
+        shutdown_grace: SHUTDOWN_GRACE,
+        seed: None,
+    };
+    let running = driver::start(driver_config, shutdown.clone()).await.map_err(|error| error.to_string())?;
+    announce(&settings, http.local_addr().ok(), redis.local_addr().ok(), running.peer_addr);
+    let introspect: Arc<dyn Introspect> = Arc::new(running.introspect.clone());
+    let http_limits = HttpLimits {
+        value_bytes_max: settings.value_bytes_max,
+        connections_max: settings.connections_max,
+        ..HttpLimits::default()
+    };
+    let redis_limits = RespLimits { connections_max: settings.connections_max, ..RespLimits::default() };
+    let handle = running.handle.clone();
+    let servers = async {
+        tokio::join!(
+            serve_http(http, handle.clone(), introspect.clone(), http_limits, shutdown.clone()),
+            serve_resp(redis, handle.clone(), introspect, redis_limits, shutdown.clone()),
+        )
+    };
+    let signals = wait_for_signal(shutdown.clone());
+    let ((http_result, redis_result), ()) = tokio::join!(servers, signals);
+    running.stopped().await;
+    http_result.map_err(|error| format!("HTTP server failed: {error}"))?;
+    redis_result.map_err(|error| format!("Redis server failed: {error}"))?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn bind(address: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("cannot listen for {what} on {address}: {error}"))
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM; a servers' failure
+/// cancels it too, so this also returns then.
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+        () = terminate => tracing::info!("terminated; shutting down"),
+        () = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}
+
+fn announce(
+    settings: &Settings,
+    http: Option<std::net::SocketAddr>,
+    redis: Option<std::net::SocketAddr>,
+    peer: std::net::SocketAddr,
+) {
+    let show =
+        |address: Option<std::net::SocketAddr>| address.map_or("?".to_owned(), |address| address.to_string());
+    let peers: Vec<String> = settings.peers.iter().map(|(id, address)| format!("{id}@{address}")).collect();
+    tracing::info!(
+        node = %settings.node,
+        cluster = %settings.cluster,
+        data_dir = %settings.data_dir.display(),
+        http = %show(http),
+        redis = %show(redis),
+        peer = %peer,
+        peers = %peers.join(","),
+        "keel node ready"
+    );
+}
