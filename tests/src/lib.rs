@@ -1,1 +1,177 @@
-//! keel-tests
+//! keel-tests: end-to-end tests that run real `keel` node processes on
+//! loopback ports and talk to them with real clients.
+//!
+//! The `keel` binary is the one cargo built beside these tests (the `keel`
+//! package's own integration tests make sure `cargo test --workspace`
+//! builds it). Every wait is bounded; every process is killed on drop.
+
+pub mod http;
+pub mod resp;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The `keel` executable next to the running test's target directory.
+pub fn keel_binary() -> PathBuf {
+    let test = std::env::current_exe().expect("the test's own path");
+    let profile_dir = test.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("keel");
+    assert!(binary.exists(), "{} is missing: build it with `cargo build -p keel` first", binary.display());
+    binary
+}
+
+/// A free loopback port, found by binding port 0.
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port")
+}
+
+/// A fresh, empty directory for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("keel-e2e-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One node's addresses and process.
+#[derive(Debug)]
+pub struct NodeProcess {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub http: SocketAddr,
+    pub redis: SocketAddr,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A cluster of real node processes. Dropping it kills them all.
+#[derive(Debug)]
+pub struct Cluster {
+    pub nodes: Vec<NodeProcess>,
+    replicas: u8,
+}
+
+impl Cluster {
+    /// Starts `size` nodes with `replicas` replicas per key and waits until
+    /// every node answers its health check.
+    pub fn start(name: &str, size: u64, replicas: u8) -> Cluster {
+        let dir = scratch_dir(name);
+        let nodes = (1..=size)
+            .map(|id| NodeProcess {
+                id,
+                peer: free_port(),
+                http: free_port(),
+                redis: free_port(),
+                data_dir: dir.join(format!("node-{id}")),
+                child: None,
+            })
+            .collect();
+        let mut cluster = Cluster { nodes, replicas };
+        for index in 0..cluster.nodes.len() {
+            cluster.spawn(index);
+        }
+        for index in 0..cluster.nodes.len() {
+            cluster.wait_healthy(index);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let peers: Vec<String> = self.nodes.iter().map(|node| format!("{}@{}", node.id, node.peer)).collect();
+        let node = &mut self.nodes[index];
+        let child = Command::new(keel_binary())
+            .arg("node")
+            .args(["--node", &node.id.to_string(), "--cluster", "e2e"])
+            .args(["--replicas", &self.replicas.to_string()])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--listen-peer", &node.peer.to_string()])
+            .args(["--listen-http", &node.http.to_string()])
+            .args(["--listen-redis", &node.redis.to_string()])
+            .args(["--peer", &peers.join(",")])
+            .args(["--request-timeout-ms", "1000", "--log", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a keel node");
+        node.child = Some(child);
+    }
+
+    /// Waits until node `index` answers `/health`.
+    pub fn wait_healthy(&self, index: usize) {
+        let node = &self.nodes[index];
+        let healthy = eventually(Duration::from_secs(20), || {
+            http::request(node.http, "GET", "/health", &[], b"").is_ok_and(|reply| reply.status == 200)
+        });
+        assert!(healthy, "node {} did not become healthy", node.id);
+    }
+
+    /// Kills node `index` with SIGKILL: no shutdown, no final sync.
+    pub fn kill_hard(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops node `index` with SIGTERM and returns its exit code.
+    pub fn stop(&mut self, index: usize) -> Option<i32> {
+        let mut child = self.nodes[index].child.take()?;
+        let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
+        kill(pid, Signal::SIGTERM).ok()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Starts node `index` again on the same ports and data directory.
+    pub fn restart(&mut self, index: usize) {
+        self.spawn(index);
+        self.wait_healthy(index);
+    }
+
+    pub fn is_running(&mut self, index: usize) -> bool {
+        self.nodes[index].child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.kill_hard(index);
+        }
+    }
+}
+
+/// True if something accepts connections at `address`.
+pub fn listening(address: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+}

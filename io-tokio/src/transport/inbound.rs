@@ -122,6 +122,8 @@ async fn connection<S>(
     let serial = shared.inbound_serial.fetch_add(1, Ordering::Relaxed);
     let stop = peer.replace_inbound(serial);
     tracing::debug!(peer = %from, %remote, "accepted a peer connection");
+    // It is up: if our own connection to it is waiting out a backoff, retry now.
+    peer.redial.notify_one();
     let reader = Reader { shared: &shared, peer: &peer, inbound: &inbound, stop: &stop, buffer: leftover };
     match reader.run(stream).await {
         Ok(()) => tracing::debug!(peer = %from, %remote, "peer connection closed"),

@@ -94,6 +94,7 @@ pub(super) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             biased;
             () = peer.stop.cancelled() => break,
             _ = address.changed() => backoff.reset(),
+            () = peer.redial.notified() => backoff.reset(),
             () = tokio::time::sleep(backoff.next_delay()) => {}
         }
     }

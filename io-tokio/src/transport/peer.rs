@@ -26,6 +26,9 @@ pub(super) struct Peer {
     queue: std::sync::Mutex<Queue>,
     /// Wakes the writer when the queue goes from empty to not empty.
     pub(super) wake: Notify,
+    /// Cuts a reconnection backoff short: the peer just connected to us, so
+    /// it is up and we should be able to reach it too.
+    pub(super) redial: Notify,
     /// Cancelled when the peer is removed or the transport shuts down.
     pub(super) stop: CancellationToken,
     inbound: std::sync::Mutex<Option<InboundSlot>>,
@@ -52,6 +55,7 @@ impl Peer {
             address: watch::Sender::new(address),
             queue: std::sync::Mutex::new(Queue::default()),
             wake: Notify::new(),
+            redial: Notify::new(),
             stop,
             inbound: std::sync::Mutex::new(None),
             counters: PeerCounters::default(),

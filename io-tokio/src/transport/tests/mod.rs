@@ -187,6 +187,31 @@ async fn a_restarted_peer_is_reconnected_and_receives_later_messages() {
 }
 
 #[tokio::test]
+async fn a_peer_that_dials_in_cuts_our_backoff_short() {
+    // Node 1 would wait a minute between attempts to reach node 2.
+    let patient = |config: TransportConfig| TransportConfig {
+        backoff_min: Duration::from_secs(60),
+        backoff_max: Duration::from_secs(60),
+        ..config
+    };
+    let mut nodes = cluster(2, patient).await;
+    let second = nodes.pop().expect("two nodes");
+    let address = second.transport.local_addr();
+    second.stop().await;
+    let first = &nodes[0];
+    eventually("node 1 notices node 2 is gone", || !first.peer(2).connected).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let restarted = Running::start(patient(TransportConfig { listen: address, ..config(2) })).await;
+    restarted.transport.set_peer(NodeId(1), first.transport.local_addr());
+    eventually("node 1 reconnects as soon as node 2 dials in", || first.peer(2).connected).await;
+    restarted.stop().await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn a_moved_peer_gets_what_was_queued_for_its_old_address() {
     let unused = tokio::net::TcpListener::bind(loopback()).await.expect("bind");
     let nowhere = unused.local_addr().expect("address");

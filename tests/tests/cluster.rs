@@ -1,0 +1,85 @@
+//! A real three-node cluster on loopback: replication across nodes, a node
+//! killed with SIGKILL, writes that go on without it, and its data after a
+//! restart.
+
+use std::time::Duration;
+
+use keel_tests::http::{self, get, put};
+use keel_tests::resp::{pings, redis_cli};
+use keel_tests::{Cluster, eventually};
+
+/// True once `observer` reports `node` in the state given by `/v1/status`.
+fn sees(cluster: &Cluster, observer: usize, node: u64, state: &str) -> bool {
+    let status = http::request(cluster.nodes[observer].http, "GET", "/v1/status", &[], b"");
+    let needle = format!(
+        "\"node\":\"n{node}\",\"address\":\"{}\",\"state\":\"{state}\"",
+        cluster.nodes[node as usize - 1].peer
+    );
+    status.is_ok_and(|reply| reply.text().contains(&needle))
+}
+
+#[test]
+fn writes_survive_a_killed_node_and_a_restart() {
+    let mut cluster = Cluster::start("kill9", 3, 3);
+    let (n1, n3) = (cluster.nodes[0].http, cluster.nodes[2].http);
+
+    // Written through node 1, read through node 3, over HTTP and Redis.
+    assert_eq!(put(n1, "greeting", b"hello", "?w=all").status, 204);
+    let read = get(n3, "greeting", "?r=all");
+    assert_eq!((read.status, read.body.as_slice()), (200, b"hello".as_slice()));
+    assert_eq!(redis_cli(cluster.nodes[0].redis, &["SET", "color", "blue"]), "OK");
+    assert_eq!(redis_cli(cluster.nodes[2].redis, &["GET", "color"]), "blue");
+
+    cluster.kill_hard(1);
+    assert!(
+        eventually(Duration::from_secs(10), || sees(&cluster, 0, 2, "down") && sees(&cluster, 2, 2, "down"))
+    );
+    for i in 0..20 {
+        let via = if i % 2 == 0 { n1 } else { n3 };
+        let reply = put(via, &format!("key-{i}"), format!("value-{i}").as_bytes(), "?w=2");
+        assert_eq!(reply.status, 204, "write {i} with a node down: {}", reply.text());
+    }
+    for i in 0..20 {
+        let reply = get(n3, &format!("key-{i}"), "?r=2");
+        assert_eq!(reply.text(), format!("value-{i}"), "read {i}");
+    }
+
+    // Node 2 comes back with what it had acknowledged before it died: with
+    // the other two gone, a read through it at `one` can only be its own.
+    cluster.restart(1);
+    cluster.kill_hard(0);
+    cluster.kill_hard(2);
+    let n2 = cluster.nodes[1].http;
+    assert_eq!(get(n2, "greeting", "?r=one").text(), "hello");
+    // Redis GET reads at quorum, which two dead nodes rule out; ask for one.
+    let reply = redis_cli(cluster.nodes[1].redis, &["KEEL.GET", "color", "CONSISTENCY", "one"]);
+    assert!(reply.ends_with("\nblue"), "{reply}");
+    assert!(pings(cluster.nodes[1].redis));
+}
+
+#[test]
+fn a_restarted_node_is_repaired_by_reads() {
+    let mut cluster = Cluster::start("repair", 3, 3);
+    let n1 = cluster.nodes[0].http;
+    cluster.kill_hard(2);
+    assert!(eventually(Duration::from_secs(10), || sees(&cluster, 0, 3, "down")));
+    assert_eq!(put(n1, "missed", b"while-down", "?w=2").status, 204);
+    cluster.restart(2);
+    assert!(eventually(Duration::from_secs(10), || sees(&cluster, 0, 3, "up")));
+    // A read at `all` sends the merged version to the replica that missed it.
+    assert_eq!(get(n1, "missed", "?r=all").text(), "while-down");
+    cluster.kill_hard(0);
+    cluster.kill_hard(1);
+    let n3 = cluster.nodes[2].http;
+    assert!(eventually(Duration::from_secs(5), || get(n3, "missed", "?r=one").text() == "while-down"));
+}
+
+#[test]
+fn sigterm_stops_a_node_cleanly() {
+    let mut cluster = Cluster::start("sigterm", 1, 1);
+    assert_eq!(put(cluster.nodes[0].http, "k", b"v", "").status, 204);
+    assert_eq!(cluster.stop(0), Some(0), "a graceful stop exits 0");
+    assert!(!cluster.is_running(0));
+    cluster.restart(0);
+    assert_eq!(get(cluster.nodes[0].http, "k", "").text(), "v");
+}
