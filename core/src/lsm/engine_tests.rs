@@ -118,6 +118,7 @@ fn torn_tail_recovers_a_prefix_between_durable_and_last() {
             let expected = (u64::from(i) < last).then(|| key(i));
             assert_eq!(engine.get(&key(i)).unwrap(), expected, "seed {seed} key {i}");
         }
+        assert!(!engine.recovery().log_damaged, "seed {seed}: a torn tail is not damage");
         // The torn file stays valid for the next recovery.
         engine.put(b"next", b"1").unwrap();
         engine.sync_now().unwrap();
@@ -185,6 +186,7 @@ fn persistent_corruption_in_the_log_keeps_a_prefix() {
     assert_eq!(engine.get(&key(4)).unwrap(), None);
     assert!(engine.stats().corruption_detected >= 1);
     assert_eq!(engine.recovery().wal_stops.len(), 1);
+    assert!(engine.recovery().log_damaged, "synced records after the damage are lost");
 }
 
 fn churn(engine: &mut Engine, model: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>, rounds: u32) {

@@ -170,6 +170,10 @@ pub struct RecoveryReport {
     pub wal_stops: Vec<(String, String)>,
     /// Files removed as garbage: orphaned tables, WALs past a gap in the log.
     pub files_removed: Vec<String>,
+    /// Replay stopped at damage rather than at a torn tail, or found a gap:
+    /// records that had been synced may be lost. The owner must not trust
+    /// its history to be complete (the node takes a new incarnation).
+    pub log_damaged: bool,
 }
 
 /// Numbers the node shows in its status and metrics.

@@ -132,6 +132,8 @@ fn replay_wals(
             let record = match result {
                 Ok(record) => record,
                 Err(error) => {
+                    // A torn tail is a crash's normal footprint; anything else is damage.
+                    recovery.log_damaged |= !matches!(error, WalError::Torn { .. });
                     recovery.wal_stops.push((name.clone(), error.to_string()));
                     break;
                 }
@@ -143,6 +145,7 @@ fn replay_wals(
                 counters.corruption_detected += 1;
                 let reason = format!("gap in the log: Lsn {} follows {}", record.lsn, replay.last_lsn);
                 recovery.wal_stops.push((name.clone(), reason));
+                recovery.log_damaged = true;
                 gap = true;
                 break;
             }

@@ -77,7 +77,14 @@ impl Store {
                 return Err(OpenError::Corrupt { file: "node metadata".into(), reason: error.to_string() });
             }
         };
-        let meta = stored.unwrap_or(Meta { incarnation: rng.next_u32(), epoch_lease_end: 1 });
+        // Without metadata, or with synced records lost to damage, this node
+        // no longer knows every dot it issued: it becomes a new actor.
+        let fresh = stored.is_none() || engine.recovery().log_damaged;
+        let meta = match stored {
+            Some(meta) if !fresh => meta,
+            Some(meta) => Meta { incarnation: new_incarnation(rng, meta.incarnation), ..meta },
+            None => Meta { incarnation: rng.next_u32(), epoch_lease_end: 1 },
+        };
         let mut store = Store {
             engine,
             meta,
@@ -85,7 +92,7 @@ impl Store {
             unsynced: BTreeMap::new(),
             unsynced_order: VecDeque::new(),
         };
-        if stored.is_none() {
+        if fresh {
             // Recorded before any dot of this incarnation can leave the node:
             // every dot waits for a sync that covers this earlier write.
             store.write_meta().map_err(|error| OpenError::Corrupt {
@@ -173,6 +180,16 @@ impl Store {
     }
 }
 
+/// A random incarnation other than `old`.
+fn new_incarnation(rng: &mut ChaCha8Rng, old: u32) -> u32 {
+    loop {
+        let incarnation = rng.next_u32();
+        if incarnation != old {
+            return incarnation;
+        }
+    }
+}
+
 fn data_key(key: &[u8]) -> Vec<u8> {
     let mut prefixed = Vec::with_capacity(key.len() + 1);
     prefixed.push(DATA_PREFIX);
@@ -242,6 +259,24 @@ mod tests {
         let mut store = open(&disk, 99);
         assert_eq!(store.incarnation(), incarnation, "a restart is not a new incarnation");
         assert!(store.allocate_epoch().unwrap() > first, "epochs are never reused");
+    }
+
+    #[test]
+    fn losing_synced_records_to_damage_is_a_new_incarnation() {
+        let disk = MemDisk::new(5);
+        let mut store = open(&disk, 5);
+        let incarnation = store.incarnation();
+        for epoch in 0..5 {
+            let record = Record { object: Object::new(), local_epoch: Some(epoch) };
+            store.write(format!("key-{epoch}").as_bytes(), &record).unwrap();
+        }
+        sync(&mut store, &disk);
+        drop(store);
+        let wal = disk.list().unwrap().into_iter().find(|name| name.starts_with("wal")).unwrap();
+        let middle = disk.len(&wal).unwrap() / 2;
+        disk.corrupt_at(&wal, middle, 1).unwrap();
+        let store = open(&disk, 6);
+        assert_ne!(store.incarnation(), incarnation);
     }
 
     #[test]
