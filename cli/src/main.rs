@@ -1,5 +1,6 @@
 //! `keel`: run a node, talk to a cluster, replay simulations.
 
+mod client;
 mod sim;
 
 use std::process::ExitCode;
@@ -17,11 +18,14 @@ struct Cli {
 enum Command {
     /// Run the deterministic simulator: one seed, or a range of seeds.
     Sim(sim::SimArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => sim::command(args),
+        Command::Client(command) => client::command(command),
     }
 }
