@@ -1,6 +1,9 @@
 //! `keel`: run a node, talk to a cluster, replay simulations.
 
 mod client;
+mod dev_cluster;
+mod logging;
+mod node;
 mod sim;
 
 use std::process::ExitCode;
@@ -16,6 +19,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a storage node; with no flags, a single node on embedded defaults.
+    Node(node::NodeArgs),
+    /// Start a local cluster of node processes on loopback; Ctrl-C stops it.
+    DevCluster(dev_cluster::DevClusterArgs),
     /// Run the deterministic simulator: one seed, or a range of seeds.
     Sim(sim::SimArgs),
     #[command(flatten)]
@@ -25,6 +32,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Node(args) => node::command(args),
+        Command::DevCluster(args) => dev_cluster::command(args),
         Command::Sim(args) => sim::command(args),
         Command::Client(command) => client::command(command),
     }

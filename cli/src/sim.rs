@@ -123,7 +123,9 @@ fn print_shrunk(failing: RunResult) {
 fn stats_line(result: &RunResult) -> String {
     let stats = &result.stats;
     format!(
-        "simulated {:.1}s: {} events, {} messages ({} lost), {} syncs, {} crashes, {} ops ({} failed, {} indeterminate), {} read repairs",
+        "simulated {:.1}s: {} events, {} messages ({} lost), {} syncs, {} crashes, {} ops ({} failed, {} indeterminate), \
+         {} read repairs\nstorage: {} flushes, {} compactions, {} corruptions caught; injected {} read corruptions, \
+         {} bit rots, {} sync failures, {} torn tails; {} restarts after failed syncs, {} disks replaced",
         stats.sim_ns as f64 / 1e9,
         stats.events,
         stats.messages_sent,
@@ -133,7 +135,16 @@ fn stats_line(result: &RunResult) -> String {
         stats.ops,
         stats.ops_failed,
         stats.ops_indeterminate,
-        stats.read_repairs
+        stats.read_repairs,
+        stats.flushes,
+        stats.compactions,
+        stats.corruption_detected,
+        stats.read_corruptions,
+        stats.bit_rots,
+        stats.sync_failures,
+        stats.torn_tails,
+        stats.storage_restarts,
+        stats.disks_replaced,
     )
 }
 

@@ -27,10 +27,16 @@ pub enum FaultKind {
     /// Wall clocks that are offset and drift; monotonic clocks that run at
     /// different rates.
     ClockSkew,
+    /// Reads that return a flipped bit once; the stored bytes are intact.
+    ReadCorruption,
+    /// Stored bytes that rot for good, on one disk of the cluster.
+    BitRot,
+    /// Syncs that fail; the node refuses writes until it is restarted.
+    SyncFailure,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Drop,
         FaultKind::Duplicate,
         FaultKind::Reorder,
@@ -39,6 +45,9 @@ impl FaultKind {
         FaultKind::Clog,
         FaultKind::Crash,
         FaultKind::ClockSkew,
+        FaultKind::ReadCorruption,
+        FaultKind::BitRot,
+        FaultKind::SyncFailure,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +60,9 @@ impl FaultKind {
             FaultKind::Clog => "clog",
             FaultKind::Crash => "crash",
             FaultKind::ClockSkew => "clock-skew",
+            FaultKind::ReadCorruption => "read-corruption",
+            FaultKind::BitRot => "bit-rot",
+            FaultKind::SyncFailure => "sync-failure",
         }
     }
 }
@@ -84,6 +96,12 @@ pub struct FaultMix {
     pub scheduled_count: u32,
     /// Crashes in the safety phase, when crashes are enabled.
     pub crash_count: u32,
+    /// Disk reads returning a flipped bit (transient), per million reads.
+    pub read_corrupt_per_million: u32,
+    /// Durable bits rotting on the one bad disk, per million reads of it.
+    pub bit_rot_per_million: u32,
+    /// Failed syncs, per million syncs.
+    pub sync_fail_per_million: u32,
 }
 
 impl FaultMix {
@@ -99,8 +117,21 @@ impl FaultMix {
             reorder_per_million: 0,
             scheduled_count: 0,
             crash_count: 0,
+            read_corrupt_per_million: 0,
+            bit_rot_per_million: 0,
+            sync_fail_per_million: 0,
         }
     }
+}
+
+/// How small the nodes' storage engines are: small enough that a short
+/// workload flushes tables, compacts them and misses the block cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageMix {
+    pub memtable_bytes_max: u64,
+    pub block_bytes: u32,
+    pub block_cache_bytes_max: u64,
+    pub l0_tables_max: u32,
 }
 
 /// The client workload's shape.
@@ -135,6 +166,7 @@ pub struct SimConfig {
     /// its own latency up to this. Slow disks widen the window in which a
     /// crash loses writes that are not yet durable.
     pub sync_us_max: u64,
+    pub storage: StorageMix,
 }
 
 impl SimConfig {
@@ -151,7 +183,16 @@ impl SimConfig {
             reorder_per_million: per_million(&mut rng, 100_000),
             scheduled_count: rng.between(2, 10) as u32,
             crash_count: rng.between(1, 12) as u32,
+            read_corrupt_per_million: rng.between(1_000, 20_000) as u32,
+            bit_rot_per_million: rng.between(5_000, 50_000) as u32,
+            sync_fail_per_million: rng.between(500, 10_000) as u32,
             enabled,
+        };
+        let storage = StorageMix {
+            memtable_bytes_max: *rng.pick(&[2 << 10, 4 << 10, 16 << 10, 256 << 10]),
+            block_bytes: *rng.pick(&[256, 1024, 4096]),
+            block_cache_bytes_max: *rng.pick(&[0, 8 << 10, 1 << 20]),
+            l0_tables_max: rng.between(2, 4) as u32,
         };
         let workload = WorkloadMix {
             clients: rng.between(2, 6) as u32,
@@ -164,7 +205,7 @@ impl SimConfig {
             think_ms_max: rng.between(5, 60),
         };
         let sync_us_max = *rng.pick(&[1_000, 3_000, 20_000, 100_000]);
-        SimConfig { seed, nodes, replicas, faults, workload, safety_ms: 20_000, sync_us_max }
+        SimConfig { seed, nodes, replicas, faults, workload, safety_ms: 20_000, sync_us_max, storage }
     }
 
     /// Keeps only the faults in `kinds` (pinning a seed's mix by hand).
@@ -182,6 +223,24 @@ impl SimConfig {
     pub fn with_ops(mut self, ops: u32) -> SimConfig {
         self.workload.ops = ops;
         self
+    }
+
+    /// The one disk that rots, when bit rot is on.
+    pub fn bad_disk(&self) -> Option<u64> {
+        self.faults.has(FaultKind::BitRot).then(|| self.seed % self.nodes + 1)
+    }
+
+    /// Writes need this many acknowledgements at least. A rotting disk can
+    /// lose what it acknowledged, so with bit rot every write must also be
+    /// acknowledged by a healthy replica.
+    pub fn write_replicas_min(&self) -> u8 {
+        if self.faults.has(FaultKind::BitRot) { 2.min(self.replicas) } else { 1 }
+    }
+
+    /// Whether property 7 holds for this run: R + W > N everywhere, and no
+    /// disk that may lose acknowledged data.
+    pub fn strict_checked(&self) -> bool {
+        self.workload.strict && !self.faults.has(FaultKind::BitRot)
     }
 
     pub fn validate(&self) -> Result<(), String> {

@@ -23,4 +23,4 @@ pub mod trace;
 mod world;
 
 pub use config::{FaultKind, SimConfig};
-pub use world::{RunResult, RunStats, run, run_with};
+pub use world::{NodeSummary, RunResult, RunStats, run, run_with};

@@ -119,6 +119,9 @@ mod tests {
             reorder_per_million: 0,
             scheduled_count: 0,
             crash_count: 0,
+            read_corrupt_per_million: 0,
+            bit_rot_per_million: 0,
+            sync_fail_per_million: 0,
         }
     }
 

@@ -32,6 +32,32 @@ pub fn failure_report(result: &RunResult) -> String {
         "  per message: drop {}ppm, duplicate {}ppm, reorder {}ppm (where enabled)",
         faults.drop_per_million, faults.duplicate_per_million, faults.reorder_per_million
     );
+    let _ = writeln!(out, "nodes at the end:");
+    for node in &result.nodes {
+        let state = match (node.up, node.poisoned) {
+            (false, _) => "down",
+            (true, true) => "up, storage failed",
+            (true, false) => "up",
+        };
+        let _ = write!(out, "  {} {state}", node.node);
+        if let Some(stats) = &node.stats {
+            let engine = &stats.engine;
+            let _ = write!(
+                out,
+                ": {} requests in flight, {} timeouts, {} unavailable, {} read repairs, {} copies replaced; \
+                 {} tables per level {:?}, {} corruptions caught",
+                stats.requests_in_flight,
+                stats.timeouts,
+                stats.unavailable,
+                stats.read_repairs,
+                stats.corrupt_records_replaced,
+                engine.tables_per_level.iter().sum::<u32>(),
+                engine.tables_per_level,
+                engine.corruption_detected
+            );
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "violations ({}):", result.violations.len());
     for violation in result.violations.iter().take(5) {
         let _ = writeln!(out, "  {}: {}", violation.property, violation.message);

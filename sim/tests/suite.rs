@@ -64,6 +64,9 @@ fn simulation_suite_passes_with_every_fault() {
     assert!(injected.lost > 1_000, "only {} messages lost", injected.lost);
     assert!(injected.repairs > 100, "only {} read repairs", injected.repairs);
     assert!(injected.failed > 100 && injected.indeterminate > 100, "faults barely touched clients");
+    assert!(injected.flushes > 1_000 && injected.compactions > 300, "storage engines barely worked");
+    assert!(injected.corruptions_caught > 100, "only {} corruptions caught", injected.corruptions_caught);
+    assert!(injected.bit_rots > 10 && injected.sync_failures > 100 && injected.torn_tails > 100);
 }
 
 #[derive(Default)]
@@ -74,6 +77,12 @@ struct Injected {
     repairs: u64,
     failed: u64,
     indeterminate: u64,
+    flushes: u64,
+    compactions: u64,
+    corruptions_caught: u64,
+    bit_rots: u64,
+    sync_failures: u64,
+    torn_tails: u64,
 }
 
 impl Injected {
@@ -84,6 +93,12 @@ impl Injected {
         self.repairs += result.stats.read_repairs;
         self.failed += result.stats.ops_failed;
         self.indeterminate += result.stats.ops_indeterminate;
+        self.flushes += result.stats.flushes;
+        self.compactions += result.stats.compactions;
+        self.corruptions_caught += result.stats.corruption_detected;
+        self.bit_rots += result.stats.bit_rots;
+        self.sync_failures += result.stats.sync_failures;
+        self.torn_tails += result.stats.torn_tails;
     }
 }
 

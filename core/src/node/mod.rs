@@ -192,6 +192,12 @@ impl Node {
         self.pending.is_empty() && self.sync_in_flight.is_none() && engine.durable_lsn() == engine.last_lsn()
     }
 
+    /// True when recovery found synced records lost to damage (and this
+    /// node therefore took a new incarnation).
+    pub fn recovered_from_damage(&self) -> bool {
+        self.store.engine().recovery().log_damaged
+    }
+
     pub fn is_poisoned(&self) -> bool {
         self.store.engine().is_poisoned()
     }

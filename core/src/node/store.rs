@@ -116,7 +116,14 @@ impl Store {
     }
 
     pub fn read(&mut self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let Some(bytes) = self.engine.get(&data_key(key))? else {
+        let data_key = data_key(key);
+        // The engine already re-reads a block once; a copy is declared corrupt
+        // (and replaced from a replica) only if a second try fails as well.
+        let found = match self.engine.get(&data_key) {
+            Err(ReadError::Corrupt { .. }) => self.engine.get(&data_key)?,
+            other => other?,
+        };
+        let Some(bytes) = found else {
             return Ok(None);
         };
         decode_record(&bytes).map(Some)

@@ -56,10 +56,10 @@ impl World {
         let key = self.workload.below(u64::from(workload.keys)) as u32;
         let [gets, puts, deletes] = workload.weights;
         let roll = self.workload.below(u64::from(gets + puts + deletes).max(1)) as u32;
-        let consistency = self.draw_consistency();
         if roll < gets {
-            return (key, Action::Get { read: consistency });
+            return (key, Action::Get { read: self.draw_consistency() });
         }
+        let consistency = self.draw_write_consistency();
         let context = if self.workload.below(100) < u64::from(workload.context_percent) {
             self.clients[client].contexts.get(&key).map_or(ContextSource::Empty, |(source, _)| *source)
         } else if self.workload.below(100) < u64::from(workload.overwrite_percent) {
@@ -77,6 +77,14 @@ impl World {
         } else {
             (key, Action::Delete { write: consistency, context })
         }
+    }
+
+    /// A write's consistency: as a read's, but never fewer acknowledgements
+    /// than the run requires (see `SimConfig::write_replicas_min`).
+    fn draw_write_consistency(&mut self) -> Consistency {
+        let drawn = self.draw_consistency();
+        let (replicas, min) = (self.config.replicas, self.config.write_replicas_min());
+        if drawn.required(replicas).unwrap_or(0) < min { Consistency::Replicas(min) } else { drawn }
     }
 
     /// Strict workloads use quorum or all for everything, so R + W > N.

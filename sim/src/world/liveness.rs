@@ -5,6 +5,8 @@
 //! `all`, whose read repair brings stale replicas up to date.
 
 use keel_core::client::Consistency;
+use keel_core::disk::Faults;
+use keel_core::node::Node;
 
 use super::{Event, MS, World};
 use crate::check::Property;
@@ -65,6 +67,12 @@ impl World {
         self.stage = Stage::Heal;
         self.network.heal();
         for host in 0..self.hosts.len() {
+            self.hosts[host].disk.set_faults(Faults::default());
+            let poisoned = self.hosts[host].node.as_ref().is_some_and(Node::is_poisoned);
+            if poisoned {
+                let boot = self.hosts[host].boot;
+                self.restart(host, boot);
+            }
             if self.hosts[host].node.is_none() {
                 self.open_node(host);
             }

@@ -4,6 +4,7 @@
 
 mod clients;
 mod liveness;
+mod storage;
 
 use std::collections::BTreeMap;
 
@@ -40,6 +41,18 @@ pub struct RunResult {
     pub trace: u64,
     pub history: History,
     pub stats: RunStats,
+    /// Each node at the end of the run.
+    pub nodes: Vec<NodeSummary>,
+}
+
+/// One node at the end of a run, for reports.
+#[derive(Clone, Debug)]
+pub struct NodeSummary {
+    pub node: NodeId,
+    pub up: bool,
+    pub poisoned: bool,
+    pub incarnation: Option<u32>,
+    pub stats: Option<node::NodeStats>,
 }
 
 impl RunResult {
@@ -65,17 +78,55 @@ pub struct RunStats {
     pub ops_failed: u64,
     pub ops_indeterminate: u64,
     pub read_repairs: u64,
+    /// Nodes restarted after their storage failed a sync.
+    pub storage_restarts: u64,
+    /// Disks replaced because they no longer opened.
+    pub disks_replaced: u64,
+    /// Storage work across every node's last life (restarts reset them).
+    pub flushes: u64,
+    pub compactions: u64,
+    pub corruption_detected: u64,
+    /// Disk faults injected across the run.
+    pub read_corruptions: u64,
+    pub bit_rots: u64,
+    pub sync_failures: u64,
+    pub torn_tails: u64,
 }
 
 #[derive(Debug)]
 enum Event {
-    Deliver { from: NodeId, to: NodeId, bytes: Vec<u8> },
-    Timer { host: usize, boot: u32 },
-    SyncDone { host: usize, boot: u32, request: SyncRequest },
-    ClientWake { client: usize },
-    ClientGiveUp { op: OpId },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        host: usize,
+        boot: u32,
+    },
+    SyncDone {
+        host: usize,
+        boot: u32,
+        request: SyncRequest,
+    },
+    ClientWake {
+        client: usize,
+    },
+    ClientGiveUp {
+        op: OpId,
+    },
     FaultStart(usize),
     FaultEnd(usize),
+    /// The supervisor restarts a node whose storage failed.
+    Restart {
+        host: usize,
+        boot: u32,
+    },
+    /// The supervisor tries again to open a node that failed to open.
+    Reopen {
+        host: usize,
+        boot: u32,
+    },
     Stage(Stage),
 }
 
@@ -90,6 +141,8 @@ impl Event {
             Event::FaultStart(_) => 6,
             Event::FaultEnd(_) => 7,
             Event::Stage(_) => 8,
+            Event::Restart { .. } => 9,
+            Event::Reopen { .. } => 10,
         }
     }
 }
@@ -104,6 +157,15 @@ struct Host {
     boot: u32,
     timer_at: Option<u64>,
     sync_latency_ns: u64,
+    /// Disks put in after the original one no longer opened.
+    disk_generation: u32,
+    /// Failed attempts to open since the last success.
+    open_failures: u32,
+    /// The node detected damage since its claims were last checked (its
+    /// disk was replaced, or it rewrote a corrupt copy from a replica).
+    damage_seen: bool,
+    /// Storage counters of the node's earlier lives.
+    engine_totals: (u64, u64, u64),
 }
 
 pub(crate) struct World {
@@ -126,6 +188,7 @@ pub(crate) struct World {
     /// Every dot seen on the wire and the hash of its value: one dot must
     /// never carry two values.
     dots: BTreeMap<Dot, u64>,
+    claims: storage::Claims,
     violations: Vec<Violation>,
     stats: RunStats,
     stage: Stage,
@@ -167,8 +230,18 @@ impl World {
         };
         node_config.ring.replicas = config.replicas;
         node_config.ring.vnodes_per_weight = 16;
+        let storage = &config.storage;
+        let engine = &mut node_config.engine;
+        engine.memtable_bytes_max = storage.memtable_bytes_max;
+        engine.block_bytes = storage.block_bytes;
+        engine.block_cache_bytes_max = storage.block_cache_bytes_max;
+        engine.l0_tables_max = storage.l0_tables_max;
+        engine.table_bytes_target = storage.memtable_bytes_max.max(4 << 10);
+        engine.level_base_bytes = storage.memtable_bytes_max * 4;
+        engine.level_size_ratio = 4;
+        engine.compress_values_over_bytes = 512;
         let mut clocks = SimRng::new(seed, Stream::Nodes);
-        let hosts = (1..=config.nodes)
+        let hosts: Vec<Host> = (1..=config.nodes)
             .map(|id| Host {
                 id: NodeId(id),
                 node: None,
@@ -181,8 +254,15 @@ impl World {
                 boot: 0,
                 timer_at: None,
                 sync_latency_ns: clocks.between(20_000, config.sync_us_max * 1_000),
+                disk_generation: 0,
+                open_failures: 0,
+                damage_seen: false,
+                engine_totals: (0, 0, 0),
             })
-            .collect();
+            .collect::<Vec<Host>>();
+        for host in &hosts {
+            host.disk.set_faults(storage::disk_faults(&config, host.id));
+        }
         let clients = (0..config.workload.clients).map(|_| Client::new()).collect();
         World {
             network: Network::new(seed, config.faults.clone()),
@@ -201,6 +281,7 @@ impl World {
             request_next: 0,
             schedule,
             dots: BTreeMap::new(),
+            claims: storage::Claims::default(),
             violations: Vec::new(),
             stats: RunStats::default(),
             stage: Stage::Safety,
@@ -238,6 +319,12 @@ impl World {
             Event::ClientGiveUp { op } => self.client_give_up(op),
             Event::FaultStart(index) => self.fault_start(index),
             Event::FaultEnd(index) => self.fault_end(index),
+            Event::Restart { host, boot } => self.restart(host, boot),
+            Event::Reopen { host, boot } => {
+                if self.hosts[host].boot == boot && self.hosts[host].node.is_none() {
+                    self.open_node(host);
+                }
+            }
             Event::Stage(stage) => self.enter(stage),
         }
     }
@@ -248,6 +335,7 @@ impl World {
 
     fn open_node(&mut self, host: usize) {
         let seed = self.node_seeds.u64();
+        let transient = self.transient_disk_faults();
         let state = &mut self.hosts[host];
         let now = state.clock.now(self.now);
         let disk = Box::new(state.disk.clone());
@@ -255,7 +343,23 @@ impl World {
             Ok(node) => {
                 state.node = Some(node);
                 state.timer_at = None;
+                state.open_failures = 0;
+                if state.boot > 0 {
+                    self.check_recovered(host);
+                }
                 self.drain(host);
+            }
+            // A failed sync or a corrupted read while opening may not happen
+            // again: the supervisor tries a few more times.
+            Err(node::OpenError::Storage(_)) if transient && state.open_failures < 5 => {
+                state.open_failures += 1;
+                let boot = state.boot;
+                self.at(self.now + 500 * MS, Event::Reopen { host, boot });
+            }
+            // The bad disk no longer opens: an operator replaces it.
+            Err(_) if self.config.bad_disk() == Some(state.id.0) && state.disk_generation < 3 => {
+                self.replace_disk(host);
+                self.open_node(host);
             }
             Err(error) => {
                 let message = format!("{} failed to open: {error}", state.id);
@@ -278,7 +382,11 @@ impl World {
             let Some(node) = self.hosts[host].node.as_mut() else { return };
             let Some(output) = node.poll_output() else { break };
             match output {
-                Output::Send { to, message } => self.send(self.hosts[host].id, to, &message),
+                Output::Send { to, message } => {
+                    let from = self.hosts[host].id;
+                    self.claims.sent(from, to, &message);
+                    self.send(from, to, &message);
+                }
                 Output::Reply { id, reply } => self.on_reply(host, id, reply),
                 Output::Sync(request) => {
                     let state = &self.hosts[host];
@@ -288,6 +396,10 @@ impl World {
                 }
                 Output::Event(node::Event::ReadRepair { replicas }) => {
                     self.stats.read_repairs += replicas.len() as u64;
+                }
+                Output::Event(node::Event::StorageFailed { .. }) => {
+                    self.stats.storage_restarts += 1;
+                    self.supervise(host);
                 }
                 Output::Event(_) => {}
             }
@@ -370,6 +482,9 @@ impl World {
         };
         self.register_dots(&message);
         let host = (to.0 - 1) as usize;
+        if self.hosts[host].node.is_some() {
+            self.claims.delivered(from, to, &message);
+        }
         self.input(host, Input::Message { from, message });
     }
 
@@ -432,12 +547,26 @@ impl World {
         }
     }
 
+    /// Whether disk faults that may not repeat are on this run.
+    fn transient_disk_faults(&self) -> bool {
+        let faults = &self.config.faults;
+        faults.has(FaultKind::SyncFailure)
+            || faults.has(FaultKind::ReadCorruption)
+            || faults.has(FaultKind::BitRot)
+    }
+
     fn others(&self, side: &[NodeId]) -> Vec<NodeId> {
         self.hosts.iter().map(|host| host.id).filter(|id| !side.contains(id)).collect()
     }
 
     fn crash(&mut self, host: usize, mode: CrashMode) {
         let Some(node) = self.hosts[host].node.take() else { return };
+        let stats = node.stats();
+        let engine = stats.engine;
+        self.hosts[host].damage_seen |= stats.corrupt_records_replaced > 0;
+        let totals = &mut self.hosts[host].engine_totals;
+        *totals =
+            (totals.0 + engine.flushes, totals.1 + engine.compactions, totals.2 + engine.corruption_detected);
         drop(node);
         self.stats.crashes += 1;
         let state = &mut self.hosts[host];
@@ -455,14 +584,43 @@ impl World {
 
     fn finish(mut self) -> RunResult {
         self.stats.sim_ns = self.now;
-        let setting = Setting { replicas: self.config.replicas, strict: self.config.workload.strict };
+        for host in &self.hosts {
+            let faults = host.disk.fault_counts();
+            self.stats.read_corruptions += faults.read_corruptions;
+            self.stats.bit_rots += faults.bit_rots;
+            self.stats.sync_failures += faults.sync_failures;
+            self.stats.torn_tails += faults.torn_tails;
+            let (flushes, compactions, corruptions) = host.engine_totals;
+            self.stats.flushes += flushes;
+            self.stats.compactions += compactions;
+            self.stats.corruption_detected += corruptions;
+            if let Some(node) = &host.node {
+                let engine = node.stats().engine;
+                self.stats.flushes += engine.flushes;
+                self.stats.compactions += engine.compactions;
+                self.stats.corruption_detected += engine.corruption_detected;
+            }
+        }
+        let setting = Setting { replicas: self.config.replicas, strict: self.config.strict_checked() };
         let mut violations = self.violations;
         violations.extend(check::check(&self.history, setting));
         violations.sort_by_key(|violation| violation.property);
         let phase_ops = self.history.ops.iter().filter(|op| op.phase == Phase::Safety);
         self.stats.ops = phase_ops.count() as u64;
         self.trace.record(&[self.stats.events, violations.len() as u64]);
+        let nodes = self
+            .hosts
+            .iter()
+            .map(|host| NodeSummary {
+                node: host.id,
+                up: host.node.is_some(),
+                poisoned: host.node.as_ref().is_some_and(Node::is_poisoned),
+                incarnation: host.node.as_ref().map(Node::incarnation),
+                stats: host.node.as_ref().map(Node::stats),
+            })
+            .collect();
         RunResult {
+            nodes,
             config: self.config,
             schedule: self.schedule,
             violations,
