@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# keel against redis-server with redis-benchmark, in one run on one machine.
+#
+#   tests/bench/redis_compare.sh [requests] [clients] [value bytes]
+#
+# Prints requests per second for SET and GET, and the ratio keel/redis:
+#   1. one keel node  vs redis-server with AOF and appendfsync always (same durability:
+#      a write is acknowledged only once it is fsynced);
+#   2. one keel node  vs redis-server on its defaults (no fsync, snapshots only);
+#   3. a 3-node keel cluster with N=3, quorum reads and writes, vs redis-server (fsync always).
+# Installs redis-server and redis-tools if missing, builds keel in release mode.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+requests=${1:-200000}
+clients=${2:-50}
+size=${3:-100}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+cargo build --release -q -p keel
+keel=target/release/keel
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 100); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "port $1 never answered" >&2; exit 1; }
+
+# requests/s for one command, from redis-benchmark's CSV output.
+rps() {
+  local port=$1 command=$2
+  redis-benchmark -p "$port" -t "$command" -n "$requests" -c "$clients" -d "$size" -r 100000 --csv -q \
+    | awk -F'"' -v cmd="${command^^}" '$2 == cmd { print $4 }'
+}
+
+start_redis() { # port, extra args…
+  local port=$1; shift
+  redis-server --port "$port" --dir "$work" --dbfilename "dump-$port.rdb" --appendfilename "aof-$port" \
+    --save '' "$@" --daemonize no >"$work/redis-$port.log" 2>&1 &
+  pids+=($!); wait_port "$port"
+}
+
+start_keel() { # node id, base port, peers, replicas
+  local id=$1 base=$2 peers=$3 replicas=$4
+  "$keel" node --node "$id" --cluster bench --replicas "$replicas" --data-dir "$work/keel-$base" \
+    --listen-peer "127.0.0.1:$((base + 10))" --listen-http "127.0.0.1:$((base + 20))" \
+    --listen-redis "127.0.0.1:$((base + 21))" --peer "$peers" --log warn 2>>"$work/keel.log" &
+  pids+=($!)
+}
+
+report() { # label, keel port, redis port
+  local label=$1 keel_port=$2 redis_port=$3
+  for command in set get; do
+    local k r
+    k=$(rps "$keel_port" "$command"); r=$(rps "$redis_port" "$command")
+    printf '%-48s %-3s  keel %10.0f req/s   redis %10.0f req/s   ratio %s keel/redis=%.2f\n' \
+      "$label" "${command^^}" "$k" "$r" "$command" "$(echo "$k / $r" | bc -l)"
+  done
+}
+
+echo "redis-benchmark -n $requests -c $clients -d $size, keyspace 100000"
+start_redis 16379 --appendonly yes --appendfsync always
+start_redis 16380
+start_keel 1 18000 "1@127.0.0.1:18010" 1
+wait_port 18021
+report "one node  vs redis (AOF, fsync always)" 18021 16379
+report "one node  vs redis (defaults, no fsync)" 18021 16380
+
+peers="1@127.0.0.1:19010,2@127.0.0.1:19110,3@127.0.0.1:19210"
+for i in 1 2 3; do start_keel "$i" $((19000 + 100 * (i - 1))) "$peers" 3; done
+for i in 1 2 3; do wait_port $((19021 + 100 * (i - 1))); done
+sleep 1
+report "3 nodes, N=3, quorum  vs redis (fsync always)" 19021 16379
