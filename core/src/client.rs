@@ -185,6 +185,17 @@ pub enum ClientError {
     /// write in progress when a sync failed may or may not have been stored.
     #[error("node storage failed: {reason}")]
     StorageFailed { reason: String },
+    /// Definite: replicas answered, but too many could not read their copy
+    /// (corrupt on disk, or storage failed). Read repair rewrites corrupt
+    /// copies from the replicas that answered, so a retry normally succeeds.
+    #[error(
+        "{failed} replicas could not read their copy, leaving fewer than {needed} answers; corrupt copies are being repaired, retry"
+    )]
+    CopiesUnreadable { failed: u8, needed: u8 },
+    /// Definite: the primary asked to coordinate a write found its own copy
+    /// of the key corrupt, so it could not issue a version; nothing was written.
+    #[error("the coordinating replica's copy is unreadable ({reason}); nothing was written")]
+    CoordinatorCopyUnreadable { reason: String },
 }
 
 impl ClientError {

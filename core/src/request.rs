@@ -135,7 +135,14 @@ impl GetRequest {
                 self.replied = true;
                 Some(read_reply(&self.merged))
             }
-            Outcome::Unreachable => self.expire(),
+            // Only replicas that answered with an error fail a read.
+            Outcome::Unreachable => {
+                self.replied = true;
+                Some(Reply::Failed(ClientError::CopiesUnreadable {
+                    failed: count(self.failed.len()),
+                    needed: count(self.tally.needed()),
+                }))
+            }
         }
     }
 

@@ -157,6 +157,8 @@ pub fn error_code(error: &ClientError) -> &'static str {
         ClientError::StorageFailed { .. } => "storage_failed",
         ClientError::ShuttingDown => "shutting_down",
         ClientError::ReplyLost { .. } => "reply_lost",
+        ClientError::CopiesUnreadable { .. } => "copies_unreadable",
+        ClientError::CoordinatorCopyUnreadable { .. } => "coordinator_copy_unreadable",
         _ => "failed",
     }
 }

@@ -13,7 +13,18 @@ const SUITE: std::ops::Range<u64> = 1_000..1_400;
 /// Seeds that once found a bug, kept so it stays fixed:
 /// 4, 8, 24 — a duplicated Forward message was coordinated twice, storing one
 /// client write under two dots (antichain).
-const REGRESSIONS: &[u64] = &[4, 8, 24];
+/// 1313, 1994, 2372 — a write whose forced flush failed stayed readable in the
+/// memtable; a poisoned node served it, then reissued its dot (antichain).
+/// 3511 — rot in a log record's length read as a torn tail, so recovery lost
+/// synced records without noticing (local storage).
+/// 6751 — a clean read of a log whose earlier replay was cut short buried the
+/// records written since (local storage).
+/// 574, 799 — a write forwarded to a primary with a corrupt copy failed
+/// instead of going to the next primary (availability).
+/// 392, 996 — a read at `all` with one corrupt copy failed as a timeout.
+/// 1502, 3689 — the storage check read the disk before asking whether it had
+/// been attacked, and its own reads rotted it (a checker bug).
+const REGRESSIONS: &[u64] = &[4, 8, 24, 392, 574, 799, 996, 1313, 1502, 1994, 2372, 3511, 3689, 6751];
 
 /// Runs `seeds` on every core; returns one summary per seed, in seed order.
 fn run_all(

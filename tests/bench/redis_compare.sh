@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # keel against redis-server with redis-benchmark, in one run on one machine.
 #
-#   tests/bench/redis_compare.sh [requests] [clients] [value bytes]
+#   tests/bench/redis_compare.sh [requests] [clients] [value bytes] [rounds]
 #
-# Prints requests per second for SET and GET, and the ratio keel/redis:
-#   1. one keel node  vs redis-server with AOF and appendfsync always (same durability:
-#      a write is acknowledged only once it is fsynced);
-#   2. one keel node  vs redis-server on its defaults (no fsync, snapshots only);
-#   3. a 3-node keel cluster with N=3, quorum reads and writes, vs redis-server (fsync always).
+# Prints requests per second for SET and GET, and the ratio keel/redis, at matching durability:
+#   1. one keel node (--fsync always)    vs redis-server, AOF with appendfsync always: a write is
+#      acknowledged only once it is fsynced;
+#   2. one keel node (--fsync periodic)  vs redis-server, AOF with appendfsync everysec: fsync
+#      once a second, a crash may lose that second;
+#   3. one keel node (--fsync periodic)  vs redis-server on its defaults (RDB snapshots only);
+#   4. a 3-node keel cluster, N=3, quorum reads and writes, --fsync always
+#      vs redis-server with appendfsync always.
+# Each comparison alternates keel and redis for a few rounds and prints the medians: a shared
+# machine is noisy, and alternating spreads the noise over both.
 # Installs redis-server and redis-tools if missing, builds keel in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +20,7 @@ cd "$(dirname "$0")/../.."
 requests=${1:-200000}
 clients=${2:-50}
 size=${3:-100}
+rounds=${4:-3}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
@@ -41,38 +47,47 @@ rps() {
 start_redis() { # port, extra args…
   local port=$1; shift
   redis-server --port "$port" --dir "$work" --dbfilename "dump-$port.rdb" --appendfilename "aof-$port" \
-    --save '' "$@" --daemonize no >"$work/redis-$port.log" 2>&1 &
+    "$@" --daemonize no >"$work/redis-$port.log" 2>&1 &
   pids+=($!); wait_port "$port"
 }
 
-start_keel() { # node id, base port, peers, replicas
-  local id=$1 base=$2 peers=$3 replicas=$4
-  "$keel" node --node "$id" --cluster bench --replicas "$replicas" --data-dir "$work/keel-$base" \
+start_keel() { # node id, base port, peers, replicas, fsync policy
+  local id=$1 base=$2 peers=$3 replicas=$4 fsync=$5
+  "$keel" node --node "$id" --cluster bench --replicas "$replicas" --fsync "$fsync" --data-dir "$work/keel-$base" \
     --listen-peer "127.0.0.1:$((base + 10))" --listen-http "127.0.0.1:$((base + 20))" \
     --listen-redis "127.0.0.1:$((base + 21))" --peer "$peers" --log warn 2>>"$work/keel.log" &
   pids+=($!)
 }
 
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
 report() { # label, keel port, redis port
   local label=$1 keel_port=$2 redis_port=$3
   for command in set get; do
-    local k r
-    k=$(rps "$keel_port" "$command"); r=$(rps "$redis_port" "$command")
-    printf '%-48s %-3s  keel %10.0f req/s   redis %10.0f req/s   ratio %s keel/redis=%.2f\n' \
-      "$label" "${command^^}" "$k" "$r" "$command" "$(echo "$k / $r" | bc -l)"
+    local ks=() rs=() ratios=() k r
+    for _ in $(seq "$rounds"); do
+      k=$(rps "$keel_port" "$command"); r=$(rps "$redis_port" "$command")
+      ks+=("$k"); rs+=("$r"); ratios+=("$(echo "$k / $r" | bc -l)")
+    done
+    printf '%-62s %-3s  keel %10.0f req/s   redis %10.0f req/s   ratio %s keel/redis=%.2f (median of %s)\n' \
+      "$label" "${command^^}" "$(printf '%s\n' "${ks[@]}" | median)" "$(printf '%s\n' "${rs[@]}" | median)" \
+      "$command" "$(printf '%s\n' "${ratios[@]}" | median)" "$rounds"
   done
 }
 
 echo "redis-benchmark -n $requests -c $clients -d $size, keyspace 100000"
-start_redis 16379 --appendonly yes --appendfsync always
-start_redis 16380
-start_keel 1 18000 "1@127.0.0.1:18010" 1
-wait_port 18021
-report "one node  vs redis (AOF, fsync always)" 18021 16379
-report "one node  vs redis (defaults, no fsync)" 18021 16380
+start_redis 16379 --appendonly yes --appendfsync always --save ''
+start_redis 16380 --appendonly yes --appendfsync everysec --save ''
+start_redis 16381
+start_keel 1 18000 "1@127.0.0.1:18010" 1 always
+start_keel 1 18100 "1@127.0.0.1:18110" 1 periodic
+wait_port 18021; wait_port 18121
+report "one node, fsync always    vs redis, AOF fsync always" 18021 16379
+report "one node, fsync periodic  vs redis, AOF fsync everysec" 18121 16380
+report "one node, fsync periodic  vs redis, defaults (RDB)" 18121 16381
 
 peers="1@127.0.0.1:19010,2@127.0.0.1:19110,3@127.0.0.1:19210"
-for i in 1 2 3; do start_keel "$i" $((19000 + 100 * (i - 1))) "$peers" 3; done
+for i in 1 2 3; do start_keel "$i" $((19000 + 100 * (i - 1))) "$peers" 3 always; done
 for i in 1 2 3; do wait_port $((19021 + 100 * (i - 1))); done
 sleep 1
-report "3 nodes, N=3, quorum  vs redis (fsync always)" 19021 16379
+report "3 nodes, N=3, quorum, fsync always  vs redis, AOF fsync always" 19021 16379

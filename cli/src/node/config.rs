@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use keel_core::NodeId;
+use keel_core::lsm::SyncPolicy;
 use keel_core::node;
 use keel_core::ring::Member;
 use serde::Deserialize;
@@ -70,6 +71,27 @@ pub struct NodeArgs {
     /// Block cache budget, in bytes [default: 67108864].
     #[arg(long, env = "KEEL_BLOCK_CACHE_BYTES_MAX")]
     pub block_cache_bytes_max: Option<u64>,
+    /// Threads serving clients and peers. The node's state machine runs on
+    /// one of them whatever the count; more threads help only when parsing
+    /// client requests is the bottleneck [default: 1].
+    #[arg(long, env = "KEEL_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+    /// When writes are made durable: `always` acknowledges a write only
+    /// after its log record is fsynced (group commit); `periodic` fsyncs
+    /// every --fsync-interval-ms and acknowledges at once, so a crash may
+    /// lose that interval's writes on this node [default: always].
+    #[arg(long, env = "KEEL_FSYNC")]
+    pub fsync: Option<FsyncMode>,
+    /// With --fsync periodic, the interval between fsyncs [default: 1000].
+    #[arg(long, env = "KEEL_FSYNC_INTERVAL_MS")]
+    pub fsync_interval_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    Always,
+    Periodic,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -100,6 +122,9 @@ struct FileSettings {
     connections_max: Option<u32>,
     memtable_bytes_max: Option<u64>,
     block_cache_bytes_max: Option<u64>,
+    worker_threads: Option<usize>,
+    fsync: Option<FsyncMode>,
+    fsync_interval_ms: Option<u64>,
 }
 
 /// Every setting resolved.
@@ -121,6 +146,8 @@ pub struct Settings {
     pub connections_max: u32,
     pub memtable_bytes_max: u64,
     pub block_cache_bytes_max: u64,
+    pub worker_threads: usize,
+    pub sync_policy: SyncPolicy,
 }
 
 impl Settings {
@@ -170,6 +197,17 @@ impl Settings {
                 .block_cache_bytes_max
                 .or(file.block_cache_bytes_max)
                 .unwrap_or(defaults.engine.block_cache_bytes_max),
+            worker_threads: args.worker_threads.or(file.worker_threads).unwrap_or(1).max(1),
+            sync_policy: match args.fsync.or(file.fsync).unwrap_or(FsyncMode::Always) {
+                FsyncMode::Always => SyncPolicy::Always,
+                FsyncMode::Periodic => {
+                    let interval_ms = args.fsync_interval_ms.or(file.fsync_interval_ms).unwrap_or(1000);
+                    if interval_ms == 0 {
+                        return Err("fsync_interval_ms must be at least 1".into());
+                    }
+                    SyncPolicy::Periodic { interval_ms }
+                }
+            },
         })
     }
 
@@ -187,6 +225,7 @@ impl Settings {
         config.ring.replicas = self.replicas.min(config.members.len() as u8).max(1);
         config.engine.memtable_bytes_max = self.memtable_bytes_max;
         config.engine.block_cache_bytes_max = self.block_cache_bytes_max;
+        config.engine.sync_policy = self.sync_policy;
         config.validate().map_err(|error| error.to_string())?;
         Ok(config)
     }

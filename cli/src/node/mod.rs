@@ -27,7 +27,14 @@ pub fn command(args: NodeArgs) -> ExitCode {
         }
     };
     crate::logging::init(settings.log_format, &settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = if settings.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(settings.worker_threads);
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("keel node: cannot start the runtime: {error}");

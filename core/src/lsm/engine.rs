@@ -97,20 +97,24 @@ impl Engine {
         if key.len() as u64 > u64::from(self.config.key_bytes_max) {
             return Err(WriteError::KeyTooLarge { len: key.len() as u64, max: self.config.key_bytes_max });
         }
-        let lsn = Lsn(self.last_lsn.0 + 1);
-        wal::encode(Record { lsn, key, value }, &mut self.wal.buffer);
-        self.memtable.insert(key, value);
-        self.last_lsn = lsn;
-        if self.wal.buffer.len() as u64 >= self.config.wal_buffer_bytes_max {
-            self.append_wal().map_err(WriteError::Disk)?;
-        }
-        // An owner that never calls `maintain` must not grow the memtable without bound.
+        // An owner that never calls `maintain` must not grow the memtable
+        // without bound. Flushing before the write, not after, keeps a write
+        // all-or-nothing: an error leaves nothing of it readable.
         if self.memtable.bytes() >= self.config.memtable_bytes_max.saturating_mul(2) {
             self.flush().map_err(|error| match error {
                 super::MaintainError::Disk(error) => WriteError::Disk(error),
                 _ => WriteError::Poisoned,
             })?;
         }
+        let lsn = Lsn(self.last_lsn.0 + 1);
+        wal::encode(Record { lsn, key, value }, &mut self.wal.buffer);
+        self.last_lsn = lsn;
+        if self.wal.buffer.len() as u64 >= self.config.wal_buffer_bytes_max {
+            // Poisoned now; the record may be on disk in part or whole, but
+            // it is never read from the memtable.
+            self.append_wal().map_err(WriteError::Disk)?;
+        }
+        self.memtable.insert(key, value);
         Ok(lsn)
     }
 

@@ -144,6 +144,25 @@ fn failed_sync_poisons_writes_but_not_reads() {
     assert_eq!(engine.maintain(), Err(MaintainError::Poisoned));
 }
 
+/// A write whose forced flush fails must leave nothing of itself readable:
+/// its caller was told it failed, so nobody may be shown it as stored.
+#[test]
+fn a_write_that_fails_is_never_readable() {
+    let disk = MemDisk::new(4);
+    let mut engine = open_small(&disk);
+    let mut i = 0;
+    // Fill the memtable to the size at which a write must flush first.
+    while engine.stats().memtable_bytes < 2 * engine.config().memtable_bytes_max {
+        engine.put(&key(i), b"value").unwrap();
+        i += 1;
+    }
+    disk.set_faults(Faults { sync_fail_per_million: 1_000_000, ..Faults::default() });
+    assert!(engine.put(b"late", b"never stored").is_err());
+    assert!(engine.is_poisoned());
+    assert_eq!(engine.get(b"late").unwrap(), None);
+    assert_eq!(engine.get(&key(0)).unwrap(), Some(b"value".to_vec()));
+}
+
 #[test]
 fn transient_read_corruption_at_recovery_loses_nothing() {
     for seed in 0..20 {
@@ -187,6 +206,40 @@ fn persistent_corruption_in_the_log_keeps_a_prefix() {
     assert!(engine.stats().corruption_detected >= 1);
     assert_eq!(engine.recovery().wal_stops.len(), 1);
     assert!(engine.recovery().log_damaged, "synced records after the damage are lost");
+}
+
+/// A replay cut short (here by a flipped bit that a later read no longer
+/// sees, as with a read corrupted in flight) decides where the log ends: the
+/// node writes on from there, and a later open must not bring back the
+/// records past the cut, which would bury what was written since.
+#[test]
+fn records_past_an_earlier_cut_stay_cut() {
+    let disk = MemDisk::new(6);
+    let mut engine = open(&disk);
+    for i in 0..10 {
+        engine.put(&key(i), b"old").unwrap();
+    }
+    engine.sync_now().unwrap();
+    drop(engine);
+    let file = wal::file_name(0);
+    let record_len = disk.len(&file).unwrap() / 10;
+    disk.corrupt_at(&file, record_len * 4 + 12, 3).unwrap();
+    let mut engine = open(&disk);
+    assert_eq!(engine.last_lsn(), Lsn(4));
+    for i in 4..6 {
+        engine.put(&key(i), b"new").unwrap();
+    }
+    engine.sync_now().unwrap();
+    drop(engine);
+    disk.crash(CrashMode::DropUnsynced);
+    disk.corrupt_at(&file, record_len * 4 + 12, 3).unwrap();
+    let mut engine = open(&disk);
+    assert_eq!(engine.last_lsn(), Lsn(6));
+    assert_eq!(engine.get(&key(3)).unwrap(), Some(b"old".to_vec()));
+    assert_eq!(engine.get(&key(4)).unwrap(), Some(b"new".to_vec()));
+    assert_eq!(engine.get(&key(5)).unwrap(), Some(b"new".to_vec()));
+    assert_eq!(engine.get(&key(6)).unwrap(), None, "cut by the first open");
+    assert!(!engine.recovery().log_damaged, "the log reads cleanly up to where the new file begins");
 }
 
 fn churn(engine: &mut Engine, model: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>, rounds: u32) {

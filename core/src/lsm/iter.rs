@@ -8,12 +8,11 @@
 //! in their cached blocks. Table sources read blocks through the same
 //! [`Reads`] as point lookups, so every block they see is verified.
 
-use std::collections::btree_map;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use super::block::{Block, EntryRef, FLAG_TOMBSTONE};
-use super::memtable::{Entry, Memtable, range_is_empty};
+use super::memtable::{self, Entry, Memtable, range_is_empty};
 use super::sstable::{Reads, Table, decode_value};
 use super::{Pair, ReadError};
 
@@ -49,8 +48,8 @@ enum Source<'m> {
 
 #[derive(Debug)]
 struct MemSource<'m> {
-    range: btree_map::Range<'m, Vec<u8>, Entry>,
-    current: Option<(&'m Vec<u8>, &'m Entry)>,
+    range: memtable::Range<'m>,
+    current: Option<(&'m [u8], &'m Entry)>,
 }
 
 /// A run of tables with disjoint, increasing key ranges (a level, or one table).
@@ -134,7 +133,7 @@ impl<'m> Merge<'m> {
 impl Source<'_> {
     fn key(&self) -> Option<&[u8]> {
         match self {
-            Source::Memtable(source) => source.current.map(|(key, _)| key.as_slice()),
+            Source::Memtable(source) => source.current.map(|(key, _)| key),
             Source::Tables(source) => source.block.as_ref()?.entry(source.entry_pos).map(|entry| entry.key),
         }
     }
@@ -143,7 +142,7 @@ impl Source<'_> {
     fn take(&mut self, reads: &mut Reads<'_>) -> Result<Option<Item>, ReadError> {
         let item = match self {
             Source::Memtable(source) => source.current.map(|(key, entry)| Item {
-                key: key.clone(),
+                key: key.to_vec(),
                 flags: if entry.is_some() { 0 } else { FLAG_TOMBSTONE },
                 value: entry.clone().unwrap_or_default(),
             }),

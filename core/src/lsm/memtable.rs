@@ -1,18 +1,35 @@
 //! The memtable: the newest writes, sorted, with a byte count that bounds it.
+//!
+//! Values sit in a slot array. Point lookups go through a hash index (one
+//! hash and one comparison), because a tree walk costs a dozen or more key
+//! comparisons per lookup and point lookups are most of the work; flushes
+//! and scans go through an ordered index. Both indexes share each key's
+//! allocation.
 
 use std::collections::{BTreeMap, btree_map};
+use std::hash::BuildHasherDefault;
 use std::ops::Bound;
+use std::sync::Arc;
 
-/// Bytes charged per entry on top of key and value: map node share, two
-/// vectors' headers and the option tag. An estimate, but a stable one.
-pub const ENTRY_OVERHEAD_BYTES: u64 = 64;
+use siphasher::sip::SipHasher13;
+
+/// Bytes charged per entry on top of key and value: the two index entries,
+/// the key's and the value's allocation headers, and the slot. An
+/// estimate, but a stable one.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 96;
 
 /// A value or a tombstone.
 pub type Entry = Option<Vec<u8>>;
 
+/// Fixed keys: the index is never iterated, but its layout stays the same
+/// on every run all the same.
+type FixedHasher = BuildHasherDefault<SipHasher13>;
+
 #[derive(Debug, Default)]
 pub struct Memtable {
-    entries: BTreeMap<Vec<u8>, Entry>,
+    values: Vec<Entry>,
+    index: hashbrown::HashMap<Arc<[u8]>, u32, FixedHasher>,
+    order: BTreeMap<Arc<[u8]>, u32>,
     bytes: u64,
 }
 
@@ -27,49 +44,80 @@ impl Memtable {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.values.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.values.is_empty()
     }
 
     /// Records a put (`Some`) or a delete (`None`), replacing any older entry.
     pub fn insert(&mut self, key: &[u8], value: Option<&[u8]>) {
         let new_bytes = value.map_or(0, <[u8]>::len) as u64;
-        if let Some(slot) = self.entries.get_mut(key) {
-            let old_bytes = slot.as_ref().map_or(0, Vec::len) as u64;
-            *slot = value.map(<[u8]>::to_vec);
+        if let Some(entry) = self.index.get(key).and_then(|&slot| self.values.get_mut(slot as usize)) {
+            let old_bytes = entry.as_ref().map_or(0, Vec::len) as u64;
+            match (entry.as_mut(), value) {
+                // Reuse the old value's allocation when it can hold the new one.
+                (Some(old), Some(new)) => {
+                    old.clear();
+                    old.extend_from_slice(new);
+                }
+                _ => *entry = value.map(<[u8]>::to_vec),
+            }
             self.bytes = self.bytes - old_bytes + new_bytes;
-        } else {
-            self.entries.insert(key.to_vec(), value.map(<[u8]>::to_vec));
-            self.bytes += key.len() as u64 + new_bytes + ENTRY_OVERHEAD_BYTES;
+            return;
         }
+        // Slots are u32: a memtable is flushed long before 4 billion entries.
+        let slot = u32::try_from(self.values.len()).expect("memtable holds fewer than 2^32 entries");
+        let key: Arc<[u8]> = Arc::from(key);
+        self.values.push(value.map(<[u8]>::to_vec));
+        self.index.insert(key.clone(), slot);
+        self.order.insert(key.clone(), slot);
+        self.bytes += key.len() as u64 + new_bytes + ENTRY_OVERHEAD_BYTES;
     }
 
     /// `None` if the memtable knows nothing of `key`, `Some(None)` for a tombstone.
     pub fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        self.entries.get(key).map(|entry| entry.as_deref())
+        let &slot = self.index.get(key)?;
+        self.values.get(slot as usize).map(Option::as_deref)
     }
 
     /// The entries in `(start, end)`, in key order; empty for an empty range.
-    pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> btree_map::Range<'_, Vec<u8>, Entry> {
-        if range_is_empty(start, end) {
-            return self.entries.range::<[u8], _>((Bound::Included(&[][..]), Bound::Excluded(&[][..])));
-        }
-        self.entries.range::<[u8], _>((start, end))
+    pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Range<'_> {
+        let keys = if range_is_empty(start, end) {
+            self.order.range::<[u8], _>((Bound::Included(&[][..]), Bound::Excluded(&[][..])))
+        } else {
+            self.order.range::<[u8], _>((start, end))
+        };
+        Range { keys, values: &self.values }
     }
 
     /// All entries in key order, for a flush.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        self.entries.iter().map(|(key, entry)| (key.as_slice(), entry.as_deref()))
+        self.range(Bound::Unbounded, Bound::Unbounded).map(|(key, entry)| (key, entry.as_deref()))
     }
 
     /// The smallest and largest keys, if any.
     pub fn key_range(&self) -> Option<(&[u8], &[u8])> {
-        let first = self.entries.first_key_value()?.0;
-        let last = self.entries.last_key_value()?.0;
+        let first = self.order.first_key_value()?.0;
+        let last = self.order.last_key_value()?.0;
         Some((first, last))
+    }
+}
+
+/// Entries of a key range, in key order.
+#[derive(Debug)]
+pub struct Range<'m> {
+    keys: btree_map::Range<'m, Arc<[u8]>, u32>,
+    values: &'m [Entry],
+}
+
+impl<'m> Iterator for Range<'m> {
+    type Item = (&'m [u8], &'m Entry);
+
+    fn next(&mut self) -> Option<(&'m [u8], &'m Entry)> {
+        let (key, &slot) = self.keys.next()?;
+        Some((key, self.values.get(slot as usize)?))
     }
 }
 
@@ -109,7 +157,7 @@ mod tests {
         for key in [b"a", b"b", b"c", b"d"] {
             memtable.insert(key, Some(key));
         }
-        let keys = |start, end| memtable.range(start, end).map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        let keys = |start, end| memtable.range(start, end).map(|(k, _)| k.to_vec()).collect::<Vec<_>>();
         let got = keys(Bound::Excluded(b"a"), Bound::Included(b"c"));
         assert_eq!(got, vec![b"b".to_vec(), b"c".to_vec()]);
         assert_eq!(keys(Bound::Unbounded, Bound::Unbounded).len(), 4);

@@ -7,6 +7,12 @@
 //! Lsn sequence exactly; a gap means synced records were lost to corruption,
 //! so replay stops there, keeping a prefix of the history, and the files past
 //! the gap are removed so that new writes never land behind the hole.
+//!
+//! Every open starts a new file, so a later file overrules the earlier ones:
+//! where it begins, an earlier open decided the log ended. Records of an
+//! earlier file from that Lsn on are never replayed, even if they read well
+//! now (a read corrupted in flight may have cut the earlier replay short);
+//! replaying them would put back history the node has since written over.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -115,36 +121,52 @@ fn replay_wals(
     counters: &mut Counters,
 ) -> Result<Replay, OpenError> {
     let mut replay = Replay { last_lsn: start.flushed_lsn, seq_max: None, bytes: 0 };
-    let mut gap = false;
     let record_bytes_max = record_bytes_max(config);
+    let mut logs = Vec::new();
     for name in names {
         let Some(seq) = wal::parse_file_name(name) else { continue };
-        if seq < start.wal_first || gap {
+        if seq < start.wal_first {
             disk.remove(name)?;
             recovery.files_removed.push(name.clone());
             continue;
         }
-        replay.seq_max = Some(seq);
         let bytes = read_log(disk, name, record_bytes_max, counters)?;
+        let first =
+            Reader::new(&bytes, record_bytes_max).next().and_then(Result::ok).map(|record| record.lsn);
+        logs.push((name, seq, bytes, first));
+    }
+    let mut gap = false;
+    for (at, (name, seq, bytes, _)) in logs.iter().enumerate() {
+        if gap {
+            disk.remove(name)?;
+            recovery.files_removed.push((*name).clone());
+            continue;
+        }
+        // Where the next file that holds a record begins, this one ends.
+        let overruled_from = logs.get(at + 1..).unwrap_or_default().iter().find_map(|log| log.3);
+        replay.seq_max = Some(*seq);
         replay.bytes += bytes.len() as u64;
         recovery.wal_files_replayed += 1;
-        for result in Reader::new(&bytes, record_bytes_max) {
+        for result in Reader::new(bytes, record_bytes_max) {
             let record = match result {
                 Ok(record) => record,
                 Err(error) => {
                     // A torn tail is a crash's normal footprint; anything else is damage.
                     recovery.log_damaged |= !matches!(error, WalError::Torn { .. });
-                    recovery.wal_stops.push((name.clone(), error.to_string()));
+                    recovery.wal_stops.push(((*name).clone(), error.to_string()));
                     break;
                 }
             };
+            if overruled_from.is_some_and(|from| record.lsn >= from) {
+                break;
+            }
             if record.lsn <= replay.last_lsn {
                 continue;
             }
             if record.lsn.0 != replay.last_lsn.0 + 1 {
                 counters.corruption_detected += 1;
                 let reason = format!("gap in the log: Lsn {} follows {}", record.lsn, replay.last_lsn);
-                recovery.wal_stops.push((name.clone(), reason));
+                recovery.wal_stops.push(((*name).clone(), reason));
                 recovery.log_damaged = true;
                 gap = true;
                 break;

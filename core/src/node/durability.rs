@@ -28,33 +28,42 @@ pub enum Deferred {
 
 #[derive(Debug, Default)]
 pub struct Barrier {
-    waiting: BTreeMap<Lsn, Vec<Deferred>>,
+    /// Keyed by Lsn, then by arrival, so release keeps the order actions
+    /// were deferred in; one tree node per action, no per-Lsn vector.
+    waiting: BTreeMap<(Lsn, u64), Deferred>,
+    arrivals: u64,
 }
 
 impl Barrier {
     pub fn defer(&mut self, lsn: Lsn, action: Deferred) {
-        self.waiting.entry(lsn).or_default().push(action);
+        self.arrivals += 1;
+        self.waiting.insert((lsn, self.arrivals), action);
     }
 
     /// Everything whose Lsn is now durable, oldest first.
     pub fn release(&mut self, durable: Lsn) -> Vec<Deferred> {
-        let later = self.waiting.split_off(&Lsn(durable.0.saturating_add(1)));
-        let due = core::mem::replace(&mut self.waiting, later);
-        due.into_values().flatten().collect()
+        let mut due = Vec::new();
+        while let Some(entry) = self.waiting.first_entry() {
+            if entry.key().0 > durable {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        due
     }
 
     /// Everything still waiting: after a failed sync none of it will happen.
     pub fn drain(&mut self) -> Vec<Deferred> {
-        core::mem::take(&mut self.waiting).into_values().flatten().collect()
+        core::mem::take(&mut self.waiting).into_values().collect()
     }
 
     /// The lowest Lsn anything waits for.
     pub fn first(&self) -> Option<Lsn> {
-        self.waiting.keys().next().copied()
+        self.waiting.keys().next().map(|(lsn, _)| *lsn)
     }
 
     pub fn len(&self) -> usize {
-        self.waiting.values().map(Vec::len).sum()
+        self.waiting.len()
     }
 }
 

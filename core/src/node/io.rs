@@ -39,9 +39,11 @@ pub enum Output {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A sync failed: the node now refuses writes until it is restarted.
+    /// A write to the disk failed (a sync, a log append, a flush): the node
+    /// now refuses writes until it is restarted.
     StorageFailed { reason: String },
-    /// A flush or compaction failed; the engine will retry it later.
+    /// A compaction could not read its input (a corrupt table); the engine
+    /// keeps serving and tries again later.
     MaintenanceFailed { reason: String },
     /// A read found replicas behind and sent them the merged version.
     ReadRepair { replicas: Vec<NodeId> },

@@ -86,6 +86,9 @@ enum Pending {
     Forward {
         client: RequestId,
         deadline: Instant,
+        /// The request and the primaries not yet tried, kept only when
+        /// there are any.
+        fallback: Option<(Request, Vec<NodeId>)>,
     },
 }
 
@@ -116,6 +119,11 @@ pub struct Node {
     seen_forwards: SeenForwards,
     barrier: Barrier,
     sync_in_flight: Option<SyncRequest>,
+    /// Why the engine was poisoned, until the node reports it.
+    storage_failure: Option<String>,
+    poison_reported: bool,
+    /// When the scheduled sync timer fires, if one is scheduled.
+    sync_due: Option<Instant>,
     outputs: VecDeque<Output>,
     stats: NodeStats,
 }
@@ -155,6 +163,9 @@ impl Node {
             seen_forwards: SeenForwards::default(),
             barrier: Barrier::default(),
             sync_in_flight: None,
+            storage_failure: None,
+            poison_reported: false,
+            sync_due: None,
             outputs: VecDeque::new(),
             stats: NodeStats::default(),
         };
@@ -234,6 +245,7 @@ impl Node {
         while let Some(timer) = self.timers.pop_due(self.now.mono) {
             match timer {
                 Timer::Heartbeat => self.on_heartbeat_timer(),
+                Timer::Sync => self.on_sync_timer(),
                 Timer::Request(tag) => self.on_request_deadline(tag),
             }
         }
@@ -256,9 +268,10 @@ impl Node {
                 return Err(format!("request {tag:?} has no deadline timer"));
             }
         }
-        if self.timers.len() != self.pending.len() + 1 {
+        let sync_timer = usize::from(self.sync_due.is_some());
+        if self.timers.len() != self.pending.len() + 1 + sync_timer {
             return Err(format!(
-                "{} timers for {} requests and one heartbeat",
+                "{} timers for {} requests, one heartbeat and {sync_timer} sync",
                 self.timers.len(),
                 self.pending.len()
             ));
@@ -378,13 +391,23 @@ impl Node {
             return;
         }
         self.sync_in_flight = None;
-        let failure = result.as_ref().err().map(ToString::to_string);
+        if let Err(error) = &result {
+            self.storage_failure = Some(format!("a sync failed: {error}"));
+        }
         self.store.engine_mut().finish_sync(request, result);
-        if let Some(reason) = failure {
-            self.outputs.push_back(Output::Event(Event::StorageFailed { reason }));
-            for action in self.barrier.drain() {
-                self.fail_deferred(action);
-            }
+    }
+
+    /// The engine is poisoned (a sync, an append or a flush failed): say so
+    /// once, and fail everything that waited for writes to become durable.
+    fn report_poisoned(&mut self) {
+        if self.poison_reported || !self.store.engine().is_poisoned() {
+            return;
+        }
+        self.poison_reported = true;
+        let reason = self.storage_failure.take().unwrap_or_else(|| "a write to the disk failed".into());
+        self.outputs.push_back(Output::Event(Event::StorageFailed { reason }));
+        for action in self.barrier.drain() {
+            self.fail_deferred(action);
         }
     }
 
@@ -393,17 +416,34 @@ impl Node {
     fn after_event(&mut self) {
         if self.store.engine().needs_maintenance() && !self.store.engine().is_poisoned() {
             if let Err(error) = self.store.engine_mut().maintain() {
-                self.outputs.push_back(Output::Event(Event::MaintenanceFailed { reason: error.to_string() }));
+                if self.store.engine().is_poisoned() {
+                    self.storage_failure = Some(format!("storage maintenance failed: {error}"));
+                } else {
+                    let reason = error.to_string();
+                    self.outputs.push_back(Output::Event(Event::MaintenanceFailed { reason }));
+                }
             }
         }
+        self.report_poisoned();
         self.release_durable();
+        let engine = self.store.engine();
+        let unsynced = engine.last_lsn() > engine.durable_lsn() && !engine.is_poisoned();
+        if unsynced && self.sync_in_flight.is_none() && self.sync_due.is_none() {
+            let due = self.now.mono + self.sync_interval().unwrap_or_default();
+            self.sync_due = Some(due);
+            self.timers.schedule(due, Timer::Sync);
+        }
+        debug_assert!(self.invariants().is_ok(), "{:?}", self.invariants());
+    }
+
+    fn on_sync_timer(&mut self) {
+        self.sync_due = None;
         if self.sync_in_flight.is_none() {
             if let Some(request) = self.store.engine_mut().begin_sync() {
                 self.sync_in_flight = Some(request.clone());
                 self.outputs.push_back(Output::Sync(request));
             }
         }
-        debug_assert!(self.invariants().is_ok(), "{:?}", self.invariants());
     }
 
     fn release_durable(&mut self) {
@@ -415,10 +455,27 @@ impl Node {
     }
 
     /// Runs `action` now if `lsn` is durable (or absent), else once it is.
+    /// With the engine poisoned, no write becomes durable any more: the
+    /// action fails at once.
     fn when_durable(&mut self, lsn: Option<Lsn>, action: Deferred) {
         match lsn {
-            Some(lsn) if lsn > self.store.engine().durable_lsn() => self.barrier.defer(lsn, action),
+            Some(lsn) if lsn > self.store.engine().durable_lsn() && self.sync_interval().is_none() => {
+                if self.store.engine().is_poisoned() {
+                    self.fail_deferred(action);
+                } else {
+                    self.barrier.defer(lsn, action);
+                }
+            }
             _ => self.run_deferred(action),
+        }
+    }
+
+    /// With the periodic policy, how often to sync; acknowledgements then
+    /// do not wait for syncs, and a crash may lose up to one interval.
+    fn sync_interval(&self) -> Option<core::time::Duration> {
+        match self.config.engine.sync_policy {
+            lsm::SyncPolicy::Always => None,
+            lsm::SyncPolicy::Periodic { interval_ms } => Some(core::time::Duration::from_millis(interval_ms)),
         }
     }
 

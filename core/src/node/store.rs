@@ -5,15 +5,17 @@
 //! key holding its [`Object`] plus what only this node knows about it — the
 //! epoch in which this node issues dots for the key.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasherDefault;
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::Rng;
 use serde::{Deserialize, Serialize};
+use siphasher::sip::SipHasher13;
 use thiserror::Error;
 
 use crate::disk::Disk;
-use crate::lsm::{Engine, EngineConfig, Lsn, OpenError, ReadError, WriteError};
+use crate::lsm::{Engine, EngineConfig, Lsn, OpenError, ReadError, SyncPolicy, WriteError};
 use crate::version::Object;
 
 const META_PREFIX: u8 = 0x00;
@@ -60,7 +62,8 @@ pub struct Store {
     meta: Meta,
     epoch_next: u64,
     /// Keys with writes not yet durable, and the Lsn of their last write.
-    unsynced: BTreeMap<Vec<u8>, Lsn>,
+    /// Only looked up, never iterated, so a hash map with fixed keys.
+    unsynced: hashbrown::HashMap<Vec<u8>, Lsn, BuildHasherDefault<SipHasher13>>,
     /// The same writes in Lsn order, to prune `unsynced` as syncs complete.
     unsynced_order: VecDeque<(Lsn, Vec<u8>)>,
 }
@@ -79,7 +82,10 @@ impl Store {
         };
         // Without metadata, or with synced records lost to damage, this node
         // no longer knows every dot it issued: it becomes a new actor.
-        let fresh = stored.is_none() || engine.recovery().log_damaged;
+        // With periodic syncs a crash may have lost writes whose dots were
+        // already seen by others: never trust the history to be complete.
+        let periodic = matches!(engine.config().sync_policy, SyncPolicy::Periodic { .. });
+        let fresh = stored.is_none() || engine.recovery().log_damaged || periodic;
         let meta = match stored {
             Some(meta) if !fresh => meta,
             Some(meta) => Meta { incarnation: new_incarnation(rng, meta.incarnation), ..meta },
@@ -89,7 +95,7 @@ impl Store {
             engine,
             meta,
             epoch_next: meta.epoch_lease_end,
-            unsynced: BTreeMap::new(),
+            unsynced: hashbrown::HashMap::default(),
             unsynced_order: VecDeque::new(),
         };
         if fresh {

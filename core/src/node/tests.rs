@@ -197,11 +197,39 @@ fn a_write_is_acknowledged_only_after_its_sync() {
         Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One },
     );
     assert_eq!(cluster.take_reply(id), None, "no acknowledgement before the sync");
+    assert!(cluster.held_syncs.is_empty(), "the sync waits for inputs already queued");
+    cluster.advance(Duration::from_millis(1));
+    assert_eq!(cluster.held_syncs.len(), 1);
+    assert_eq!(cluster.take_reply(id), None, "no acknowledgement before the sync");
     let (index, request) = cluster.held_syncs.pop().unwrap();
     let result = cluster.disks[index].sync(&request.file);
     cluster.nodes[index].handle_input(at(cluster.now), Input::Synced { request, result });
     cluster.settle();
     assert!(matches!(cluster.take_reply(id), Some(Reply::Written { .. })));
+}
+
+#[test]
+fn writes_queued_together_share_one_sync() {
+    let mut cluster = Cluster::new(1, 1);
+    cluster.syncs_complete = false;
+    let now = at(cluster.now);
+    for i in 0..10 {
+        let request = Request::Put {
+            key: format!("k{i}").into_bytes(),
+            value: b"v".to_vec(),
+            context: None,
+            write: Consistency::One,
+        };
+        cluster.nodes[0].handle_input(now, Input::Client { id: RequestId(100 + i), request });
+    }
+    cluster.advance(Duration::from_millis(1));
+    assert_eq!(cluster.held_syncs.len(), 1, "one sync for ten writes");
+    let (index, request) = cluster.held_syncs.pop().unwrap();
+    let result = cluster.disks[index].sync(&request.file);
+    cluster.nodes[index].handle_input(at(cluster.now), Input::Synced { request, result });
+    cluster.settle();
+    let written = cluster.replies.iter().filter(|(_, reply)| matches!(reply, Reply::Written { .. })).count();
+    assert_eq!(written, 10);
 }
 
 #[test]
@@ -340,4 +368,24 @@ fn forwards_meant_for_an_earlier_boot_or_seen_before_are_not_coordinated() {
     primary.handle_input(at(cluster.now), Input::Message { from: NodeId(2), message: fresh.clone() });
     primary.handle_input(at(cluster.now), Input::Message { from: NodeId(2), message: fresh });
     assert_eq!(primary.stats().puts, 1, "the duplicate is dropped");
+}
+
+#[test]
+fn with_periodic_syncs_writes_are_acknowledged_at_once_and_synced_later() {
+    let mut cluster = Cluster::new(1, 1);
+    let mut config = cluster.nodes[0].config().clone();
+    config.engine.sync_policy = crate::lsm::SyncPolicy::Periodic { interval_ms: 100 };
+    let disk = Box::new(cluster.disks[0].clone());
+    let incarnation = cluster.nodes[0].incarnation();
+    cluster.nodes[0] = Node::open(config.clone(), NodeId(1), 5, disk, at(cluster.now)).unwrap();
+    assert_ne!(cluster.nodes[0].incarnation(), incarnation, "a periodic node is a new actor on every open");
+    cluster.syncs_complete = false;
+    let id = cluster.request(
+        1,
+        Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One },
+    );
+    assert!(matches!(cluster.take_reply(id), Some(Reply::Written { .. })), "acknowledged before any sync");
+    assert!(cluster.held_syncs.is_empty());
+    cluster.advance(Duration::from_millis(150));
+    assert_eq!(cluster.held_syncs.len(), 1, "the interval's sync");
 }

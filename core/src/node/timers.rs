@@ -8,6 +8,10 @@ use crate::time::Instant;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Timer {
     Heartbeat,
+    /// Start a sync of everything written so far. Scheduled for "now", so a
+    /// driver first hands the node every input that is already waiting:
+    /// they all share the sync (group commit).
+    Sync,
     /// The deadline of the coordinated request or forward with this tag.
     Request(Tag),
 }

@@ -16,8 +16,11 @@ use crate::version::{Actor, CausalContext, Value};
 enum Refusal {
     Client(ClientError),
     /// Its own copy of the key is corrupt: it cannot know the key's history,
-    /// so it must not issue dots for it.
-    LocalCopyUnreadable(String),
+    /// so it must not issue dots for it. The write comes back to be forwarded.
+    LocalCopyUnreadable {
+        reason: String,
+        write: Write,
+    },
 }
 
 impl From<ClientError> for Refusal {
@@ -46,6 +49,14 @@ impl Write {
             Request::Get { .. } => None,
         }
     }
+
+    fn into_request(self) -> Request {
+        let Write { key, value, context, consistency: write } = self;
+        match value {
+            Value::Live(value) => Request::Put { key, value, context, write },
+            Value::Tombstone => Request::Delete { key, context, write },
+        }
+    }
 }
 
 impl Node {
@@ -53,42 +64,47 @@ impl Node {
     /// primary replica coordinates writes: it holds the key's history, so
     /// the dots it issues are unique.
     pub(super) fn start_write(&mut self, origin: Origin, request: Request) {
-        let Some(write) = Write::from_request(request.clone()) else { return };
+        let Some(write) = Write::from_request(request) else { return };
         match write.value {
             Value::Live(_) => self.stats.puts += 1,
             Value::Tombstone => self.stats.deletes += 1,
         }
         let primaries = self.ring.preference_list(&write.key).to_vec();
-        if primaries.contains(&self.id) {
-            match self.coordinate_write(origin, write, primaries.clone()) {
-                Ok(()) => {}
-                // Another primary may hold a readable copy: let it coordinate.
-                Err(Refusal::LocalCopyUnreadable(reason)) => match origin {
-                    Origin::Client(client) => {
-                        let others: Vec<NodeId> =
-                            primaries.into_iter().filter(|&node| node != self.id).collect();
-                        self.forward(client, request, &others);
-                    }
-                    Origin::Forwarded { .. } => self.answer(origin, Reply::Failed(storage_failed(&reason))),
-                },
-                Err(Refusal::Client(error)) => self.answer(origin, Reply::Failed(error)),
+        if !primaries.contains(&self.id) {
+            match origin {
+                Origin::Client(client) => self.forward(client, write.into_request(), &primaries),
+                // The forwarder's ring disagrees with ours; never forward twice.
+                Origin::Forwarded { .. } => {
+                    self.answer(origin, Reply::Failed(ClientError::Unavailable { needed: 1, reachable: 0 }));
+                }
             }
             return;
         }
-        match origin {
-            Origin::Client(client) => self.forward(client, request, &primaries),
-            // The forwarder's ring disagrees with ours; never forward twice.
-            Origin::Forwarded { .. } => {
-                self.answer(origin, Reply::Failed(ClientError::Unavailable { needed: 1, reachable: 0 }));
-            }
+        match self.coordinate_write(origin, write, primaries.clone()) {
+            Ok(()) => {}
+            // Another primary may hold a readable copy: let it coordinate.
+            Err(Refusal::LocalCopyUnreadable { reason, write }) => match origin {
+                Origin::Client(client) => {
+                    let others: Vec<NodeId> = primaries.into_iter().filter(|&node| node != self.id).collect();
+                    self.forward(client, write.into_request(), &others);
+                }
+                // The forwarder tries the next primary: nothing was written.
+                Origin::Forwarded { .. } => {
+                    self.answer(origin, Reply::Failed(ClientError::CoordinatorCopyUnreadable { reason }));
+                }
+            },
+            Err(Refusal::Client(error)) => self.answer(origin, Reply::Failed(error)),
         }
     }
 
-    fn forward(&mut self, client: crate::client::RequestId, request: Request, primaries: &[NodeId]) {
-        let target = primaries
+    /// Hands a write to the first reachable node of `candidates`; the ones
+    /// after it are kept, to try next if its copy of the key is unreadable.
+    fn forward(&mut self, client: crate::client::RequestId, request: Request, candidates: &[NodeId]) {
+        let target = candidates
             .iter()
-            .find_map(|&node| Some((node, self.peers.boot(node)?)).filter(|_| self.is_up(node)));
-        let Some((target, target_boot)) = target else {
+            .enumerate()
+            .find_map(|(at, &node)| Some((at, node, self.peers.boot(node)?)).filter(|_| self.is_up(node)));
+        let Some((at, target, target_boot)) = target else {
             self.stats.unavailable += 1;
             let reply = Reply::Failed(ClientError::Unavailable { needed: 1, reachable: 0 });
             self.reply(client, reply);
@@ -99,7 +115,9 @@ impl Node {
         // Outlive the coordinator's own deadline, so its answer (even a
         // timeout) normally arrives before ours fires.
         let deadline = self.now.mono + self.config.request_timeout * 2;
-        self.track(tag, Pending::Forward { client, deadline });
+        let untried = candidates.get(at + 1..).unwrap_or_default().to_vec();
+        let fallback = (!untried.is_empty()).then(|| (request.clone(), untried));
+        self.track(tag, Pending::Forward { client, deadline, fallback });
         self.send(target, Message::Forward { tag, target_boot, request });
     }
 
@@ -133,8 +151,13 @@ impl Node {
         if !matches!(self.pending.get(&tag), Some(Pending::Forward { .. })) {
             return;
         }
-        if let Some(Pending::Forward { client, .. }) = self.untrack(tag) {
-            self.reply(client, reply);
+        let Some(Pending::Forward { client, fallback, .. }) = self.untrack(tag) else { return };
+        match (reply, fallback) {
+            // That primary refused before issuing a dot: another may coordinate.
+            (Reply::Failed(ClientError::CoordinatorCopyUnreadable { .. }), Some((request, untried))) => {
+                self.forward(client, request, &untried);
+            }
+            (reply, _) => self.reply(client, reply),
         }
     }
 
@@ -152,15 +175,20 @@ impl Node {
             return Err(ClientError::Unavailable { needed, reachable }.into());
         }
         if self.store.engine().is_poisoned() {
-            return Err(storage_failed("a sync failed earlier; writes are refused until restart").into());
+            return Err(storage_failed(
+                "a write to the disk failed earlier; writes are refused until restart",
+            )
+            .into());
         }
         let seen = match &write.context {
             Some(context) => CausalContext::from_bytes(&context.0)
                 .map_err(|error| ClientError::BadContext { reason: error.to_string() })?,
             None => CausalContext::new(),
         };
-        let stored =
-            self.store.read(&write.key).map_err(|error| Refusal::LocalCopyUnreadable(error.to_string()))?;
+        let stored = match self.store.read(&write.key) {
+            Ok(stored) => stored,
+            Err(error) => return Err(Refusal::LocalCopyUnreadable { reason: error.to_string(), write }),
+        };
         let mut record = stored.unwrap_or(Record { object: Default::default(), local_epoch: None });
         let epoch = match record.local_epoch {
             Some(epoch) => epoch,
@@ -202,12 +230,13 @@ impl Node {
     pub(super) fn on_local_write_durable(&mut self, tag: Tag) {
         let Some(Pending::Put(request)) = self.pending.get_mut(&tag) else { return };
         let reply = request.record(self.id, true);
-        let key = request.key.clone();
-        let object = request.object.clone();
         let others: Vec<NodeId> =
             request.tally.asked().iter().copied().filter(|&node| node != self.id).collect();
-        for node in others {
-            self.send(node, Message::Replicate { tag, key: key.clone(), object: object.clone() });
+        if !others.is_empty() {
+            let (key, object) = (request.key.clone(), request.object.clone());
+            for node in others {
+                self.send(node, Message::Replicate { tag, key: key.clone(), object: object.clone() });
+            }
         }
         self.conclude_put(tag, reply);
     }

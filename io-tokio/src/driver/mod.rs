@@ -162,6 +162,9 @@ impl Driver {
         self.drain();
         let mut refresh = tokio::time::interval(Duration::from_millis(500));
         let mut stopping: Option<tokio::time::Instant> = None;
+        let timer = tokio::time::sleep_until(far_future());
+        tokio::pin!(timer);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
             if let Some(deadline) = stopping {
                 if self.node.is_quiescent() && self.waiting.is_empty() {
@@ -175,14 +178,30 @@ impl Driver {
                     break;
                 }
             }
+            // One timer, moved only when the node's deadline moves: creating a
+            // timer entry per loop pass costs as much as a small request.
             let wake = self.node.poll_timeout().map(|at| self.clock.instant_of(at));
-            let timer = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            // Inputs come first (below), but never so many that timers starve:
+            // a deadline overdue by more than a moment runs now.
+            if wake.is_some_and(|at| at + TIMER_LATE_MAX <= tokio::time::Instant::now()) {
+                self.node.handle_timeout(self.clock.now());
+                self.drain();
+                continue;
+            }
+            if wake != armed {
+                armed = wake;
+                timer.as_mut().reset(wake.unwrap_or_else(far_future));
+            }
+            // Biased: every input already waiting is handled before a timer
+            // fires, so the node's sync timer (due "now") covers them all.
+            // Shutdown and the status refresh are rare, so they go first.
             tokio::select! {
+                biased;
+                () = shutdown.cancelled(), if stopping.is_none() => {
+                    tracing::info!("shutting down: finishing requests in flight and syncing");
+                    stopping = Some(tokio::time::Instant::now() + self.shutdown_grace);
+                }
+                _ = refresh.tick() => self.refresh_status(),
                 Some((request, result)) = self.synced.recv() => {
                     self.node.handle_input(self.clock.now(), Input::Synced { request, result });
                 }
@@ -190,12 +209,19 @@ impl Driver {
                     let input = Input::Message { from: inbound.from, message: inbound.message };
                     self.node.handle_input(self.clock.now(), input);
                 }
-                Some(call) = self.calls.recv() => self.on_call(call, stopping.is_some()),
-                () = timer => self.node.handle_timeout(self.clock.now()),
-                _ = refresh.tick() => self.refresh_status(),
-                () = shutdown.cancelled(), if stopping.is_none() => {
-                    tracing::info!("shutting down: finishing requests in flight and syncing");
-                    stopping = Some(tokio::time::Instant::now() + self.shutdown_grace);
+                Some(call) = self.calls.recv() => {
+                    self.on_call(call, stopping.is_some());
+                    // Take every call already queued before anything else:
+                    // one wake-up for a burst, and one sync for their writes.
+                    for _ in 0..CALLS_PER_PASS_MAX {
+                        let Ok(call) = self.calls.try_recv() else { break };
+                        self.drain();
+                        self.on_call(call, stopping.is_some());
+                    }
+                }
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.node.handle_timeout(self.clock.now());
                 }
             }
             self.drain();
@@ -259,10 +285,22 @@ impl Driver {
     }
 }
 
+/// Calls taken from the queue in one pass of the loop before its other
+/// inputs get a turn.
+const CALLS_PER_PASS_MAX: usize = 256;
+
+/// How late a due timer may run while inputs keep arriving.
+const TIMER_LATE_MAX: Duration = Duration::from_millis(1);
+
+/// A deadline that never comes, for a timer with nothing to wait for.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
 fn log_event(event: &Event) {
     match event {
         Event::StorageFailed { reason } => {
-            tracing::error!(%reason, "a sync failed: this node refuses writes until it is restarted");
+            tracing::error!(%reason, "storage failed: this node refuses writes until it is restarted");
         }
         Event::MaintenanceFailed { reason } => {
             tracing::warn!(%reason, "storage maintenance failed; will retry")

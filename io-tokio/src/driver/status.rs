@@ -157,7 +157,11 @@ fn write_node_metrics(stats: &NodeStats, out: &mut String) {
         ("keel_storage_block_cache_bytes_max", "Block cache budget.", engine.block_cache_bytes_max),
         ("keel_storage_disk_bytes", "Bytes of tables and WAL on disk.", engine.disk_bytes),
         ("keel_storage_wal_bytes", "Bytes of WAL on disk.", engine.wal_bytes),
-        ("keel_storage_poisoned", "1 once a sync failed and writes are refused.", u64::from(engine.poisoned)),
+        (
+            "keel_storage_poisoned",
+            "1 once a write to the disk failed and writes are refused.",
+            u64::from(engine.poisoned),
+        ),
     ];
     for (name, help, value) in gauges {
         metric(out, name, "gauge", help, value);

@@ -61,9 +61,11 @@ pub fn status_of(error: &ClientError) -> StatusCode {
         ClientError::KeyTooLarge { .. } | ClientError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         ClientError::BadConsistency { .. } | ClientError::BadContext { .. } => StatusCode::BAD_REQUEST,
         ClientError::SiblingsTooMany { .. } => StatusCode::CONFLICT,
-        ClientError::Unavailable { .. } | ClientError::Overloaded { .. } | ClientError::ShuttingDown => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ClientError::Unavailable { .. }
+        | ClientError::Overloaded { .. }
+        | ClientError::ShuttingDown
+        | ClientError::CopiesUnreadable { .. }
+        | ClientError::CoordinatorCopyUnreadable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ClientError::Timeout { .. } | ClientError::ReplyLost { .. } => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -170,6 +170,7 @@ async fn node_errors_map_to_statuses() {
     let cases = [
         (ClientError::Unavailable { needed: 2, reachable: 1 }, 503, "unavailable"),
         (ClientError::Timeout { acknowledged: 1, needed: 2 }, 504, "timeout"),
+        (ClientError::CopiesUnreadable { failed: 1, needed: 3 }, 503, "copies_unreadable"),
         (ClientError::Overloaded { what: "queue".into(), limit: 1 }, 503, "overloaded"),
         (ClientError::StorageFailed { reason: "sync".into() }, 500, "storage_failed"),
         (ClientError::SiblingsTooMany { count: 9, max: 8 }, 409, "siblings_too_many"),

@@ -190,7 +190,10 @@ pub(crate) fn truncated(bytes: &[u8], max: usize) -> String {
 /// refuses writes.
 pub fn client_error(error: &ClientError) -> Value {
     let code = match error {
-        ClientError::Unavailable { .. } | ClientError::ShuttingDown => "UNAVAILABLE",
+        ClientError::Unavailable { .. }
+        | ClientError::ShuttingDown
+        | ClientError::CopiesUnreadable { .. }
+        | ClientError::CoordinatorCopyUnreadable { .. } => "UNAVAILABLE",
         ClientError::Timeout { .. } | ClientError::ReplyLost { .. } => "TIMEOUT",
         ClientError::Overloaded { .. } => "OVERLOADED",
         ClientError::StorageFailed { .. } => "MISCONF",

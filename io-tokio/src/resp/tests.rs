@@ -142,6 +142,7 @@ async fn node_errors_map_to_codes() {
     let cases = [
         (ClientError::Unavailable { needed: 2, reachable: 1 }, "UNAVAILABLE 2 replicas needed"),
         (ClientError::Timeout { acknowledged: 1, needed: 2 }, "TIMEOUT timed out after 1 of 2"),
+        (ClientError::CopiesUnreadable { failed: 1, needed: 3 }, "UNAVAILABLE 1 replicas could not read"),
         (ClientError::Overloaded { what: "queue".into(), limit: 3 }, "OVERLOADED node is overloaded"),
         (ClientError::SiblingsTooMany { count: 9, max: 8 }, "ERR key has 9 siblings"),
         (ClientError::StorageFailed { reason: "sync".into() }, "MISCONF node storage failed"),

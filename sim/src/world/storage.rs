@@ -119,14 +119,11 @@ impl World {
         // was replaced. Loss nobody noticed is the violation.
         let detected = self.hosts[host].node.as_ref().is_some_and(Node::recovered_from_damage);
         let rotted = detected || self.hosts[host].damage_seen;
-        // A copy that reads as corrupt is detected damage — right, if the
-        // disk was attacked; on an untouched disk it is a bug.
-        let faults = self.hosts[host].disk.fault_counts();
-        let attacked = faults.bit_rots > 0 || faults.read_corruptions > 0;
         let claims: Vec<(Vec<u8>, Object)> =
             self.claims.of(id).map(|(key, object)| (key.clone(), object.clone())).collect();
         let Some(node) = self.hosts[host].node.as_mut() else { return };
         let mut problems = Vec::new();
+        let mut unreadable = Vec::new();
         for (key, claimed) in &claims {
             match node.local_object(key) {
                 Ok(held) => {
@@ -138,13 +135,19 @@ impl World {
                         ));
                     }
                 }
-                Err(error) if !attacked => {
-                    problems.push(format!("{id} cannot read {:?}: {error}", String::from_utf8_lossy(key)));
+                Err(error) => {
+                    unreadable.push(format!("{id} cannot read {:?}: {error}", String::from_utf8_lossy(key)));
                 }
-                Err(_) => {}
             }
         }
         problems.extend(garbage(node, id, self.config.workload.keys));
+        // A copy that reads as corrupt is detected damage — right, if the
+        // disk was attacked (the reads just made may have been); on an
+        // untouched disk it is a bug.
+        let faults = self.hosts[host].disk.fault_counts();
+        if faults.bit_rots == 0 && faults.read_corruptions == 0 {
+            problems.extend(unreadable);
+        }
         for problem in problems {
             self.violate(Property::LocalStorage, problem, vec![]);
         }
