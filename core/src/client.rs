@@ -182,7 +182,7 @@ pub enum ClientError {
     #[error("the answer was lost after {waited_ms} ms; a write may still take effect")]
     ReplyLost { waited_ms: u64 },
     /// The node's storage failed (a sync, or a read it could not trust). A
-    /// write in progress when a sync failed may or may not have been stored.
+    /// write in progress when the disk failed may or may not have been stored.
     #[error("node storage failed: {reason}")]
     StorageFailed { reason: String },
     /// Definite: replicas answered, but too many could not read their copy

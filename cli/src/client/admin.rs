@@ -72,7 +72,7 @@ pub fn write_status(out: &mut dyn Write, status: &Status, health: Option<&Health
     }
     writeln!(out, "hints     {} pending", status.hints_pending)?;
     match status.storage_failed {
-        true => writeln!(out, "storage   FAILED: the node refuses writes after a failed sync")?,
+        true => writeln!(out, "storage   FAILED: the node refuses writes after a write to its disk failed")?,
         false => writeln!(out, "storage   ok")?,
     }
     let mut states: BTreeMap<&str, u32> = BTreeMap::new();

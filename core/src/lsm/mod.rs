@@ -4,7 +4,7 @@
 //! drives durability: [`Engine::begin_sync`] appends the buffered log bytes
 //! and names the file to fsync, the owner fsyncs it wherever it likes (off its
 //! event loop, batching many writes into one sync) and reports back with
-//! [`Engine::finish_sync`]. A failed sync poisons the engine for writes.
+//! [`Engine::finish_sync`]. A failed sync, append or flush poisons the engine for writes.
 //!
 //! The engine never reads a clock or spawns a thread; flushes and compactions
 //! run inline when the owner calls [`Engine::maintain`] between events. Bytes

@@ -52,7 +52,7 @@ impl Barrier {
         due
     }
 
-    /// Everything still waiting: after a failed sync none of it will happen.
+    /// Everything still waiting: once the engine is poisoned none of it will happen.
     pub fn drain(&mut self) -> Vec<Deferred> {
         core::mem::take(&mut self.waiting).into_values().collect()
     }

@@ -36,7 +36,7 @@ pub struct NodeStatus {
     pub keys_estimate: Option<u64>,
     /// Hints held for unreachable replicas.
     pub hints_pending: u64,
-    /// True once the node refuses writes after a failed sync.
+    /// True once the node refuses writes after a write to its disk failed.
     pub storage_failed: bool,
 }
 
@@ -98,8 +98,10 @@ impl NodeStatus {
         let _ = writeln!(out, "# HELP keel_hints_pending Hints held for unreachable replicas.");
         let _ = writeln!(out, "# TYPE keel_hints_pending gauge");
         let _ = writeln!(out, "keel_hints_pending {}", self.hints_pending);
-        let _ =
-            writeln!(out, "# HELP keel_storage_failed 1 when the node refuses writes after a failed sync.");
+        let _ = writeln!(
+            out,
+            "# HELP keel_storage_failed 1 when the node refuses writes after a write to its disk failed."
+        );
         let _ = writeln!(out, "# TYPE keel_storage_failed gauge");
         let _ = writeln!(out, "keel_storage_failed {}", u8::from(self.storage_failed));
     }
