@@ -29,11 +29,17 @@ pub enum Protocol {
 
 #[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    latency: Mutex<BTreeMap<&'static str, Latency>>,
+    /// Counts and latencies under one lock: every request updates both.
+    requests: Mutex<Requests>,
     commands: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
     connections: [Connections; 2],
+}
+
+#[derive(Debug, Default)]
+struct Requests {
+    counts: BTreeMap<(&'static str, &'static str), u64>,
+    latency: BTreeMap<&'static str, Latency>,
 }
 
 #[derive(Debug, Default)]
@@ -56,8 +62,7 @@ struct Latency {
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics {
-            requests: Mutex::new(BTreeMap::new()),
-            latency: Mutex::new(BTreeMap::new()),
+            requests: Mutex::new(Requests::default()),
             commands: Mutex::new(BTreeMap::new()),
             responses: Mutex::new(BTreeMap::new()),
             connections: [Connections::default(), Connections::default()],
@@ -65,10 +70,12 @@ impl Metrics {
     }
 
     /// One key request through the node: `op` is get/put/delete, `outcome`
-    /// a reply kind or an error code.
-    pub fn record_request(&self, op: &'static str, outcome: &'static str, elapsed: Duration) {
-        *lock(&self.requests).entry((op, outcome)).or_default() += 1;
-        lock(&self.latency).entry(op).or_insert_with(Latency::new).record(elapsed);
+    /// a reply kind or an error code; it started at `started` and ended at `ended`.
+    pub fn record_request(&self, op: &'static str, outcome: &'static str, started: Instant, ended: Instant) {
+        let mut requests = lock(&self.requests);
+        *requests.counts.entry((op, outcome)).or_default() += 1;
+        let latency = requests.latency.entry(op).or_insert_with(|| Latency::new(ended));
+        latency.record(ended.saturating_duration_since(started), ended);
     }
 
     /// One Redis command, `outcome` being `ok` or `error`.
@@ -116,14 +123,17 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         header(&mut out, "keel_requests_total", "counter", "Key requests by operation and outcome.");
-        for ((op, outcome), count) in lock(&self.requests).iter() {
+        let mut requests = lock(&self.requests);
+        for ((op, outcome), count) in &requests.counts {
             let _ = writeln!(out, "keel_requests_total{{op=\"{op}\",outcome=\"{outcome}\"}} {count}");
         }
         let help = "Key request latency, queueing included; quantiles over the last minute or two.";
         header(&mut out, "keel_request_duration_seconds", "summary", help);
-        for (op, latency) in lock(&self.latency).iter_mut() {
-            latency.write(&mut out, op);
+        let now = Instant::now();
+        for (op, latency) in &mut requests.latency {
+            latency.write(&mut out, op, now);
         }
+        drop(requests);
         header(&mut out, "keel_resp_commands_total", "counter", "Redis commands by command and outcome.");
         for ((command, outcome), count) in lock(&self.commands).iter() {
             let _ = writeln!(
@@ -170,26 +180,20 @@ impl Default for Metrics {
 }
 
 impl Latency {
-    fn new() -> Latency {
-        Latency {
-            current: histogram(),
-            previous: histogram(),
-            rotated: Instant::now(),
-            sum_micros: 0,
-            count: 0,
-        }
+    fn new(now: Instant) -> Latency {
+        Latency { current: histogram(), previous: histogram(), rotated: now, sum_micros: 0, count: 0 }
     }
 
-    fn record(&mut self, elapsed: Duration) {
-        self.rotate();
+    fn record(&mut self, elapsed: Duration, now: Instant) {
+        self.rotate(now);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1);
         self.current.saturating_record(micros);
         self.sum_micros = self.sum_micros.saturating_add(micros);
         self.count += 1;
     }
 
-    fn rotate(&mut self) {
-        let age = self.rotated.elapsed();
+    fn rotate(&mut self, now: Instant) {
+        let age = now.saturating_duration_since(self.rotated);
         if age < WINDOW {
             return;
         }
@@ -199,11 +203,11 @@ impl Latency {
             self.previous.reset();
         }
         self.current.reset();
-        self.rotated = Instant::now();
+        self.rotated = now;
     }
 
-    fn write(&mut self, out: &mut String, op: &str) {
-        self.rotate();
+    fn write(&mut self, out: &mut String, op: &str, now: Instant) {
+        self.rotate(now);
         let mut window = self.previous.clone();
         // Both histograms share bounds and precision, so adding cannot fail.
         let _ = window.add(&self.current);
@@ -241,10 +245,11 @@ mod tests {
     #[test]
     fn renders_counters_and_quantiles() {
         let metrics = Metrics::new();
+        let start = Instant::now();
         for micros in 1..=1000 {
-            metrics.record_request("get", "found", Duration::from_micros(micros));
+            metrics.record_request("get", "found", start, start + Duration::from_micros(micros));
         }
-        metrics.record_request("put", "timeout", Duration::from_millis(5));
+        metrics.record_request("put", "timeout", start, start + Duration::from_millis(5));
         metrics.record_command("get", "ok");
         metrics.record_response("kv", 200);
         metrics.connection_opened(Protocol::Resp);

@@ -34,21 +34,21 @@ pub struct Call {
 }
 
 /// A cloneable sender of [`Call`]s, shared by every connection of every server.
+///
+/// The receiving end answers every call or drops its reply slot; the node
+/// driver also gives up on a reply it has waited for too long. A caller
+/// therefore needs no timer of its own.
 #[derive(Clone, Debug)]
 pub struct Handle {
     sender: mpsc::Sender<Call>,
     capacity: u64,
     queue_wait_max: Duration,
-    reply_wait_max: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Handle {
     /// How long a call waits for room in a full queue before it is shed.
     pub const QUEUE_WAIT_MAX_DEFAULT: Duration = Duration::from_millis(100);
-    /// A safety net above the node's own request timeouts, so a lost reply
-    /// never holds a client connection forever.
-    pub const REPLY_WAIT_MAX_DEFAULT: Duration = Duration::from_secs(30);
 
     /// A handle and the receiver the driver serves, holding at most
     /// `capacity` calls that the driver has not yet taken.
@@ -59,16 +59,14 @@ impl Handle {
             sender,
             capacity: capacity as u64,
             queue_wait_max: Handle::QUEUE_WAIT_MAX_DEFAULT,
-            reply_wait_max: Handle::REPLY_WAIT_MAX_DEFAULT,
             metrics: Arc::new(Metrics::new()),
         };
         (handle, receiver)
     }
 
-    /// Replaces the default waits for queue room and for a reply.
-    pub fn with_waits(mut self, queue_wait_max: Duration, reply_wait_max: Duration) -> Handle {
+    /// Replaces the default wait for room in a full queue.
+    pub fn with_queue_wait(mut self, queue_wait_max: Duration) -> Handle {
         self.queue_wait_max = queue_wait_max;
-        self.reply_wait_max = reply_wait_max;
         self
     }
 
@@ -81,12 +79,12 @@ impl Handle {
     pub async fn call(&self, request: Request) -> Reply {
         let started = Instant::now();
         let op = op_name(&request);
-        let reply = self.exchange(request).await;
-        self.metrics.record_request(op, outcome_name(&reply), started.elapsed());
+        let reply = self.exchange(request, started).await;
+        self.metrics.record_request(op, outcome_name(&reply), started, Instant::now());
         reply
     }
 
-    async fn exchange(&self, request: Request) -> Reply {
+    async fn exchange(&self, request: Request, started: Instant) -> Reply {
         let (reply_sender, reply_receiver) = oneshot::channel();
         let call = Call { request, reply: reply_sender };
         let sent = match self.sender.try_send(call) {
@@ -105,12 +103,11 @@ impl Handle {
         if let Err(error) = sent {
             return Reply::Failed(error);
         }
-        let waited = std::time::Instant::now();
-        match tokio::time::timeout(self.reply_wait_max, reply_receiver).await {
-            Ok(Ok(reply)) => reply,
+        match reply_receiver.await {
+            Ok(reply) => reply,
             // The driver took the call, so the request may have reached replicas.
-            Ok(Err(_)) | Err(_) => {
-                let waited_ms = u64::try_from(waited.elapsed().as_millis()).unwrap_or(u64::MAX);
+            Err(_) => {
+                let waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 Reply::Failed(ClientError::ReplyLost { waited_ms })
             }
         }
@@ -244,14 +241,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_shed_after_the_wait() {
-        let (handle, _receiver) = Handle::channel(1);
-        let handle = handle.with_waits(Duration::from_millis(5), Duration::from_millis(5));
+        let (handle, mut receiver) = Handle::channel(1);
+        let handle = handle.with_queue_wait(Duration::from_millis(5));
         let first = handle.clone();
-        // The first call fills the queue and then waits for a reply that never comes.
+        // The first call fills the queue, which nobody serves yet.
         let waiting = tokio::spawn(async move { first.call(get("a")).await });
         tokio::task::yield_now().await;
         let reply = handle.call(get("b")).await;
         assert_eq!(reply, Reply::Failed(ClientError::Overloaded { what: "request queue".into(), limit: 1 }));
+        // Taken, then dropped unanswered: the outcome is unknown.
+        drop(receiver.recv().await.expect("the first call"));
         let first_reply = waiting.await.expect("task");
         assert!(matches!(first_reply, Reply::Failed(ClientError::ReplyLost { .. })));
     }

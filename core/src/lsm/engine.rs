@@ -1,5 +1,6 @@
 //! The engine: the write path, the read path and the durability handshake.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -136,8 +137,14 @@ impl Engine {
 
     /// The newest value of `key`, including writes not yet synced.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        Ok(self.get_borrowed(key)?.map(Cow::into_owned))
+    }
+
+    /// As [`Engine::get`], without copying a value that is in the memtable:
+    /// most reads of recent writes only decode the value and drop it.
+    pub fn get_borrowed(&mut self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, ReadError> {
         if let Some(entry) = self.memtable.get(key) {
-            return Ok(entry.map(<[u8]>::to_vec));
+            return Ok(entry.map(Cow::Borrowed));
         }
         let hash = bloom::hash(key);
         let mut reads = Reads {
@@ -160,7 +167,7 @@ impl Engine {
                 }
                 let Some(table) = self.tables.get(&meta.id) else { continue };
                 if let Some(entry) = table.get(key, hash, value_bytes_max, &mut reads)? {
-                    return Ok(entry);
+                    return Ok(entry.map(Cow::Owned));
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! key holding its [`Object`] plus what only this node knows about it — the
 //! epoch in which this node issues dots for the key.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::BuildHasherDefault;
 
@@ -27,6 +28,10 @@ const RECORD_FORMAT: u8 = 1;
 /// a fresh epoch for a key is usually free. A crash skips the rest of the
 /// block: epochs are never reused, gaps are harmless.
 const EPOCH_LEASE: u64 = 1024;
+
+/// A record buffer larger than this (a large value passed through) is
+/// freed rather than kept for the next write.
+const RECORD_BUFFER_KEPT_MAX: usize = 64 * 1024;
 
 /// One client key's record on this node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,9 +68,15 @@ pub struct Store {
     epoch_next: u64,
     /// Keys with writes not yet durable, and the Lsn of their last write.
     /// Only looked up, never iterated, so a hash map with fixed keys.
+    /// Kept only under the `always` policy: under `periodic` nothing waits
+    /// for durability, so nobody asks.
     unsynced: hashbrown::HashMap<Vec<u8>, Lsn, BuildHasherDefault<SipHasher13>>,
     /// The same writes in Lsn order, to prune `unsynced` as syncs complete.
     unsynced_order: VecDeque<(Lsn, Vec<u8>)>,
+    track_unsynced: bool,
+    /// Reused for each record's engine key and encoding: no allocation per write.
+    key_buffer: Vec<u8>,
+    record_buffer: Vec<u8>,
 }
 
 impl Store {
@@ -97,6 +108,9 @@ impl Store {
             epoch_next: meta.epoch_lease_end,
             unsynced: hashbrown::HashMap::default(),
             unsynced_order: VecDeque::new(),
+            track_unsynced: !periodic,
+            key_buffer: Vec::new(),
+            record_buffer: Vec::new(),
         };
         if fresh {
             // Recorded before any dot of this incarnation can leave the node:
@@ -122,26 +136,32 @@ impl Store {
     }
 
     pub fn read(&mut self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let data_key = data_key(key);
+        set_data_key(&mut self.key_buffer, key);
         // The engine already re-reads a block once; a copy is declared corrupt
         // (and replaced from a replica) only if a second try fails as well.
-        let found = match self.engine.get(&data_key) {
-            Err(ReadError::Corrupt { .. }) => self.engine.get(&data_key)?,
-            other => other?,
-        };
-        let Some(bytes) = found else {
-            return Ok(None);
-        };
-        decode_record(&bytes).map(Some)
+        match self.engine.get_borrowed(&self.key_buffer) {
+            Err(ReadError::Corrupt { .. }) => {}
+            found => return decode_found(found?),
+        }
+        decode_found(self.engine.get_borrowed(&self.key_buffer)?)
     }
 
     /// Writes `record`; it is durable once a sync covers the returned Lsn.
     pub fn write(&mut self, key: &[u8], record: &Record) -> Result<Lsn, StoreError> {
-        let mut bytes = vec![RECORD_FORMAT];
-        bytes =
-            postcard::to_extend(record, bytes).map_err(|error| StoreError::Malformed(error.to_string()))?;
-        let lsn = self.engine.put(&data_key(key), &bytes)?;
-        self.note_unsynced(key, lsn);
+        let mut bytes = std::mem::take(&mut self.record_buffer);
+        bytes.clear();
+        bytes.push(RECORD_FORMAT);
+        let encoded = postcard::to_extend(record, bytes);
+        let bytes = encoded.map_err(|error| StoreError::Malformed(error.to_string()))?;
+        set_data_key(&mut self.key_buffer, key);
+        let written = self.engine.put(&self.key_buffer, &bytes);
+        if bytes.capacity() <= RECORD_BUFFER_KEPT_MAX {
+            self.record_buffer = bytes;
+        }
+        let lsn = written?;
+        if self.track_unsynced {
+            self.note_unsynced(key, lsn);
+        }
         Ok(lsn)
     }
 
@@ -203,11 +223,15 @@ fn new_incarnation(rng: &mut ChaCha8Rng, old: u32) -> u32 {
     }
 }
 
-fn data_key(key: &[u8]) -> Vec<u8> {
-    let mut prefixed = Vec::with_capacity(key.len() + 1);
-    prefixed.push(DATA_PREFIX);
-    prefixed.extend_from_slice(key);
-    prefixed
+/// The engine key of a client key: the data namespace's prefix, then the key.
+fn set_data_key(buffer: &mut Vec<u8>, key: &[u8]) {
+    buffer.clear();
+    buffer.push(DATA_PREFIX);
+    buffer.extend_from_slice(key);
+}
+
+fn decode_found(found: Option<Cow<'_, [u8]>>) -> Result<Option<Record>, StoreError> {
+    found.map(|bytes| decode_record(&bytes)).transpose()
 }
 
 fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {

@@ -17,11 +17,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use keel_core::NodeId;
 use keel_core::client::{ClientError, Reply, RequestId};
 use keel_core::disk::{Disk, DiskError};
 use keel_core::lsm::SyncRequest;
 use keel_core::node::{self, Event, Input, Node, Output};
+use keel_core::{NodeId, Now};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -148,7 +148,7 @@ struct Driver {
     synced: mpsc::UnboundedReceiver<(SyncRequest, Result<(), DiskError>)>,
     synced_sender: mpsc::UnboundedSender<(SyncRequest, Result<(), DiskError>)>,
     /// Callers waiting for the reply to each request handed to the node.
-    waiting: BTreeMap<RequestId, oneshot::Sender<Reply>>,
+    waiting: BTreeMap<RequestId, Waiting>,
     request_next: u64,
     introspect: NodeIntrospect,
     cluster: String,
@@ -188,7 +188,10 @@ impl Driver {
                 self.drain();
                 continue;
             }
-            if wake != armed {
+            // A deadline already reached waits for no timer: tokio's timers
+            // tick in whole milliseconds, longer than a whole group commit.
+            let due = wake.is_some_and(|at| at <= tokio::time::Instant::now());
+            if wake != armed && !due {
                 armed = wake;
                 timer.as_mut().reset(wake.unwrap_or_else(far_future));
             }
@@ -201,7 +204,10 @@ impl Driver {
                     tracing::info!("shutting down: finishing requests in flight and syncing");
                     stopping = Some(tokio::time::Instant::now() + self.shutdown_grace);
                 }
-                _ = refresh.tick() => self.refresh_status(),
+                _ = refresh.tick() => {
+                    self.refresh_status();
+                    self.give_up_on_lost_replies();
+                }
                 Some((request, result)) = self.synced.recv() => {
                     self.node.handle_input(self.clock.now(), Input::Synced { request, result });
                 }
@@ -210,16 +216,21 @@ impl Driver {
                     self.node.handle_input(self.clock.now(), input);
                 }
                 Some(call) = self.calls.recv() => {
-                    self.on_call(call, stopping.is_some());
+                    // One clock reading for the burst: microseconds apart at most.
+                    let now = self.clock.now();
+                    self.on_call(call, now, stopping.is_some());
                     // Take every call already queued before anything else:
                     // one wake-up for a burst, and one sync for their writes.
                     for _ in 0..CALLS_PER_PASS_MAX {
                         let Ok(call) = self.calls.try_recv() else { break };
                         self.drain();
-                        self.on_call(call, stopping.is_some());
+                        self.on_call(call, now, stopping.is_some());
                     }
                 }
-                () = &mut timer, if armed.is_some() => {
+                () = std::future::ready(()), if due => {
+                    self.node.handle_timeout(self.clock.now());
+                }
+                () = &mut timer, if armed.is_some() && !due => {
                     armed = None;
                     self.node.handle_timeout(self.clock.now());
                 }
@@ -229,15 +240,32 @@ impl Driver {
         self.finish().await;
     }
 
-    fn on_call(&mut self, call: Call, stopping: bool) {
+    fn on_call(&mut self, call: Call, now: Now, stopping: bool) {
         if stopping {
             let _ = call.reply.send(Reply::Failed(ClientError::ShuttingDown));
             return;
         }
         self.request_next += 1;
         let id = RequestId(self.request_next);
-        self.waiting.insert(id, call.reply);
-        self.node.handle_input(self.clock.now(), Input::Client { id, request: call.request });
+        self.waiting.insert(id, Waiting { since: now.mono, reply: call.reply });
+        self.node.handle_input(now, Input::Client { id, request: call.request });
+    }
+
+    /// A safety net under the node's own deadlines: a caller the node has
+    /// not answered in `REPLY_WAIT_MAX` is told its reply was lost, so a bug
+    /// can never hold a client connection forever.
+    fn give_up_on_lost_replies(&mut self) {
+        let now = self.clock.now().mono;
+        // Ids grow with arrival, so the longest waiting come first.
+        while let Some(entry) = self.waiting.first_entry() {
+            let waited = Duration::from_nanos(now.as_nanos().saturating_sub(entry.get().since.as_nanos()));
+            if waited < REPLY_WAIT_MAX {
+                break;
+            }
+            tracing::error!(request = entry.key().0, ?waited, "the node never answered a request");
+            let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+            let _ = entry.remove().reply.send(Reply::Failed(ClientError::ReplyLost { waited_ms }));
+        }
     }
 
     /// Carries out everything the node asked for.
@@ -248,7 +276,7 @@ impl Driver {
                 Output::Reply { id, reply } => {
                     if let Some(caller) = self.waiting.remove(&id) {
                         // A caller that gave up no longer listens; nothing to do.
-                        let _ = caller.send(reply);
+                        let _ = caller.reply.send(reply);
                     }
                 }
                 Output::Sync(request) => self.sync(request),
@@ -275,7 +303,7 @@ impl Driver {
         // These reached the node and may have been written: indeterminate.
         let waited_ms = u64::try_from(self.shutdown_grace.as_millis()).unwrap_or(u64::MAX);
         for (_, caller) in std::mem::take(&mut self.waiting) {
-            let _ = caller.send(Reply::Failed(ClientError::ReplyLost { waited_ms }));
+            let _ = caller.reply.send(Reply::Failed(ClientError::ReplyLost { waited_ms }));
         }
         self.refresh_status();
         self.transport_stop.cancel();
@@ -284,6 +312,16 @@ impl Driver {
         tracing::info!(all_writes_durable = durable, "node stopped");
     }
 }
+
+/// A caller waiting for the node's reply.
+struct Waiting {
+    since: keel_core::Instant,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// How long a caller may wait for the node's reply before it is told the
+/// reply was lost: far above every deadline the node keeps itself.
+const REPLY_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// Calls taken from the queue in one pass of the loop before its other
 /// inputs get a turn.

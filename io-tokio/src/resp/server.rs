@@ -29,6 +29,8 @@ const PENDING_REPLY_BYTES_MAX: usize = 64 * 1024;
 const READ_BYTES: usize = 16 * 1024;
 /// How long a refused client gets to read why.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// The idle timer's period when idle connections are kept forever (it never fires then).
+const NO_IDLE_TIMEOUT: Duration = Duration::from_secs(86_400 * 365);
 /// Pause after a failed accept (out of file descriptors, say) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -124,6 +126,11 @@ impl Connection<'_> {
         shutdown: &CancellationToken,
     ) -> std::io::Result<()> {
         let mut parser = Parser::new(self.shared.limits.clone());
+        let idle_timeout = self.shared.limits.idle_timeout;
+        // One timer for the connection's life, moved only when it fires:
+        // arming a timer for every read costs as much as a whole command.
+        let idle = tokio::time::sleep(idle_timeout.unwrap_or(NO_IDLE_TIMEOUT));
+        tokio::pin!(idle);
         loop {
             let flow = self.execute_buffered(&mut parser, session).await;
             self.flush().await?;
@@ -135,21 +142,24 @@ impl Connection<'_> {
                 self.buffer = Vec::with_capacity(READ_BYTES);
             }
             self.buffer.reserve(READ_BYTES);
-            let idle_timeout = self.shared.limits.idle_timeout;
-            let read = self.stream.read_buf(&mut self.buffer);
-            let read = async {
-                match idle_timeout {
-                    Some(idle) => tokio::time::timeout(idle, read).await.ok(),
-                    None => Some(read.await),
+            let waiting_since = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ok(()),
+                    result = self.stream.read_buf(&mut self.buffer) => match result {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => break,
+                        Err(error) => return Err(error),
+                    },
+                    () = &mut idle, if idle_timeout.is_some() => {
+                        let deadline = waiting_since + idle_timeout.unwrap_or_default();
+                        if deadline <= tokio::time::Instant::now() {
+                            return Ok(());
+                        }
+                        idle.as_mut().reset(deadline);
+                    }
                 }
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                result = read => match result {
-                    None | Some(Ok(0)) => return Ok(()),
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => return Err(error),
-                },
             }
         }
     }
@@ -189,14 +199,23 @@ impl Connection<'_> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let write = self.stream.write_all(&self.out);
-        match tokio::time::timeout(self.shared.limits.write_timeout, write).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "client did not read its replies",
-                ));
+        // The socket usually takes all the replies at once; only a client
+        // that does not read needs the timer.
+        let written = match self.stream.try_write(&self.out) {
+            Ok(written) => written,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(error) => return Err(error),
+        };
+        if written < self.out.len() {
+            let write = self.stream.write_all(&self.out[written..]);
+            match tokio::time::timeout(self.shared.limits.write_timeout, write).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "client did not read its replies",
+                    ));
+                }
             }
         }
         self.out.clear();
