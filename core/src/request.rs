@@ -112,8 +112,13 @@ impl GetRequest {
         let fresh = self.tally.asked().contains(&from) && !self.answers.iter().any(|(node, _)| *node == from);
         let outcome = match answer {
             Ok(object) if fresh => {
-                if let Some(object) = &object {
-                    self.merged.merge(object);
+                match &object {
+                    // The first copy is the merge so far: a clone, not a merge.
+                    Some(object) if self.answers.is_empty() => self.merged = object.clone(),
+                    Some(object) => {
+                        self.merged.merge(object);
+                    }
+                    None => {}
                 }
                 self.answers.push((from, object));
                 self.tally.record(from, true)

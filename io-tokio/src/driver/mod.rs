@@ -165,6 +165,9 @@ impl Driver {
         let timer = tokio::time::sleep_until(far_future());
         tokio::pin!(timer);
         let mut armed: Option<tokio::time::Instant> = None;
+        // Made once: each new waiter on the token takes its lock twice.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             if let Some(deadline) = stopping {
                 if self.node.is_quiescent() && self.waiting.is_empty() {
@@ -200,7 +203,7 @@ impl Driver {
             // Shutdown and the status refresh are rare, so they go first.
             tokio::select! {
                 biased;
-                () = shutdown.cancelled(), if stopping.is_none() => {
+                () = &mut cancelled, if stopping.is_none() => {
                     tracing::info!("shutting down: finishing requests in flight and syncing");
                     stopping = Some(tokio::time::Instant::now() + self.shutdown_grace);
                 }

@@ -130,7 +130,9 @@ impl Connection<'_> {
         // One timer for the connection's life, moved only when it fires:
         // arming a timer for every read costs as much as a whole command.
         let idle = tokio::time::sleep(idle_timeout.unwrap_or(NO_IDLE_TIMEOUT));
-        tokio::pin!(idle);
+        // Made once: each new waiter on the token takes its lock twice.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(idle, cancelled);
         loop {
             let flow = self.execute_buffered(&mut parser, session).await;
             self.flush().await?;
@@ -146,7 +148,7 @@ impl Connection<'_> {
             loop {
                 tokio::select! {
                     biased;
-                    () = shutdown.cancelled() => return Ok(()),
+                    () = &mut cancelled => return Ok(()),
                     result = self.stream.read_buf(&mut self.buffer) => match result {
                         Ok(0) => return Ok(()),
                         Ok(_) => break,
