@@ -331,6 +331,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_in_use_outlives_its_idle_timeout() {
+        let limits = RespLimits { idle_timeout: Some(Duration::from_millis(100)), ..RespLimits::default() };
+        let server = start(limits).await;
+        let mut stream = TcpStream::connect(server.address).await.expect("connect");
+        // Six times the idle timeout in all, never idle for more than half of it.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert_eq!(exchange(&mut stream, b"PING\r\n", 7).await, b"+PONG\r\n");
+        }
+        let idle_since = std::time::Instant::now();
+        assert!(closed(&mut stream).await);
+        assert!(
+            idle_since.elapsed() >= Duration::from_millis(90),
+            "closed early: {:?}",
+            idle_since.elapsed()
+        );
+        server.shutdown.cancel();
+    }
+
+    #[tokio::test]
     async fn shutdown_stops_accepting_and_closes_idle_connections() {
         let server = start(RespLimits::default()).await;
         let mut stream = TcpStream::connect(server.address).await.expect("connect");
