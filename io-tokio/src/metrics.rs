@@ -1,5 +1,5 @@
-//! Counters and latency distributions of the client-facing servers, rendered
-//! in the Prometheus text format at `/metrics`.
+//! Counters and latency distributions of the client-facing servers and of
+//! the disk, rendered in the Prometheus text format at `/metrics`.
 //!
 //! Label values are always `&'static str` from closed sets (operation names,
 //! outcome codes, command names from the command table), so a client cannot
@@ -34,6 +34,15 @@ pub struct Metrics {
     commands: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
     connections: [Connections; 2],
+    syncs: Mutex<Syncs>,
+}
+
+/// fsyncs of the node's files: how long they take is how long every write
+/// under `fsync always` waits.
+#[derive(Debug, Default)]
+struct Syncs {
+    latency: Option<Latency>,
+    failed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +75,7 @@ impl Metrics {
             commands: Mutex::new(BTreeMap::new()),
             responses: Mutex::new(BTreeMap::new()),
             connections: [Connections::default(), Connections::default()],
+            syncs: Mutex::new(Syncs::default()),
         }
     }
 
@@ -76,6 +86,13 @@ impl Metrics {
         *requests.counts.entry((op, outcome)).or_default() += 1;
         let latency = requests.latency.entry(op).or_insert_with(|| Latency::new(ended));
         latency.record(ended.saturating_duration_since(started), ended);
+    }
+
+    /// One fsync that took `elapsed`, ending at `ended`; `ok` is false if it failed.
+    pub fn record_sync(&self, elapsed: Duration, ended: Instant, ok: bool) {
+        let mut syncs = lock(&self.syncs);
+        syncs.latency.get_or_insert_with(|| Latency::new(ended)).record(elapsed, ended);
+        syncs.failed += u64::from(!ok);
     }
 
     /// One Redis command, `outcome` being `ok` or `error`.
@@ -131,9 +148,10 @@ impl Metrics {
         header(&mut out, "keel_request_duration_seconds", "summary", help);
         let now = Instant::now();
         for (op, latency) in &mut requests.latency {
-            latency.write(&mut out, op, now);
+            latency.write(&mut out, "keel_request_duration_seconds", &format!("op=\"{op}\""), now);
         }
         drop(requests);
+        self.write_syncs(&mut out, now);
         header(&mut out, "keel_resp_commands_total", "counter", "Redis commands by command and outcome.");
         for ((command, outcome), count) in lock(&self.commands).iter() {
             let _ = writeln!(
@@ -148,6 +166,17 @@ impl Metrics {
         }
         self.write_connections(&mut out);
         out
+    }
+
+    fn write_syncs(&self, out: &mut String, now: Instant) {
+        let mut syncs = lock(&self.syncs);
+        let help = "Duration of the disk's fsyncs; quantiles over the last minute or two.";
+        header(out, "keel_disk_sync_duration_seconds", "summary", help);
+        if let Some(latency) = &mut syncs.latency {
+            latency.write(out, "keel_disk_sync_duration_seconds", "", now);
+        }
+        header(out, "keel_disk_sync_failures_total", "counter", "fsyncs that failed.");
+        let _ = writeln!(out, "keel_disk_sync_failures_total {}", syncs.failed);
     }
 
     fn write_connections(&self, out: &mut String) {
@@ -206,19 +235,22 @@ impl Latency {
         self.rotated = now;
     }
 
-    fn write(&mut self, out: &mut String, op: &str, now: Instant) {
+    /// Writes the summary `name`; `labels` (`key="value"` pairs, may be
+    /// empty) are put on each of its sample lines.
+    fn write(&mut self, out: &mut String, name: &str, labels: &str, now: Instant) {
         self.rotate(now);
         let mut window = self.previous.clone();
         // Both histograms share bounds and precision, so adding cannot fail.
         let _ = window.add(&self.current);
+        let separator = if labels.is_empty() { "" } else { "," };
         for (quantile, label) in QUANTILES {
             let seconds = window.value_at_quantile(quantile) as f64 / 1e6;
-            let _ =
-                writeln!(out, "keel_request_duration_seconds{{op=\"{op}\",quantile=\"{label}\"}} {seconds}");
+            let _ = writeln!(out, "{name}{{{labels}{separator}quantile=\"{label}\"}} {seconds}");
         }
+        let labels = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
         let sum = self.sum_micros as f64 / 1e6;
-        let _ = writeln!(out, "keel_request_duration_seconds_sum{{op=\"{op}\"}} {sum}");
-        let _ = writeln!(out, "keel_request_duration_seconds_count{{op=\"{op}\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{labels} {sum}");
+        let _ = writeln!(out, "{name}_count{labels} {}", self.count);
     }
 }
 
@@ -254,6 +286,8 @@ mod tests {
         metrics.record_response("kv", 200);
         metrics.connection_opened(Protocol::Resp);
         metrics.connection_refused(Protocol::Http);
+        metrics.record_sync(Duration::from_millis(2), start, true);
+        metrics.record_sync(Duration::from_millis(3), start, false);
         let text = metrics.render();
         assert!(text.contains("keel_requests_total{op=\"get\",outcome=\"found\"} 1000"), "{text}");
         assert!(text.contains("keel_requests_total{op=\"put\",outcome=\"timeout\"} 1"));
@@ -263,6 +297,9 @@ mod tests {
         assert!(text.contains("keel_http_responses_total{route=\"kv\",status=\"200\"} 1"));
         assert!(text.contains("keel_connections_open{protocol=\"resp\"} 1"));
         assert!(text.contains("keel_connections_refused_total{protocol=\"http\"} 1"));
+        assert!(text.contains("keel_disk_sync_duration_seconds{quantile=\"0.5\"} 0.002"), "{text}");
+        assert!(text.contains("keel_disk_sync_duration_seconds_count 2"));
+        assert!(text.contains("keel_disk_sync_failures_total 1"));
         assert_eq!(metrics.commands_processed(), 1);
         for line in text.lines().filter(|line| !line.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap_or_default();

@@ -13,6 +13,7 @@
 #      vs redis-server with appendfsync always.
 # Each comparison alternates keel and redis for a few rounds and prints the medians: a shared
 # machine is noisy, and alternating spreads the noise over both.
+# A failed run counts as 0 requests/s, and its error is printed.
 # Installs redis-server and redis-tools if missing, builds keel in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,16 +33,27 @@ keel=target/release/keel
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -s "$work/keel.log" ]; then echo "keel's warnings and errors:"; tail -n 20 "$work/keel.log"; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 wait_port() { for _ in $(seq 100); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "port $1 never answered" >&2; exit 1; }
 
-# requests/s for one command, from redis-benchmark's CSV output.
+# requests/s for one command, from redis-benchmark's CSV output; 0, with the error on stderr,
+# if the run failed (redis-benchmark stops at the first error reply).
 rps() {
-  local port=$1 command=$2
-  redis-benchmark -p "$port" -t "$command" -n "$requests" -c "$clients" -d "$size" -r 100000 --csv -q \
-    | awk -F'"' -v cmd="${command^^}" '$2 == cmd { print $4 }'
+  local port=$1 command=$2 out rate
+  out=$(redis-benchmark -p "$port" -t "$command" -n "$requests" -c "$clients" -d "$size" -r 100000 --csv -q 2>&1) || true
+  rate=$(awk -F'"' -v cmd="${command^^}" '$2 == cmd { print $4 }' <<<"$out")
+  if [ -z "$rate" ]; then
+    echo "${command^^} against port $port failed: $(grep -v '^"' <<<"$out" | head -3)" >&2
+    rate=0
+  fi
+  echo "$rate"
 }
 
 start_redis() { # port, extra args…
@@ -67,7 +79,7 @@ report() { # label, keel port, redis port
     local ks=() rs=() ratios=() k r
     for _ in $(seq "$rounds"); do
       k=$(rps "$keel_port" "$command"); r=$(rps "$redis_port" "$command")
-      ks+=("$k"); rs+=("$r"); ratios+=("$(echo "$k / $r" | bc -l)")
+      ks+=("$k"); rs+=("$r"); ratios+=("$(echo "if ($r > 0) $k / $r else 0" | bc -l)")
     done
     printf '%-62s %-3s  keel %10.0f req/s   redis %10.0f req/s   ratio %s keel/redis=%.2f (median of %s)\n' \
       "$label" "${command^^}" "$(printf '%s\n' "${ks[@]}" | median)" "$(printf '%s\n' "${rs[@]}" | median)" \

@@ -152,6 +152,47 @@ mod tests {
     }
 
     #[test]
+    fn keys_of_any_length_are_found_and_ordered() {
+        let mut memtable = Memtable::new();
+        let keys: Vec<Vec<u8>> = [0, 1, 16, 17, 64, 300].iter().map(|&n| vec![b'k'; n]).collect();
+        for (at, key) in keys.iter().enumerate() {
+            memtable.insert(key, Some(&[at as u8]));
+        }
+        for (at, key) in keys.iter().enumerate() {
+            assert_eq!(memtable.get(key), Some(Some(&[at as u8][..])), "key of {} bytes", key.len());
+        }
+        assert_eq!(memtable.get(&[b'k'; 2]), None);
+        let ordered: Vec<Vec<u8>> = memtable.iter().map(|(key, _)| key.to_vec()).collect();
+        assert_eq!(ordered, keys);
+        assert_eq!(memtable.key_range(), Some((&keys[0][..], &keys[5][..])));
+    }
+
+    /// Any sequence of puts and deletes leaves the memtable agreeing with a
+    /// plain ordered map, for lookups and for ordered iteration.
+    #[test]
+    fn agrees_with_an_ordered_map() {
+        fn check(ops: Vec<(u8, u8, bool)>) -> bool {
+            let mut memtable = Memtable::new();
+            let mut model: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+            // Few distinct keys, so writes often replace each other.
+            let key_of = |k: u8| vec![b'a' + k % 4; usize::from(k % 8) * 5];
+            for (k, v, live) in ops {
+                let key = key_of(k);
+                let value = live.then(|| vec![v; usize::from(v % 7)]);
+                memtable.insert(&key, value.as_deref());
+                model.insert(key, value);
+            }
+            let all: Vec<(Vec<u8>, Entry)> =
+                memtable.iter().map(|(key, value)| (key.to_vec(), value.map(<[u8]>::to_vec))).collect();
+            let expected: Vec<(Vec<u8>, Entry)> = model.clone().into_iter().collect();
+            all == expected
+                && (0..=255u8)
+                    .all(|k| memtable.get(&key_of(k)) == model.get(&key_of(k)).map(Option::as_deref))
+        }
+        quickcheck::quickcheck(check as fn(Vec<(u8, u8, bool)>) -> bool);
+    }
+
+    #[test]
     fn range_respects_bounds_and_empty_ranges() {
         let mut memtable = Memtable::new();
         for key in [b"a", b"b", b"c", b"d"] {

@@ -15,6 +15,7 @@ mod status;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::client::{ClientError, Reply, RequestId};
@@ -30,6 +31,7 @@ use self::clock::Clock;
 pub use self::clock::random_seed;
 pub use self::status::NodeIntrospect;
 use crate::disk::FileDisk;
+use crate::metrics::Metrics;
 use crate::service::{Call, Handle};
 use crate::transport::{Inbound, Transport, TransportConfig};
 
@@ -126,6 +128,7 @@ pub async fn start(config: DriverConfig, shutdown: CancellationToken) -> Result<
         calls,
         synced,
         synced_sender,
+        metrics: handle.metrics().clone(),
         waiting: BTreeMap::new(),
         request_next: 0,
         introspect: introspect.clone(),
@@ -147,6 +150,7 @@ struct Driver {
     calls: mpsc::Receiver<Call>,
     synced: mpsc::UnboundedReceiver<(SyncRequest, Result<(), DiskError>)>,
     synced_sender: mpsc::UnboundedSender<(SyncRequest, Result<(), DiskError>)>,
+    metrics: Arc<Metrics>,
     /// Callers waiting for the reply to each request handed to the node.
     waiting: BTreeMap<RequestId, Waiting>,
     request_next: u64,
@@ -292,8 +296,19 @@ impl Driver {
     fn sync(&self, request: SyncRequest) {
         let disk = self.disk.clone();
         let done = self.synced_sender.clone();
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let result = disk.sync(&request.file);
+            let ended = std::time::Instant::now();
+            let elapsed = ended.saturating_duration_since(started);
+            metrics.record_sync(elapsed, ended, result.is_ok());
+            if elapsed >= SYNC_SLOW {
+                // Every write waiting on this sync waited as long: the
+                // likeliest cause of write timeouts under `fsync always`.
+                let elapsed_ms = elapsed.as_millis();
+                tracing::warn!(file = %request.file, elapsed_ms, "slow disk: an fsync took over a second");
+            }
             let _ = done.send((request, result));
         });
     }
@@ -325,6 +340,9 @@ struct Waiting {
 /// How long a caller may wait for the node's reply before it is told the
 /// reply was lost: far above every deadline the node keeps itself.
 const REPLY_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// An fsync this long is logged.
+const SYNC_SLOW: Duration = Duration::from_secs(1);
 
 /// Calls taken from the queue in one pass of the loop before its other
 /// inputs get a turn.

@@ -150,6 +150,15 @@ async fn many_concurrent_writes_share_syncs_and_all_are_durable() {
     for write in writes.collect::<Vec<_>>() {
         assert!(matches!(write.await.expect("task"), Reply::Written { .. }));
     }
+    // Every sync is measured, and there were fewer syncs than writes.
+    let metrics = handle.metrics().render();
+    let syncs: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("keel_disk_sync_duration_seconds_count "))
+        .and_then(|count| count.parse().ok())
+        .expect("a count of syncs");
+    assert!((1..500).contains(&syncs), "{syncs} syncs for 500 writes");
+    assert!(metrics.contains("keel_disk_sync_failures_total 0"), "{metrics}");
     cluster.stop(0).await;
     cluster.restart(0).await;
     for i in (0..500).step_by(37) {
