@@ -7,7 +7,7 @@
 #   1. one keel node (--fsync always)    vs redis-server, AOF with appendfsync always: a write is
 #      acknowledged only once it is fsynced;
 #   2. one keel node (--fsync periodic)  vs redis-server, AOF with appendfsync everysec: fsync
-#      once a second, a machine crash may lose that second (keel: a process crash too);
+#      once a second, a machine crash may lose that second;
 #   3. one keel node (--fsync periodic)  vs redis-server on its defaults (RDB snapshots only);
 #   4. a 3-node keel cluster, N=3, quorum reads and writes, --fsync always
 #      vs redis-server with appendfsync always.

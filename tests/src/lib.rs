@@ -69,12 +69,19 @@ pub struct NodeProcess {
 pub struct Cluster {
     pub nodes: Vec<NodeProcess>,
     replicas: u8,
+    /// Given to every node after the flags the cluster sets itself.
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
     /// Starts `size` nodes with `replicas` replicas per key and waits until
     /// every node answers its health check.
     pub fn start(name: &str, size: u64, replicas: u8) -> Cluster {
+        Cluster::start_with(name, size, replicas, &[])
+    }
+
+    /// As [`Cluster::start`], with `extra_args` given to every node.
+    pub fn start_with(name: &str, size: u64, replicas: u8, extra_args: &[&str]) -> Cluster {
         let dir = scratch_dir(name);
         let nodes = (1..=size)
             .map(|id| NodeProcess {
@@ -86,7 +93,8 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut cluster = Cluster { nodes, replicas };
+        let extra_args = extra_args.iter().map(|arg| arg.to_string()).collect();
+        let mut cluster = Cluster { nodes, replicas, extra_args };
         for index in 0..cluster.nodes.len() {
             cluster.spawn(index);
         }
@@ -110,6 +118,7 @@ impl Cluster {
             .args(["--listen-redis", &node.redis.to_string()])
             .args(["--peer", &peers.join(",")])
             .args(["--request-timeout-ms", "1000", "--log", "warn"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

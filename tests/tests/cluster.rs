@@ -74,6 +74,27 @@ fn a_restarted_node_is_repaired_by_reads() {
     assert!(eventually(Duration::from_secs(5), || get(n3, "missed", "?r=one").text() == "while-down"));
 }
 
+/// Under `--fsync periodic` a write is acknowledged before any fsync, but
+/// it is in the kernel's hands by then: killing the process loses nothing.
+#[test]
+fn periodic_fsync_loses_no_acknowledged_write_when_the_process_is_killed() {
+    // An interval far longer than the test: no timed sync happens.
+    let mut cluster =
+        Cluster::start_with("periodic", 1, 1, &["--fsync", "periodic", "--fsync-interval-ms", "600000"]);
+    let node = &cluster.nodes[0];
+    for i in 0..50 {
+        assert_eq!(redis_cli(node.redis, &["SET", &format!("key-{i}"), &format!("value-{i}")]), "OK");
+    }
+    assert_eq!(put(node.http, "last", b"over-http", "").status, 204);
+    cluster.kill_hard(0);
+    cluster.restart(0);
+    let node = &cluster.nodes[0];
+    for i in 0..50 {
+        assert_eq!(redis_cli(node.redis, &["GET", &format!("key-{i}")]), format!("value-{i}"), "key {i}");
+    }
+    assert_eq!(get(node.http, "last", "").text(), "over-http");
+}
+
 #[test]
 fn sigterm_stops_a_node_cleanly() {
     let mut cluster = Cluster::start("sigterm", 1, 1);

@@ -119,6 +119,16 @@ impl Engine {
         Ok(lsn)
     }
 
+    /// Hands the buffered WAL bytes to the disk without syncing them: they
+    /// then survive a crash of the process, though not of the machine. On
+    /// failure the engine is poisoned, as after any failed append.
+    pub fn write_out(&mut self) -> Result<(), DiskError> {
+        if self.poisoned {
+            return Err(poisoned_error());
+        }
+        self.append_wal()
+    }
+
     /// Appends the buffered WAL bytes to the file. A failed append may leave a
     /// partial record behind, after which nothing more may be appended: poison.
     pub(super) fn append_wal(&mut self) -> Result<(), DiskError> {

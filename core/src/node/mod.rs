@@ -124,6 +124,8 @@ pub struct Node {
     poison_reported: bool,
     /// When the scheduled sync timer fires, if one is scheduled.
     sync_due: Option<Instant>,
+    /// When the scheduled write-out timer fires, if one is scheduled.
+    write_out_due: Option<Instant>,
     outputs: VecDeque<Output>,
     stats: NodeStats,
 }
@@ -166,6 +168,7 @@ impl Node {
             storage_failure: None,
             poison_reported: false,
             sync_due: None,
+            write_out_due: None,
             outputs: VecDeque::new(),
             stats: NodeStats::default(),
         };
@@ -246,6 +249,7 @@ impl Node {
             match timer {
                 Timer::Heartbeat => self.on_heartbeat_timer(),
                 Timer::Sync => self.on_sync_timer(),
+                Timer::WriteOut => self.on_write_out_timer(),
                 Timer::Request(tag) => self.on_request_deadline(tag),
             }
         }
@@ -269,9 +273,10 @@ impl Node {
             }
         }
         let sync_timer = usize::from(self.sync_due.is_some());
-        if self.timers.len() != self.pending.len() + 1 + sync_timer {
+        let write_out_timer = usize::from(self.write_out_due.is_some());
+        if self.timers.len() != self.pending.len() + 1 + sync_timer + write_out_timer {
             return Err(format!(
-                "{} timers for {} requests, one heartbeat and {sync_timer} sync",
+                "{} timers for {} requests, one heartbeat, {sync_timer} sync and {write_out_timer} write-out",
                 self.timers.len(),
                 self.pending.len()
             ));
@@ -433,6 +438,12 @@ impl Node {
             self.sync_due = Some(due);
             self.timers.schedule(due, Timer::Sync);
         }
+        // Under `Always` the sync due now writes the log out itself.
+        let buffered = engine.appended_lsn() < engine.last_lsn() && !engine.is_poisoned();
+        if buffered && self.sync_interval().is_some() && self.write_out_due.is_none() {
+            self.write_out_due = Some(self.now.mono);
+            self.timers.schedule(self.now.mono, Timer::WriteOut);
+        }
         debug_assert!(self.invariants().is_ok(), "{:?}", self.invariants());
     }
 
@@ -443,6 +454,13 @@ impl Node {
                 self.sync_in_flight = Some(request.clone());
                 self.outputs.push_back(Output::Sync(request));
             }
+        }
+    }
+
+    fn on_write_out_timer(&mut self) {
+        self.write_out_due = None;
+        if let Err(error) = self.store.engine_mut().write_out() {
+            self.storage_failure = Some(format!("appending to the log failed: {error}"));
         }
     }
 

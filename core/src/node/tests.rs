@@ -386,6 +386,15 @@ fn with_periodic_syncs_writes_are_acknowledged_at_once_and_synced_later() {
     );
     assert!(matches!(cluster.take_reply(id), Some(Reply::Written { .. })), "acknowledged before any sync");
     assert!(cluster.held_syncs.is_empty());
+    // The log is handed to the disk once the burst of inputs is over, unsynced.
+    let node = &mut cluster.nodes[0];
+    let before = node.stats().engine;
+    assert_eq!(node.poll_timeout(), Some(cluster.now), "a write-out due now");
+    node.handle_timeout(at(cluster.now));
+    let after = node.stats().engine;
+    assert!(after.wal_bytes > before.wal_bytes, "{before:?} then {after:?}");
+    assert!(after.durable_lsn < after.last_lsn);
+    assert!(node.poll_output().is_none(), "no sync before the interval");
     cluster.advance(Duration::from_millis(150));
     assert_eq!(cluster.held_syncs.len(), 1, "the interval's sync");
 }

@@ -12,6 +12,10 @@ pub enum Timer {
     /// driver first hands the node every input that is already waiting:
     /// they all share the sync (group commit).
     Sync,
+    /// Under periodic syncs, hand the buffered log to the kernel. Also
+    /// scheduled for "now": one write per burst of inputs, after which a
+    /// crash of the process (not of the machine) loses no acknowledged write.
+    WriteOut,
     /// The deadline of the coordinated request or forward with this tag.
     Request(Tag),
 }
