@@ -14,7 +14,7 @@ pub enum Timer {
     Sync,
     /// Under periodic syncs, hand the buffered log to the kernel. Also
     /// scheduled for "now": one write per burst of inputs, after which a
-    /// crash of the process (not of the machine) loses no acknowledged write.
+    /// crash of the process (not of the machine) loses none of the burst.
     WriteOut,
     /// The deadline of the coordinated request or forward with this tag.
     Request(Tag),
