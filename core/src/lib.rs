@@ -49,3 +49,8 @@ pub mod version;
 
 pub use id::NodeId;
 pub use time::{Instant, Now};
+
+/// The hasher of the crate's hash maps: fixed keys, so a map's layout is
+/// the same on every run. They are looked up, never iterated in an order
+/// that reaches an output.
+pub(crate) type FixedHasher = std::hash::BuildHasherDefault<siphasher::sip::SipHasher13>;

@@ -17,7 +17,6 @@
 //! issued twice with different values (the failure Riak calls kv679).
 
 use core::fmt;
-use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -60,11 +59,19 @@ impl fmt::Debug for Dot {
 /// A set of dots: a version vector (every dot `(actor, 1..=n)`) plus a cloud
 /// of single dots beyond it. The cloud lets a context say "what I read plus
 /// the one write I made" exactly, without claiming dots it never saw.
+///
+/// Both parts are sorted vectors, not trees: a context names a handful of
+/// actors, and it is decoded, changed and encoded on every request. They
+/// encode exactly as an ordered map and an ordered set would.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CausalContext {
-    vector: BTreeMap<Actor, u64>,
-    /// Invariant: every dot here has `counter > vector[actor] + 1`.
-    cloud: BTreeSet<Dot>,
+    /// Sorted by actor, one entry per actor.
+    #[serde(deserialize_with = "decode_vector")]
+    vector: Vec<(Actor, u64)>,
+    /// Sorted, no duplicates. Invariant: every dot here has
+    /// `counter > vector[actor] + 1`.
+    #[serde(deserialize_with = "decode_cloud")]
+    cloud: Vec<Dot>,
 }
 
 impl CausalContext {
@@ -77,14 +84,13 @@ impl CausalContext {
     }
 
     pub fn contains(&self, dot: &Dot) -> bool {
-        self.vector.get(&dot.actor).is_some_and(|&n| dot.counter <= n) || self.cloud.contains(dot)
+        self.vector_get(dot.actor).is_some_and(|n| dot.counter <= n) || self.cloud.binary_search(dot).is_ok()
     }
 
     /// The highest counter of `actor` in this set, 0 if none.
     pub fn max_counter(&self, actor: Actor) -> u64 {
-        let in_vector = self.vector.get(&actor).copied().unwrap_or(0);
-        let in_cloud =
-            self.cloud.range(Dot { actor, counter: 0 }..=Dot { actor, counter: u64::MAX }).next_back();
+        let in_vector = self.vector_get(actor).unwrap_or(0);
+        let in_cloud = self.cloud_of(actor).last();
         in_cloud.map_or(in_vector, |dot| dot.counter.max(in_vector))
     }
 
@@ -92,16 +98,23 @@ impl CausalContext {
         if dot.counter == 0 || self.contains(&dot) {
             return;
         }
-        self.cloud.insert(dot);
+        let at = self.cloud.partition_point(|held| *held < dot);
+        self.cloud.insert(at, dot);
         self.compact_actor(dot.actor);
     }
 
     /// Adds every dot of `other`.
     pub fn join(&mut self, other: &CausalContext) {
-        for (&actor, &n) in &other.vector {
-            let entry = self.vector.entry(actor).or_insert(0);
-            if n > *entry {
-                *entry = n;
+        for &(actor, n) in &other.vector {
+            let at = match self.vector.binary_search_by_key(&actor, |&(held, _)| held) {
+                Ok(at) => at,
+                Err(at) => {
+                    self.vector.insert(at, (actor, 0));
+                    at
+                }
+            };
+            if n > self.vector[at].1 {
+                self.vector[at].1 = n;
                 self.compact_actor(actor);
             }
         }
@@ -112,15 +125,16 @@ impl CausalContext {
 
     /// True when every dot of `other` is in `self`.
     pub fn includes(&self, other: &CausalContext) -> bool {
-        other.vector.iter().all(|(&actor, &n)| self.vector.get(&actor).is_some_and(|&mine| mine >= n))
+        other.vector.iter().all(|&(actor, n)| self.vector_get(actor).is_some_and(|mine| mine >= n))
             && other.cloud.iter().all(|dot| self.contains(dot))
     }
 
     /// Number of actors named, a measure of the context's size.
     pub fn actor_count(&self) -> usize {
-        let cloud_only = self.cloud.iter().filter(|dot| !self.vector.contains_key(&dot.actor));
-        let mut actors: BTreeSet<Actor> = cloud_only.map(|dot| dot.actor).collect();
-        actors.extend(self.vector.keys().copied());
+        let mut actors: Vec<Actor> = self.vector.iter().map(|&(actor, _)| actor).collect();
+        actors.extend(self.cloud.iter().map(|dot| dot.actor));
+        actors.sort_unstable();
+        actors.dedup();
         actors.len()
     }
 
@@ -129,9 +143,21 @@ impl CausalContext {
         self.cloud.len()
     }
 
+    fn vector_get(&self, actor: Actor) -> Option<u64> {
+        let at = self.vector.binary_search_by_key(&actor, |&(held, _)| held).ok()?;
+        Some(self.vector[at].1)
+    }
+
+    /// The cloud's dots of `actor`, in counter order.
+    fn cloud_of(&self, actor: Actor) -> &[Dot] {
+        let start = self.cloud.partition_point(|dot| dot.actor < actor);
+        let end = start + self.cloud[start..].partition_point(|dot| dot.actor == actor);
+        &self.cloud[start..end]
+    }
+
     /// Restores the cloud invariant after decoding bytes from outside.
     fn normalize(&mut self) {
-        self.vector.retain(|_, n| *n > 0);
+        self.vector.retain(|&(_, n)| n > 0);
         let cloud = core::mem::take(&mut self.cloud);
         for dot in cloud {
             self.insert(dot);
@@ -140,26 +166,50 @@ impl CausalContext {
 
     /// Folds cloud dots of `actor` that have become contiguous with the vector.
     fn compact_actor(&mut self, actor: Actor) {
-        let mut n = self.vector.get(&actor).copied().unwrap_or(0);
-        let range = Dot { actor, counter: 0 }..=Dot { actor, counter: u64::MAX };
-        let dots: Vec<Dot> = self.cloud.range(range).copied().collect();
-        for dot in dots {
-            if dot.counter <= n + 1 {
-                self.cloud.remove(&dot);
-                n = n.max(dot.counter);
-            } else {
-                break;
-            }
+        let mut n = self.vector_get(actor).unwrap_or(0);
+        let start = self.cloud.partition_point(|dot| dot.actor < actor);
+        let mut end = start;
+        while let Some(dot) = self.cloud.get(end).filter(|dot| dot.actor == actor && dot.counter <= n + 1) {
+            n = n.max(dot.counter);
+            end += 1;
         }
+        self.cloud.drain(start..end);
         if n > 0 {
-            self.vector.insert(actor, n);
+            match self.vector.binary_search_by_key(&actor, |&(held, _)| held) {
+                Ok(at) => self.vector[at].1 = n,
+                Err(at) => self.vector.insert(at, (actor, n)),
+            }
         }
     }
 }
 
+/// Decodes a vector as an ordered map would: sorted by actor, and the last
+/// entry wins when an actor repeats. Bytes from disk, peers and clients all
+/// come through here, so nothing downstream sees an unsorted vector.
+fn decode_vector<'de, D: serde::Deserializer<'de>>(decoder: D) -> Result<Vec<(Actor, u64)>, D::Error> {
+    let mut vector: Vec<(Actor, u64)> = Vec::deserialize(decoder)?;
+    if !vector.is_sorted_by(|a, b| a.0 < b.0) {
+        // A stable sort keeps repeats in arrival order; keep the last of each.
+        vector.reverse();
+        vector.sort_by_key(|&(actor, _)| actor);
+        vector.dedup_by_key(|&mut (actor, _)| actor);
+    }
+    Ok(vector)
+}
+
+/// Decodes a cloud as an ordered set would: sorted, without repeats.
+fn decode_cloud<'de, D: serde::Deserializer<'de>>(decoder: D) -> Result<Vec<Dot>, D::Error> {
+    let mut cloud: Vec<Dot> = Vec::deserialize(decoder)?;
+    if !cloud.is_sorted_by(|a, b| a < b) {
+        cloud.sort_unstable();
+        cloud.dedup();
+    }
+    Ok(cloud)
+}
+
 impl fmt::Debug for CausalContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.vector.iter()).finish()?;
+        f.debug_map().entries(self.vector.iter().map(|(actor, n)| (actor, n))).finish()?;
         if !self.cloud.is_empty() {
             write!(f, "+")?;
             f.debug_set().entries(self.cloud.iter()).finish()?;
@@ -340,11 +390,16 @@ impl Object {
         if !self.siblings.iter().all(|sibling| self.context.contains(&sibling.dot)) {
             return Err("sibling dot missing from context");
         }
+        if !self.context.vector.is_sorted_by(|a, b| a.0 < b.0)
+            || !self.context.cloud.is_sorted_by(|a, b| a < b)
+        {
+            return Err("context vector or cloud not sorted and unique");
+        }
         let cloud_ok = self
             .context
             .cloud
             .iter()
-            .all(|dot| dot.counter > self.context.vector.get(&dot.actor).copied().unwrap_or(0) + 1);
+            .all(|dot| dot.counter > self.context.vector_get(dot.actor).unwrap_or(0) + 1);
         if !cloud_ok {
             return Err("context cloud holds a dot contiguous with its vector");
         }

@@ -7,11 +7,10 @@
 //! allocation.
 
 use std::collections::{BTreeMap, btree_map};
-use std::hash::BuildHasherDefault;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use siphasher::sip::SipHasher13;
+use crate::FixedHasher;
 
 /// Bytes charged per entry on top of key and value: the two index entries,
 /// the key's and the value's allocation headers, and the slot. An
@@ -20,10 +19,6 @@ pub const ENTRY_OVERHEAD_BYTES: u64 = 96;
 
 /// A value or a tombstone.
 pub type Entry = Option<Vec<u8>>;
-
-/// Fixed keys: the index is never iterated, but its layout stays the same
-/// on every run all the same.
-type FixedHasher = BuildHasherDefault<SipHasher13>;
 
 #[derive(Debug, Default)]
 pub struct Memtable {

@@ -16,7 +16,7 @@ mod store;
 mod timers;
 mod write;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -31,7 +31,6 @@ use self::durability::{Barrier, Deferred};
 use self::peers::Peers;
 use self::store::Store;
 use self::timers::{Timer, Timers};
-use crate::NodeId;
 use crate::client::{ClientError, Reply, Request, RequestId};
 use crate::disk::{Disk, DiskError};
 use crate::lsm::{self, EngineStats, Lsn, SyncRequest};
@@ -40,6 +39,7 @@ use crate::request::{GetRequest, Origin, PutRequest};
 use crate::ring::{Ring, RingError};
 use crate::time::{Instant, Now};
 use crate::version::Object;
+use crate::{FixedHasher, NodeId};
 
 /// Why a node could not start.
 #[derive(Debug, Error)]
@@ -114,7 +114,9 @@ pub struct Node {
     now: Now,
     peers: Peers,
     timers: Timers,
-    pending: BTreeMap<Tag, Pending>,
+    /// Requests in flight. A hash map: one insert and one removal per
+    /// request, where a tree would shift large entries around.
+    pending: hashbrown::HashMap<Tag, Pending, FixedHasher>,
     /// Forwards already coordinated, so a duplicated message is not.
     seen_forwards: SeenForwards,
     barrier: Barrier,
@@ -161,7 +163,7 @@ impl Node {
             now,
             peers,
             timers,
-            pending: BTreeMap::new(),
+            pending: hashbrown::HashMap::default(),
             seen_forwards: SeenForwards::default(),
             barrier: Barrier::default(),
             sync_in_flight: None,

@@ -121,14 +121,51 @@ fn context_bytes_round_trip_and_reject_garbage() {
 fn decoded_contexts_are_normalized() {
     // A client may hand back a cloud dot the vector already covers.
     let mut raw = CausalContext::new();
-    raw.vector.insert(actor(1), 4);
-    raw.cloud.insert(dot(1, 2));
-    raw.cloud.insert(dot(1, 5));
+    raw.vector.push((actor(1), 4));
+    raw.cloud.push(dot(1, 2));
+    raw.cloud.push(dot(1, 5));
     let mut bytes = vec![CONTEXT_FORMAT];
     bytes.extend(postcard::to_allocvec(&raw).unwrap());
     let decoded = CausalContext::from_bytes(&bytes).unwrap();
     assert_eq!(decoded.cloud_len(), 0);
     assert_eq!(decoded.max_counter(actor(1)), 5);
+}
+
+/// The layout contexts had when they were an ordered map and an ordered set:
+/// records on disk and contexts held by clients were written in it.
+#[derive(serde::Serialize)]
+struct TreeContext {
+    vector: BTreeMap<Actor, u64>,
+    cloud: std::collections::BTreeSet<Dot>,
+}
+
+#[test]
+fn contexts_encode_as_an_ordered_map_and_set() {
+    let mut context = CausalContext::new();
+    for dot in [dot(3, 1), dot(1, 1), dot(1, 2), dot(2, 4), dot(1, 7), dot(3, 9)] {
+        context.insert(dot);
+    }
+    let tree = TreeContext {
+        vector: [(actor(1), 2), (actor(3), 1)].into_iter().collect(),
+        cloud: [dot(1, 7), dot(2, 4), dot(3, 9)].into_iter().collect(),
+    };
+    assert_eq!(postcard::to_allocvec(&context).unwrap(), postcard::to_allocvec(&tree).unwrap());
+}
+
+#[test]
+fn decoding_sorts_and_keeps_the_last_of_repeated_entries() {
+    // Out of order, with a repeated actor and a repeated dot, as no encoder
+    // of keel writes them but a hostile client may.
+    let mut raw = CausalContext::new();
+    raw.vector = vec![(actor(3), 2), (actor(1), 1), (actor(3), 5)];
+    raw.cloud = vec![dot(2, 9), dot(1, 8), dot(2, 9)];
+    let mut bytes = vec![CONTEXT_FORMAT];
+    bytes.extend(postcard::to_allocvec(&raw).unwrap());
+    let decoded = CausalContext::from_bytes(&bytes).unwrap();
+    assert_eq!(decoded.vector, vec![(actor(1), 1), (actor(3), 5)]);
+    assert_eq!(decoded.cloud, vec![dot(1, 8), dot(2, 9)]);
+    let object = Object { siblings: Vec::new(), context: decoded };
+    assert_eq!(object.invariants(), Ok(()));
 }
 
 #[test]

@@ -12,7 +12,7 @@
 mod clock;
 mod status;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -129,7 +129,7 @@ pub async fn start(config: DriverConfig, shutdown: CancellationToken) -> Result<
         synced,
         synced_sender,
         metrics: handle.metrics().clone(),
-        waiting: BTreeMap::new(),
+        waiting: HashMap::new(),
         request_next: 0,
         introspect: introspect.clone(),
         cluster: config.cluster,
@@ -152,7 +152,9 @@ struct Driver {
     synced_sender: mpsc::UnboundedSender<(SyncRequest, Result<(), DiskError>)>,
     metrics: Arc<Metrics>,
     /// Callers waiting for the reply to each request handed to the node.
-    waiting: BTreeMap<RequestId, Waiting>,
+    /// A hash map: one insert and one removal per request, cheaper than a
+    /// tree's; the rare sweep for lost replies visits them all.
+    waiting: HashMap<RequestId, Waiting>,
     request_next: u64,
     introspect: NodeIntrospect,
     cluster: String,
@@ -263,15 +265,20 @@ impl Driver {
     /// can never hold a client connection forever.
     fn give_up_on_lost_replies(&mut self) {
         let now = self.clock.now().mono;
-        // Ids grow with arrival, so the longest waiting come first.
-        while let Some(entry) = self.waiting.first_entry() {
-            let waited = Duration::from_nanos(now.as_nanos().saturating_sub(entry.get().since.as_nanos()));
-            if waited < REPLY_WAIT_MAX {
-                break;
-            }
-            tracing::error!(request = entry.key().0, ?waited, "the node never answered a request");
+        let waited =
+            |caller: &Waiting| Duration::from_nanos(now.as_nanos().saturating_sub(caller.since.as_nanos()));
+        let lost: Vec<RequestId> = self
+            .waiting
+            .iter()
+            .filter(|(_, caller)| waited(caller) >= REPLY_WAIT_MAX)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in lost {
+            let Some(caller) = self.waiting.remove(&id) else { continue };
+            let waited = waited(&caller);
+            tracing::error!(request = id.0, ?waited, "the node never answered a request");
             let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
-            let _ = entry.remove().reply.send(Reply::Failed(ClientError::ReplyLost { waited_ms }));
+            let _ = caller.reply.send(Reply::Failed(ClientError::ReplyLost { waited_ms }));
         }
     }
 
