@@ -13,6 +13,10 @@
 #      vs redis-server with appendfsync always.
 # Each comparison alternates keel and redis for a few rounds and prints the medians: a shared
 # machine is noisy, and alternating spreads the noise over both.
+# With two CPUs or more, the servers (keel and redis alike) share all CPUs but the last, and
+# redis-benchmark gets the last one to itself: left to the scheduler, client and server share a
+# CPU for part of some runs and not others, and that noise swamps the difference between servers.
+# PIN=0 leaves placement to the scheduler.
 # A failed run counts as 0 requests/s, and its error is printed.
 # Installs redis-server and redis-tools if missing, builds keel in release mode.
 set -euo pipefail
@@ -31,6 +35,13 @@ fi
 cargo build --release -q -p keel
 keel=target/release/keel
 
+cpus=$(nproc)
+server_cpus=() client_cpus=()
+if [ "${PIN:-1}" != 0 ] && [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
+  server_cpus=(taskset -c "$([ "$cpus" = 2 ] && echo 0 || echo "0-$((cpus - 2))")")
+  client_cpus=(taskset -c "$((cpus - 1))")
+fi
+
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -47,7 +58,7 @@ wait_port() { for _ in $(seq 100); do redis-cli -p "$1" PING >/dev/null 2>&1 && 
 # if the run failed (redis-benchmark stops at the first error reply).
 rps() {
   local port=$1 command=$2 out rate
-  out=$(redis-benchmark -p "$port" -t "$command" -n "$requests" -c "$clients" -d "$size" -r 100000 --csv -q 2>&1) || true
+  out=$("${client_cpus[@]}" redis-benchmark -p "$port" -t "$command" -n "$requests" -c "$clients" -d "$size" -r 100000 --csv -q 2>&1) || true
   rate=$(awk -F'"' -v cmd="${command^^}" '$2 == cmd { print $4 }' <<<"$out")
   if [ -z "$rate" ]; then
     echo "${command^^} against port $port failed: $(grep -v '^"' <<<"$out" | head -3)" >&2
@@ -58,14 +69,14 @@ rps() {
 
 start_redis() { # port, extra args…
   local port=$1; shift
-  redis-server --port "$port" --dir "$work" --dbfilename "dump-$port.rdb" --appendfilename "aof-$port" \
+  "${server_cpus[@]}" redis-server --port "$port" --dir "$work" --dbfilename "dump-$port.rdb" --appendfilename "aof-$port" \
     "$@" --daemonize no >"$work/redis-$port.log" 2>&1 &
   pids+=($!); wait_port "$port"
 }
 
 start_keel() { # node id, base port, peers, replicas, fsync policy
   local id=$1 base=$2 peers=$3 replicas=$4 fsync=$5
-  "$keel" node --node "$id" --cluster bench --replicas "$replicas" --fsync "$fsync" --data-dir "$work/keel-$base" \
+  "${server_cpus[@]}" "$keel" node --node "$id" --cluster bench --replicas "$replicas" --fsync "$fsync" --data-dir "$work/keel-$base" \
     --listen-peer "127.0.0.1:$((base + 10))" --listen-http "127.0.0.1:$((base + 20))" \
     --listen-redis "127.0.0.1:$((base + 21))" --peer "$peers" --log warn 2>>"$work/keel.log" &
   pids+=($!)
@@ -88,6 +99,11 @@ report() { # label, keel port, redis port
 }
 
 echo "redis-benchmark -n $requests -c $clients -d $size, keyspace 100000"
+if [ ${#client_cpus[@]} -gt 0 ]; then
+  echo "servers on CPU ${server_cpus[2]}, redis-benchmark on CPU ${client_cpus[2]}"
+else
+  echo "no CPU pinning"
+fi
 start_redis 16379 --appendonly yes --appendfsync always --save ''
 start_redis 16380 --appendonly yes --appendfsync everysec --save ''
 start_redis 16381
