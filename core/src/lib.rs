@@ -50,7 +50,38 @@ pub mod version;
 pub use id::NodeId;
 pub use time::{Instant, Now};
 
-/// The hasher of the crate's hash maps: fixed keys, so a map's layout is
-/// the same on every run. They are looked up, never iterated in an order
-/// that reaches an output.
+/// The hasher of hash maps over keys the node makes itself (request tags):
+/// fixed keys, so a map's layout is the same on every run. They are looked
+/// up, never iterated in an order that reaches an output.
 pub(crate) type FixedHasher = std::hash::BuildHasherDefault<siphasher::sip::SipHasher13>;
+
+/// The hasher of hash maps over keys that clients choose: SipHash-1-3 under
+/// a secret key. With a key anyone can know, a client could compute keys
+/// that all land in one probe sequence and make every lookup crawl. A node
+/// draws its key from its seeded generator, so the simulator replays it.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyedHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl KeyedHasher {
+    pub fn new(k0: u64, k1: u64) -> KeyedHasher {
+        KeyedHasher { k0, k1 }
+    }
+}
+
+impl std::hash::BuildHasher for KeyedHasher {
+    type Hasher = siphasher::sip::SipHasher13;
+
+    fn build_hasher(&self) -> siphasher::sip::SipHasher13 {
+        siphasher::sip::SipHasher13::new_with_keys(self.k0, self.k1)
+    }
+}
+
+/// The key stays out of logs and debug output.
+impl std::fmt::Debug for KeyedHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyedHasher(..)")
+    }
+}

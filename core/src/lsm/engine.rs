@@ -15,6 +15,7 @@ use super::{
     EngineConfig, EngineStats, Lsn, OpenError, Pair, ReadError, RecoveryReport, SyncRequest, WriteError,
     bloom, prefix_end,
 };
+use crate::KeyedHasher;
 use crate::disk::{Disk, DiskError};
 
 /// A log-structured merge tree over one directory of a [`Disk`].
@@ -60,8 +61,24 @@ pub(super) struct Counters {
 
 impl Engine {
     /// Opens the engine on `disk`, recovering tables and replaying the WAL.
+    /// The memtable hashes keys under a fixed key: for tests and tools.
     pub fn open(disk: Box<dyn Disk>, config: EngineConfig) -> Result<Engine, OpenError> {
-        super::recovery::open(disk, config)
+        super::recovery::open(disk, config, KeyedHasher::default())
+    }
+
+    /// As [`Engine::open`], with the memtable's index hashing under
+    /// `hasher`'s secret key: what a server facing clients uses.
+    pub fn open_keyed(
+        disk: Box<dyn Disk>,
+        config: EngineConfig,
+        hasher: KeyedHasher,
+    ) -> Result<Engine, OpenError> {
+        super::recovery::open(disk, config, hasher)
+    }
+
+    /// How the memtable hashes keys.
+    pub fn memtable_hasher(&self) -> KeyedHasher {
+        self.memtable.hasher()
     }
 
     pub fn config(&self) -> &EngineConfig {

@@ -75,7 +75,7 @@ impl Engine {
         self.install(manifest, added, &[])?;
         let old =
             core::mem::replace(&mut self.wal, WalWriter { seq, file, buffer: Vec::new(), disk_bytes: 0 });
-        self.memtable = Memtable::new();
+        self.memtable = Memtable::new(self.memtable.hasher());
         self.durable_lsn = self.last_lsn;
         self.appended_lsn = self.last_lsn;
         self.remove_wals_before(seq, &old.file);

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, btree_map};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::FixedHasher;
+use crate::KeyedHasher;
 
 /// Bytes charged per entry on top of key and value: the two index entries,
 /// the key's and the value's allocation headers, and the slot. An
@@ -20,17 +20,27 @@ pub const ENTRY_OVERHEAD_BYTES: u64 = 96;
 /// A value or a tombstone.
 pub type Entry = Option<Vec<u8>>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Memtable {
     values: Vec<Entry>,
-    index: hashbrown::HashMap<Arc<[u8]>, u32, FixedHasher>,
+    index: hashbrown::HashMap<Arc<[u8]>, u32, KeyedHasher>,
     order: BTreeMap<Arc<[u8]>, u32>,
     bytes: u64,
 }
 
 impl Memtable {
-    pub fn new() -> Memtable {
-        Memtable::default()
+    /// An empty memtable whose index hashes keys with `hasher`.
+    pub fn new(hasher: KeyedHasher) -> Memtable {
+        Memtable {
+            values: Vec::new(),
+            index: hashbrown::HashMap::with_hasher(hasher),
+            order: BTreeMap::new(),
+            bytes: 0,
+        }
+    }
+
+    pub fn hasher(&self) -> KeyedHasher {
+        *self.index.hasher()
     }
 
     /// Estimated memory held, in bytes.
@@ -134,7 +144,7 @@ mod tests {
 
     #[test]
     fn insert_replaces_and_counts_bytes() {
-        let mut memtable = Memtable::new();
+        let mut memtable = Memtable::new(KeyedHasher::default());
         memtable.insert(b"k", Some(b"12345"));
         assert_eq!(memtable.bytes(), 1 + 5 + ENTRY_OVERHEAD_BYTES);
         memtable.insert(b"k", None);
@@ -148,7 +158,7 @@ mod tests {
 
     #[test]
     fn keys_of_any_length_are_found_and_ordered() {
-        let mut memtable = Memtable::new();
+        let mut memtable = Memtable::new(KeyedHasher::default());
         let keys: Vec<Vec<u8>> = [0, 1, 16, 17, 64, 300].iter().map(|&n| vec![b'k'; n]).collect();
         for (at, key) in keys.iter().enumerate() {
             memtable.insert(key, Some(&[at as u8]));
@@ -167,7 +177,7 @@ mod tests {
     #[test]
     fn agrees_with_an_ordered_map() {
         fn check(ops: Vec<(u8, u8, bool)>) -> bool {
-            let mut memtable = Memtable::new();
+            let mut memtable = Memtable::new(KeyedHasher::default());
             let mut model: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
             // Few distinct keys, so writes often replace each other.
             let key_of = |k: u8| vec![b'a' + k % 4; usize::from(k % 8) * 5];
@@ -189,7 +199,7 @@ mod tests {
 
     #[test]
     fn range_respects_bounds_and_empty_ranges() {
-        let mut memtable = Memtable::new();
+        let mut memtable = Memtable::new(KeyedHasher::default());
         for key in [b"a", b"b", b"c", b"d"] {
             memtable.insert(key, Some(key));
         }

@@ -25,6 +25,7 @@ use super::memtable::Memtable;
 use super::sstable::{self, Table};
 use super::wal::{self, Reader, WalError};
 use super::{EngineConfig, Lsn, OpenError, ReadError, RecoveryReport};
+use crate::KeyedHasher;
 use crate::disk::{Disk, DiskError};
 
 /// What the manifest says about the WAL; stage-independent view used by replay.
@@ -36,7 +37,11 @@ pub(super) struct LogStart {
     pub flushed_lsn: Lsn,
 }
 
-pub(super) fn open(disk: Box<dyn Disk>, config: EngineConfig) -> Result<Engine, OpenError> {
+pub(super) fn open(
+    disk: Box<dyn Disk>,
+    config: EngineConfig,
+    hasher: KeyedHasher,
+) -> Result<Engine, OpenError> {
     let mut recovery = RecoveryReport::default();
     let mut counters = Counters::default();
     let manifest = match Manifest::load(&*disk, &mut counters.corruption_detected) {
@@ -57,7 +62,7 @@ pub(super) fn open(disk: Box<dyn Disk>, config: EngineConfig) -> Result<Engine, 
     }
     let names = remove_garbage(&*disk, &tables, &mut recovery)?;
     let start = LogStart { wal_first: manifest.wal_first, flushed_lsn: Lsn(manifest.flushed_lsn) };
-    let mut memtable = Memtable::new();
+    let mut memtable = Memtable::new(hasher);
     let replay = replay_wals(&*disk, &config, &names, start, &mut memtable, &mut recovery, &mut counters)?;
     let seq = replay.seq_max.map_or(start.wal_first, |seq| (seq + 1).max(start.wal_first));
     let file = wal::file_name(seq);

@@ -7,14 +7,13 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::hash::BuildHasherDefault;
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::Rng;
 use serde::{Deserialize, Serialize};
-use siphasher::sip::SipHasher13;
 use thiserror::Error;
 
+use crate::KeyedHasher;
 use crate::disk::Disk;
 use crate::lsm::{Engine, EngineConfig, Lsn, OpenError, ReadError, SyncPolicy, WriteError};
 use crate::version::Object;
@@ -67,10 +66,11 @@ pub struct Store {
     meta: Meta,
     epoch_next: u64,
     /// Keys with writes not yet durable, and the Lsn of their last write.
-    /// Only looked up, never iterated, so a hash map with fixed keys.
+    /// Only looked up, never iterated, so a hash map; its keys come from
+    /// clients, so it hashes under the node's secret key.
     /// Kept only under the `always` policy: under `periodic` nothing waits
     /// for durability, so nobody asks.
-    unsynced: hashbrown::HashMap<Vec<u8>, Lsn, BuildHasherDefault<SipHasher13>>,
+    unsynced: hashbrown::HashMap<Vec<u8>, Lsn, KeyedHasher>,
     /// The same writes in Lsn order, to prune `unsynced` as syncs complete.
     unsynced_order: VecDeque<(Lsn, Vec<u8>)>,
     track_unsynced: bool,
@@ -83,7 +83,11 @@ impl Store {
     /// Opens the engine and this node's metadata; a disk without metadata
     /// is a new incarnation with a random identity.
     pub fn open(disk: Box<dyn Disk>, config: EngineConfig, rng: &mut ChaCha8Rng) -> Result<Store, OpenError> {
-        let mut engine = Engine::open(disk, config)?;
+        // From a stream of its own: the draws below stay what they were.
+        let mut keys = rng.clone();
+        keys.set_stream(HASH_KEY_STREAM);
+        let hasher = KeyedHasher::new(keys.next_u64(), keys.next_u64());
+        let mut engine = Engine::open_keyed(disk, config, hasher)?;
         let stored = match engine.get(META_KEY) {
             Ok(Some(bytes)) => postcard::from_bytes::<Meta>(&bytes).ok(),
             Ok(None) => None,
@@ -106,7 +110,7 @@ impl Store {
             engine,
             meta,
             epoch_next: meta.epoch_lease_end,
-            unsynced: hashbrown::HashMap::default(),
+            unsynced: hashbrown::HashMap::with_hasher(hasher),
             unsynced_order: VecDeque::new(),
             track_unsynced: !periodic,
             key_buffer: Vec::new(),
@@ -214,6 +218,9 @@ impl Store {
 }
 
 /// A random incarnation other than `old`.
+/// The generator stream the node's hash key is drawn from.
+const HASH_KEY_STREAM: u64 = 0x6861_7368;
+
 fn new_incarnation(rng: &mut ChaCha8Rng, old: u32) -> u32 {
     loop {
         let incarnation = rng.next_u32();
@@ -265,6 +272,18 @@ mod tests {
         let result = disk.sync(&request.file);
         store.engine_mut().finish_sync(request, result);
         store.prune_synced();
+    }
+
+    #[test]
+    fn each_seed_hashes_client_keys_under_its_own_key() {
+        let disk = MemDisk::new(1);
+        let first = open(&disk, 1).engine().memtable_hasher();
+        assert_eq!(open(&MemDisk::new(2), 1).engine().memtable_hasher(), first, "a seed replays");
+        assert_ne!(open(&MemDisk::new(3), 2).engine().memtable_hasher(), first);
+        assert_ne!(first, KeyedHasher::default(), "not the fixed key tools use");
+        // Drawn from a stream of its own: the node's first draw is still its incarnation.
+        let store = open(&MemDisk::new(4), 9);
+        assert_eq!(store.incarnation(), ChaCha8Rng::seed_from_u64(9).next_u32());
     }
 
     #[test]
