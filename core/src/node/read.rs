@@ -7,7 +7,7 @@ use crate::NodeId;
 use crate::client::{ClientError, Consistency, Reply, RequestId};
 use crate::message::{Message, ReplicaError, Tag};
 use crate::quorum::Tally;
-use crate::request::GetRequest;
+use crate::request::{GetRequest, read_reply};
 use crate::version::Object;
 
 impl Node {
@@ -24,6 +24,11 @@ impl Node {
             self.stats.unavailable += 1;
             return self.reply(client, Reply::Failed(ClientError::Unavailable { needed, reachable }));
         }
+        if primaries == [self.id] {
+            if let Some(reply) = self.read_local_now(&key) {
+                return self.reply(client, reply);
+            }
+        }
         let tag = self.next_tag();
         let deadline = self.now.mono + self.config.request_timeout;
         let tally = Tally::new(primaries.clone(), usize::from(needed));
@@ -35,6 +40,18 @@ impl Node {
                 self.send(node, Message::Read { tag, key: key.clone() });
             }
         }
+    }
+
+    /// The answer to a read of a key whose one replica is this node, when
+    /// its copy is readable and durable: no other copy to wait for, merge or
+    /// repair, so no request to track. `None` leaves it to the full path.
+    fn read_local_now(&mut self, key: &[u8]) -> Option<Reply> {
+        let record = self.store.read(key).ok()?;
+        if self.store.pending_lsn(key).is_some() {
+            return None;
+        }
+        let object = record.map(|record| record.object).unwrap_or_default();
+        Some(read_reply(&object))
     }
 
     fn read_local(&mut self, tag: Tag, key: &[u8]) {

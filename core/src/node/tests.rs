@@ -209,6 +209,32 @@ fn a_write_is_acknowledged_only_after_its_sync() {
 }
 
 #[test]
+fn a_read_of_a_single_replica_key_waits_only_for_its_own_durability() {
+    let mut cluster = Cluster::new(1, 1);
+    let missing = cluster.request(1, Request::Get { key: b"k".to_vec(), read: Consistency::Quorum });
+    assert!(matches!(cluster.take_reply(missing), Some(Reply::NotFound { .. })));
+    cluster.syncs_complete = false;
+    let put =
+        Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One };
+    let written = cluster.request(1, put);
+    cluster.advance(Duration::from_millis(1));
+    // The write is in the memtable but not yet durable: the read waits for the sync.
+    let read = cluster.request(1, Request::Get { key: b"k".to_vec(), read: Consistency::One });
+    assert_eq!(cluster.take_reply(read), None, "nothing shown before it is durable");
+    let (index, request) = cluster.held_syncs.pop().unwrap();
+    let result = cluster.disks[index].sync(&request.file);
+    cluster.nodes[index].handle_input(at(cluster.now), Input::Synced { request, result });
+    cluster.settle();
+    let written = cluster.take_reply(written).unwrap();
+    let read = cluster.take_reply(read).unwrap();
+    assert_eq!(values(&read), ["v"]);
+    assert_eq!(context(&read), context(&written), "the read's context covers the write");
+    // Durable now: answered at once, the same as the read that waited.
+    let again = cluster.request(1, Request::Get { key: b"k".to_vec(), read: Consistency::All });
+    assert_eq!(cluster.take_reply(again), Some(read));
+}
+
+#[test]
 fn writes_queued_together_share_one_sync() {
     let mut cluster = Cluster::new(1, 1);
     cluster.syncs_complete = false;
