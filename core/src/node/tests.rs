@@ -410,8 +410,11 @@ fn with_periodic_syncs_writes_are_acknowledged_at_once_and_synced_later() {
         1,
         Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One },
     );
-    assert!(matches!(cluster.take_reply(id), Some(Reply::Written { .. })), "acknowledged before any sync");
+    let written = cluster.take_reply(id).expect("acknowledged before any sync");
     assert!(cluster.held_syncs.is_empty());
+    let read = cluster.get(1, "k", Consistency::One);
+    assert_eq!(values(&read), ["v"]);
+    assert_eq!(context(&read), context(&written), "the acknowledgement names the write");
     // The log is handed to the disk once the burst of inputs is over, unsynced.
     let node = &mut cluster.nodes[0];
     let before = node.stats().engine;

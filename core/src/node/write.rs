@@ -210,6 +210,12 @@ impl Node {
             self.store.write(&write.key, &record).map_err(|error| storage_failed(&error.to_string()))?;
         let mut reply_context = seen;
         reply_context.insert(dot);
+        if primaries == [self.id] && self.sync_interval().is_some() {
+            // The only replica, and acknowledgements wait for no sync: the
+            // write is complete, with no request to track.
+            self.answer(origin, Reply::Written { context: Context(reply_context.to_bytes()) });
+            return Ok(());
+        }
         let tag = self.next_tag();
         let request = PutRequest {
             origin,
