@@ -217,10 +217,10 @@ impl Store {
     }
 }
 
-/// A random incarnation other than `old`.
 /// The generator stream the node's hash key is drawn from.
 const HASH_KEY_STREAM: u64 = 0x6861_7368;
 
+/// A random incarnation other than `old`.
 fn new_incarnation(rng: &mut ChaCha8Rng, old: u32) -> u32 {
     loop {
         let incarnation = rng.next_u32();
