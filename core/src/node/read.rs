@@ -46,10 +46,10 @@ impl Node {
     /// its copy is readable and durable: no other copy to wait for, merge or
     /// repair, so no request to track. `None` leaves it to the full path.
     fn read_local_now(&mut self, key: &[u8]) -> Option<Reply> {
-        let record = self.store.read(key).ok()?;
         if self.store.pending_lsn(key).is_some() {
             return None;
         }
+        let record = self.store.read(key).ok()?;
         let object = record.map(|record| record.object).unwrap_or_default();
         Some(read_reply(&object))
     }
