@@ -24,6 +24,11 @@ pub struct SimArgs {
     /// Pin the number of nodes instead of drawing it from the seed.
     #[arg(long)]
     nodes: Option<u64>,
+    /// Pin the replica count N (at most the number of nodes) instead of
+    /// drawing it from the seed; 1 runs the single-replica paths, without
+    /// bit rot (one copy on a rotting disk cannot be restored).
+    #[arg(long)]
+    replicas: Option<u8>,
     /// Pin the faults: a comma-separated list (drop, duplicate, reorder,
     /// partition, one-way, clog, crash, clock-skew), or "none".
     #[arg(long, value_delimiter = ',')]
@@ -54,6 +59,9 @@ impl SimArgs {
         let mut config = SimConfig::from_seed(seed);
         if let Some(nodes) = self.nodes {
             config = config.with_nodes(nodes);
+        }
+        if let Some(replicas) = self.replicas {
+            config = config.with_replicas(replicas);
         }
         if let Some(ops) = self.ops {
             config = config.with_ops(ops);

@@ -220,6 +220,17 @@ impl SimConfig {
         self
     }
 
+    /// Pins the replica count N. With one replica a rotting disk loses what
+    /// it acknowledged and no other copy can restore it, so bit rot is left
+    /// out of such runs: the properties could not hold.
+    pub fn with_replicas(mut self, replicas: u8) -> SimConfig {
+        self.replicas = replicas;
+        if replicas < 2 {
+            self.faults.enabled.retain(|kind| *kind != FaultKind::BitRot);
+        }
+        self
+    }
+
     pub fn with_ops(mut self, ops: u32) -> SimConfig {
         self.workload.ops = ops;
         self

@@ -52,7 +52,8 @@ pub fn schedule(config: &SimConfig) -> Vec<ScheduledFault> {
         .into_iter()
         .filter(|kind| config.faults.has(*kind))
         .collect();
-    if !links.is_empty() {
+    // A link needs two ends: a one-node world has none to cut.
+    if !links.is_empty() && nodes.len() >= 2 {
         for _ in 0..config.faults.scheduled_count {
             let at_ms = rng.below(start_max);
             let duration_ms = rng.between(200, 6_000);

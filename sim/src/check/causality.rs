@@ -47,10 +47,12 @@ impl Causality {
         Causality { known: unwrap(builder.known), possible, replaced_from }
     }
 
-    /// Whether a write that did not fail, invoked before `before_ns`, may
-    /// have replaced `put`.
+    /// Whether a write that did not fail, invoked by `before_ns`, may have
+    /// replaced `put`. A write invoked at the very instant a read ended may
+    /// have run first: a node that is a key's only replica answers within
+    /// the call, so a write and the read after it can share a timestamp.
     pub fn replaced_before(&self, put: OpId, before_ns: u64) -> bool {
-        self.replaced_from[put].is_some_and(|since| since < before_ns)
+        self.replaced_from[put].is_some_and(|since| since <= before_ns)
     }
 
     /// Puts whose values `op` certainly replaced (for a get: what its
@@ -118,10 +120,11 @@ impl Builder<'_> {
                 }
                 // Hidden tombstones: deletes that may have been stored when
                 // the read ended bring what they replaced into its context.
+                // "By the end", not "before": see `replaced_before`.
                 let deletes = history.ops_on(this.key).filter(|other| {
                     matches!(other.action, Action::Delete { .. })
                         && !other.definitely_failed()
-                        && other.invoked_ns < this.end_ns()
+                        && other.invoked_ns <= this.end_ns()
                 });
                 let deletes: Vec<OpId> = deletes.map(|other| other.id).collect();
                 for delete in deletes {
@@ -139,7 +142,7 @@ impl Builder<'_> {
                 let earlier = history.ops_on(this.key).filter(|other| {
                     matches!(other.action, Action::Put { .. })
                         && other.id != op
-                        && other.invoked_ns < this.end_ns()
+                        && other.invoked_ns <= this.end_ns()
                 });
                 for other in earlier {
                     possible.insert(other.id);
