@@ -60,9 +60,6 @@ impl SimArgs {
         if let Some(nodes) = self.nodes {
             config = config.with_nodes(nodes);
         }
-        if let Some(replicas) = self.replicas {
-            config = config.with_replicas(replicas);
-        }
         if let Some(ops) = self.ops {
             config = config.with_ops(ops);
         }
@@ -72,7 +69,15 @@ impl SimArgs {
             } else {
                 names.iter().map(|name| name.parse::<FaultKind>()).collect::<Result<Vec<_>, _>>()?
             };
+            if self.replicas.is_some_and(|replicas| replicas < 2) && kinds.contains(&FaultKind::BitRot) {
+                return Err("bit rot needs two replicas or more: one copy on a rotting disk cannot be \
+                            restored, so no property could hold"
+                    .into());
+            }
             config = config.with_faults_only(&kinds);
+        }
+        if let Some(replicas) = self.replicas {
+            config = config.with_replicas(replicas);
         }
         config.validate()?;
         Ok(config)

@@ -36,6 +36,12 @@ fn bad_usage_exits_with_two_and_says_why() {
     let (code, _, err) = keel(&["sim", "--seed", "1", "--faults", "meteor"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown fault"), "{err}");
+    let (code, _, err) = keel(&["sim", "--seed", "1", "--replicas", "1", "--faults", "bit-rot"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bit rot needs two replicas"), "{err}");
+    let (code, _, err) = keel(&["sim", "--seed", "1", "--nodes", "3", "--replicas", "4"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("replicas must be 1..=3"), "{err}");
     let (code, _, err) = keel(&["node", "--peer", "not-a-peer"]);
     assert_eq!(code, 2);
     assert!(err.contains("ID@HOST:PORT"), "{err}");
