@@ -83,8 +83,17 @@ pub struct Op {
     pub phase: Phase,
     pub invoked_ns: u64,
     pub completed_ns: Option<u64>,
+    /// Where the invocation and the completion fall in the order the world
+    /// handled its events. Events at one simulated instant keep their order
+    /// here: a node that is a key's only replica answers within the call,
+    /// so an op can complete at the instant it began and the next one begin.
+    pub invoked_seq: u64,
+    pub completed_seq: Option<u64>,
     pub outcome: Outcome,
 }
+
+/// A point in a run: simulated time, then the order of events at that time.
+pub type Moment = (u64, u64);
 
 impl Op {
     pub fn is_write(&self) -> bool {
@@ -108,11 +117,19 @@ impl Op {
         matches!(self.outcome, Outcome::Failed(_))
     }
 
+    pub fn invoked(&self) -> Moment {
+        (self.invoked_ns, self.invoked_seq)
+    }
+
+    pub fn completed(&self) -> Option<Moment> {
+        Some((self.completed_ns?, self.completed_seq?))
+    }
+
     /// The end of the interval in which the op could have taken effect.
-    pub fn end_ns(&self) -> u64 {
+    pub fn end(&self) -> Moment {
         match self.outcome {
-            Outcome::Pending | Outcome::Indeterminate(_) => u64::MAX,
-            _ => self.completed_ns.unwrap_or(u64::MAX),
+            Outcome::Pending | Outcome::Indeterminate(_) => (u64::MAX, u64::MAX),
+            _ => self.completed().unwrap_or((u64::MAX, u64::MAX)),
         }
     }
 
@@ -147,9 +164,17 @@ impl fmt::Display for Op {
 #[derive(Clone, Debug, Default)]
 pub struct History {
     pub ops: Vec<Op>,
+    /// Invocations and completions recorded so far: the next `_seq`.
+    pub events: u64,
 }
 
 impl History {
+    /// Numbers the next invocation or completion.
+    pub fn next_seq(&mut self) -> u64 {
+        self.events += 1;
+        self.events
+    }
+
     pub fn op(&self, id: OpId) -> &Op {
         &self.ops[id]
     }

@@ -126,8 +126,8 @@ impl Injected {
 /// operations take no simulated time, and writes still travel by forward to
 /// the one primary. Bit rot is left out (`with_replicas`): one copy on a
 /// rotting disk cannot be restored. These runs found two checker bugs: a
-/// stage ended at the first synchronous answer, and writes invoked at the
-/// very instant a read ended were not counted as possibly before it.
+/// stage ended at the first synchronous answer, and the checkers ordered ops
+/// by simulated time alone, which cannot order events of one instant.
 #[test]
 fn single_replica_runs_pass_with_every_other_fault() {
     let clusters = run_all_with(1..301, |seed| SimConfig::from_seed(seed).with_replicas(1), |_| {});

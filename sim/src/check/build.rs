@@ -25,6 +25,9 @@ impl Build {
             phase,
             invoked_ns: span.0,
             completed_ns: Some(span.1),
+            // Spans in tests are distinct instants; their order is the order of time.
+            invoked_seq: span.0,
+            completed_seq: Some(span.1),
             outcome,
         });
         id

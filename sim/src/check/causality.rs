@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 pub use self::bits::Bits;
 
-use crate::history::{Action, ContextSource, History, OpId, ReadValue};
+use crate::history::{Action, ContextSource, History, Moment, OpId, ReadValue};
 
 #[derive(Debug)]
 pub struct Causality {
@@ -22,7 +22,7 @@ pub struct Causality {
     possible: Vec<Bits>,
     /// For each put: when the first write that did not fail and may have
     /// replaced it was invoked.
-    replaced_from: Vec<Option<u64>>,
+    replaced_from: Vec<Option<Moment>>,
 }
 
 impl Causality {
@@ -35,24 +35,22 @@ impl Causality {
         }
         let unwrap = |sets: Vec<Option<Bits>>| sets.into_iter().map(Option::unwrap_or_default).collect();
         let possible: Vec<Bits> = unwrap(builder.possible);
-        let mut replaced_from: Vec<Option<u64>> = vec![None; count];
+        let mut replaced_from: Vec<Option<Moment>> = vec![None; count];
         for write in history.ops.iter().filter(|op| op.is_write() && !op.definitely_failed()) {
             for put in possible[write.id].iter() {
                 if put != write.id {
-                    let earliest = replaced_from[put].get_or_insert(write.invoked_ns);
-                    *earliest = (*earliest).min(write.invoked_ns);
+                    let earliest = replaced_from[put].get_or_insert(write.invoked());
+                    *earliest = (*earliest).min(write.invoked());
                 }
             }
         }
         Causality { known: unwrap(builder.known), possible, replaced_from }
     }
 
-    /// Whether a write that did not fail, invoked by `before_ns`, may have
-    /// replaced `put`. A write invoked at the very instant a read ended may
-    /// have run first: a node that is a key's only replica answers within
-    /// the call, so a write and the read after it can share a timestamp.
-    pub fn replaced_before(&self, put: OpId, before_ns: u64) -> bool {
-        self.replaced_from[put].is_some_and(|since| since <= before_ns)
+    /// Whether a write that did not fail, invoked before `before`, may
+    /// have replaced `put`.
+    pub fn replaced_before(&self, put: OpId, before: Moment) -> bool {
+        self.replaced_from[put].is_some_and(|since| since < before)
     }
 
     /// Puts whose values `op` certainly replaced (for a get: what its
@@ -120,11 +118,10 @@ impl Builder<'_> {
                 }
                 // Hidden tombstones: deletes that may have been stored when
                 // the read ended bring what they replaced into its context.
-                // "By the end", not "before": see `replaced_before`.
                 let deletes = history.ops_on(this.key).filter(|other| {
                     matches!(other.action, Action::Delete { .. })
                         && !other.definitely_failed()
-                        && other.invoked_ns <= this.end_ns()
+                        && other.invoked() < this.end()
                 });
                 let deletes: Vec<OpId> = deletes.map(|other| other.id).collect();
                 for delete in deletes {
@@ -142,7 +139,7 @@ impl Builder<'_> {
                 let earlier = history.ops_on(this.key).filter(|other| {
                     matches!(other.action, Action::Put { .. })
                         && other.id != op
-                        && other.invoked_ns <= this.end_ns()
+                        && other.invoked() < this.end()
                 });
                 for other in earlier {
                     possible.insert(other.id);

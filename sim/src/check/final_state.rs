@@ -35,7 +35,7 @@ pub fn lost_writes(history: &History, causality: &Causality) -> Vec<Violation> {
         if contains(read, put.id) {
             continue;
         }
-        let replaced = causality.replaced_before(put.id, u64::MAX);
+        let replaced = causality.replaced_before(put.id, (u64::MAX, u64::MAX));
         if !replaced {
             let message = format!(
                 "acknowledged put {} is missing from the final read and no write replaced it",

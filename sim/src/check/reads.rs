@@ -23,7 +23,7 @@ pub fn garbage(history: &History) -> Vec<Violation> {
                         format!("value of put {put}, which failed and should have written nothing"),
                         Some(*put),
                     )),
-                    Some(op) if op.invoked_ns > read.end_ns() => {
+                    Some(op) if op.invoked() > read.end() => {
                         Some((format!("value of put {put}, invoked after the read ended"), Some(*put)))
                     }
                     Some(_) => None,

@@ -19,7 +19,7 @@ pub fn stale_reads(history: &History, causality: &Causality, replicas: u8) -> Ve
             let put = history.op(put);
             let Action::Put { write, .. } = put.action else { continue };
             let overlaps = u16::from(needed(read)) + u16::from(needed(write)) > u16::from(replicas);
-            let before = put.completed_ns.is_some_and(|done| done < get.invoked_ns);
+            let before = put.completed().is_some_and(|done| done < get.invoked());
             if !(put.acknowledged() && before && overlaps) {
                 continue;
             }
@@ -27,7 +27,7 @@ pub fn stale_reads(history: &History, causality: &Causality, replicas: u8) -> Ve
                 ReadValue::Put(value) => *value == put.id || causality.possible(*value).contains(&put.id),
                 ReadValue::Garbage(_) => false,
             });
-            let replaced = causality.replaced_before(put.id, get.end_ns());
+            let replaced = causality.replaced_before(put.id, get.end());
             if !seen && !replaced {
                 let message = format!("get {} missed put {}, acknowledged before it began", get.id, put.id);
                 violations.push(Violation::new(Property::StrictQuorum, message, vec![put.id, get.id]));
@@ -55,6 +55,31 @@ mod tests {
         let found = stale_reads(&b.history, &causality, 3);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].property, Property::StrictQuorum);
+    }
+
+    #[test]
+    fn ops_of_one_instant_are_ordered_by_the_events_that_made_them() {
+        // A single replica answers within the call: each op starts and ends at
+        // t=10, and only the order of events tells them apart.
+        let mut b = Build::new();
+        let p0 = b.put(0, Empty, 10, 10);
+        let missed = b.get_not_found(0, 10, 10);
+        for (op, seqs) in [(p0, (1, 2)), (missed, (3, 4))] {
+            b.history.ops[op].invoked_seq = seqs.0;
+            b.history.ops[op].completed_seq = Some(seqs.1);
+        }
+        let causality = Causality::new(&b.history);
+        let found = stale_reads(&b.history, &causality, 3);
+        assert_eq!(found.len(), 1, "the put ended before the get began");
+        // An overwrite that began before that get ended, and was still running,
+        // may have replaced the put.
+        let overwrite = b.put(0, Overwrite, 10, 10);
+        b.history.ops[overwrite].invoked_seq = 3;
+        b.history.ops[overwrite].completed_seq = Some(6);
+        b.history.ops[missed].invoked_seq = 4;
+        b.history.ops[missed].completed_seq = Some(5);
+        let causality = Causality::new(&b.history);
+        assert!(stale_reads(&b.history, &causality, 3).is_empty());
     }
 
     #[test]

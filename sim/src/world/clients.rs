@@ -105,6 +105,7 @@ impl World {
     pub(super) fn issue(&mut self, client: u32, host: usize, phase: Phase, key: u32, action: Action) -> OpId {
         let id = self.history.ops.len();
         let request = self.request_for(client, id, key, &action);
+        let invoked_seq = self.history.next_seq();
         self.history.ops.push(Op {
             id,
             client,
@@ -114,6 +115,8 @@ impl World {
             phase,
             invoked_ns: self.now,
             completed_ns: None,
+            invoked_seq,
+            completed_seq: None,
             outcome: Outcome::Pending,
         });
         if self.hosts[host].node.is_none() {
@@ -197,8 +200,10 @@ impl World {
             Outcome::Indeterminate(_) => self.stats.ops_indeterminate += 1,
             _ => {}
         }
+        let completed_seq = self.history.next_seq();
         let entry = &mut self.history.ops[op];
         entry.completed_ns = Some(self.now);
+        entry.completed_seq = Some(completed_seq);
         entry.outcome = outcome;
         let (client, phase) = (entry.client as usize, entry.phase);
         match phase {
