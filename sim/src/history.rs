@@ -95,6 +95,9 @@ pub struct Op {
 /// A point in a run: simulated time, then the order of events at that time.
 pub type Moment = (u64, u64);
 
+/// Later than every event of a run: the end of an op that may still act.
+pub const NEVER: Moment = (u64::MAX, u64::MAX);
+
 impl Op {
     pub fn is_write(&self) -> bool {
         !matches!(self.action, Action::Get { .. })
@@ -128,8 +131,8 @@ impl Op {
     /// The end of the interval in which the op could have taken effect.
     pub fn end(&self) -> Moment {
         match self.outcome {
-            Outcome::Pending | Outcome::Indeterminate(_) => (u64::MAX, u64::MAX),
-            _ => self.completed().unwrap_or((u64::MAX, u64::MAX)),
+            Outcome::Pending | Outcome::Indeterminate(_) => NEVER,
+            _ => self.completed().unwrap_or(NEVER),
         }
     }
 

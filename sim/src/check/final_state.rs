@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{Causality, Property, Violation};
-use crate::history::{Action, History, Op, OpId, Outcome, Phase, ReadValue};
+use crate::history::{Action, History, NEVER, Op, OpId, Outcome, Phase, ReadValue};
 
 /// The last successful final read of each key.
 fn final_reads(history: &History) -> BTreeMap<u32, &Op> {
@@ -35,7 +35,7 @@ pub fn lost_writes(history: &History, causality: &Causality) -> Vec<Violation> {
         if contains(read, put.id) {
             continue;
         }
-        let replaced = causality.replaced_before(put.id, (u64::MAX, u64::MAX));
+        let replaced = causality.replaced_before(put.id, NEVER);
         if !replaced {
             let message = format!(
                 "acknowledged put {} is missing from the final read and no write replaced it",
