@@ -1,21 +1,29 @@
-//! Persist, then send: work that must wait until the WAL is durable.
+//! Persist, then send: work that must wait until the WAL holds a write.
 //!
 //! Anything that reveals a write to another node or a client — an
 //! acknowledgement, a read reply, a coordinator's own copy counting towards
-//! a quorum — waits here until a sync covers the write's Lsn. If the node
-//! crashed before that, nothing outside it would have seen the write, so a
-//! dot lost in the crash can be issued again without harm.
+//! a quorum — waits here until the write's Lsn is safe to show: under the
+//! `always` policy, until a sync covers it, so that if the node crashed
+//! before that, nothing outside it would have seen the write, and a dot lost
+//! in the crash can be issued again without harm; under `periodic`, until
+//! the log holding it is handed to the kernel (the burst's write-out), so a
+//! crash of the process never loses what was shown.
 
 use std::collections::BTreeMap;
 
 use crate::NodeId;
+use crate::client::Reply;
 use crate::lsm::Lsn;
 use crate::message::Tag;
+use crate::request::Origin;
 use crate::version::Object;
 
-/// An action held until its Lsn is durable.
+/// An action held until its Lsn is safe to show.
 #[derive(Debug)]
 pub enum Deferred {
+    /// A complete answer to a write that needs nothing else: the only
+    /// replica's acknowledgement under `periodic`.
+    Answer { origin: Origin, reply: Reply },
     /// The coordinator's own write for the put with this tag.
     LocalWrite { tag: Tag },
     /// The coordinator's own answer to the get with this tag.

@@ -288,8 +288,13 @@ impl Node {
             return Err(format!("durable {:?} beyond last {:?}", engine.durable_lsn(), engine.last_lsn()));
         }
         if let Some(first) = self.barrier.first() {
-            if first <= engine.durable_lsn() && !engine.is_poisoned() {
-                return Err(format!("barrier holds {first:?}, already durable"));
+            if first <= self.shown_lsn() && !engine.is_poisoned() {
+                return Err(format!("barrier holds {first:?}, already safe to show"));
+            }
+            let release =
+                self.sync_in_flight.is_some() || self.sync_due.is_some() || self.write_out_due.is_some();
+            if !release && !engine.is_poisoned() {
+                return Err(format!("barrier holds {first:?} with no sync or write-out to release it"));
             }
         }
         if self.pending.len() > self.config.requests_max as usize * 2 {
@@ -467,19 +472,18 @@ impl Node {
     }
 
     fn release_durable(&mut self) {
-        let durable = self.store.engine().durable_lsn();
         self.store.prune_synced();
-        for action in self.barrier.release(durable) {
+        for action in self.barrier.release(self.shown_lsn()) {
             self.run_deferred(action);
         }
     }
 
-    /// Runs `action` now if `lsn` is durable (or absent), else once it is.
-    /// With the engine poisoned, no write becomes durable any more: the
+    /// Runs `action` now if `lsn` is safe to show (or absent), else once it
+    /// is. With the engine poisoned, nothing becomes safe any more: the
     /// action fails at once.
     fn when_durable(&mut self, lsn: Option<Lsn>, action: Deferred) {
         match lsn {
-            Some(lsn) if lsn > self.store.engine().durable_lsn() && self.sync_interval().is_none() => {
+            Some(lsn) if lsn > self.shown_lsn() => {
                 if self.store.engine().is_poisoned() {
                     self.fail_deferred(action);
                 } else {
@@ -488,6 +492,14 @@ impl Node {
             }
             _ => self.run_deferred(action),
         }
+    }
+
+    /// The newest write that may be shown outside this node: the durable
+    /// point under `always`; under `periodic`, what the kernel holds, which
+    /// a crash of the process (not of the machine) keeps.
+    fn shown_lsn(&self) -> Lsn {
+        let engine = self.store.engine();
+        if self.sync_interval().is_some() { engine.appended_lsn() } else { engine.durable_lsn() }
     }
 
     /// With the periodic policy, how often to sync; acknowledgements then
@@ -501,6 +513,7 @@ impl Node {
 
     fn run_deferred(&mut self, action: Deferred) {
         match action {
+            Deferred::Answer { origin, reply } => self.answer(origin, reply),
             Deferred::LocalWrite { tag } => self.on_local_write_durable(tag),
             Deferred::LocalRead { tag, object } => self.on_read_reply(self.id, tag, Ok(object)),
             Deferred::ReplicateAck { to, tag } => {
@@ -517,6 +530,10 @@ impl Node {
     fn fail_deferred(&mut self, action: Deferred) {
         use crate::message::ReplicaError::StorageFailed;
         match action {
+            Deferred::Answer { origin, .. } => {
+                let reason = "the log could not be written; the write may be lost".into();
+                self.answer(origin, Reply::Failed(ClientError::StorageFailed { reason }));
+            }
             Deferred::LocalWrite { tag } => self.on_local_write_failed(tag),
             Deferred::LocalRead { tag, .. } => self.on_read_reply(self.id, tag, Err(())),
             Deferred::ReplicateAck { to, tag } => {

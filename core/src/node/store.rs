@@ -68,8 +68,8 @@ pub struct Store {
     /// Keys with writes not yet durable, and the Lsn of their last write.
     /// Only looked up, never iterated, so a hash map; its keys come from
     /// clients, so it hashes under the node's secret key.
-    /// Kept only under the `always` policy: under `periodic` nothing waits
-    /// for durability, so nobody asks.
+    /// Kept only under the `always` policy: under `periodic` what waits,
+    /// waits for the write-out of the whole buffered log.
     unsynced: hashbrown::HashMap<Vec<u8>, Lsn, KeyedHasher>,
     /// The same writes in Lsn order, to prune `unsynced` as syncs complete.
     unsynced_order: VecDeque<(Lsn, Vec<u8>)>,
@@ -180,9 +180,16 @@ impl Store {
         Ok(epoch)
     }
 
-    /// The Lsn that must be durable before `key`'s current state may be
-    /// shown to anyone, if it is not durable yet.
+    /// The Lsn that must be safe to show before `key`'s current state may be
+    /// shown to anyone, if it is not yet: under `always`, the key's last
+    /// unsynced write; under `periodic`, where keys are not tracked, the
+    /// last write of all while the log still buffers some, which costs a
+    /// wait until the end of the burst at most.
     pub fn pending_lsn(&self, key: &[u8]) -> Option<Lsn> {
+        if !self.track_unsynced {
+            let last = self.engine.last_lsn();
+            return (last > self.engine.appended_lsn()).then_some(last);
+        }
         let lsn = *self.unsynced.get(key)?;
         (lsn > self.engine.durable_lsn()).then_some(lsn)
     }

@@ -397,7 +397,7 @@ fn forwards_meant_for_an_earlier_boot_or_seen_before_are_not_coordinated() {
 }
 
 #[test]
-fn with_periodic_syncs_writes_are_acknowledged_at_once_and_synced_later() {
+fn with_periodic_syncs_writes_are_acknowledged_once_written_out_and_synced_later() {
     let mut cluster = Cluster::new(1, 1);
     let mut config = cluster.nodes[0].config().clone();
     config.engine.sync_policy = crate::lsm::SyncPolicy::Periodic { interval_ms: 100 };
@@ -410,20 +410,30 @@ fn with_periodic_syncs_writes_are_acknowledged_at_once_and_synced_later() {
         1,
         Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One },
     );
-    let written = cluster.take_reply(id).expect("acknowledged before any sync");
-    assert!(cluster.held_syncs.is_empty());
-    let read = cluster.get(1, "k", Consistency::One);
-    assert_eq!(values(&read), ["v"]);
-    assert_eq!(context(&read), context(&written), "the acknowledgement names the write");
-    // The log is handed to the disk once the burst of inputs is over, unsynced.
-    let node = &mut cluster.nodes[0];
-    let before = node.stats().engine;
-    assert_eq!(node.poll_timeout(), Some(cluster.now), "a write-out due now");
-    node.handle_timeout(at(cluster.now));
-    let after = node.stats().engine;
+    assert!(cluster.take_reply(id).is_none(), "not acknowledged while the log only buffers it");
+    // Nor shown to a reader in the same burst.
+    let read_id = cluster.request(1, Request::Get { key: b"k".to_vec(), read: Consistency::One });
+    assert!(cluster.take_reply(read_id).is_none(), "not shown while the log only buffers it");
+    // The log is handed to the kernel once the burst of inputs is over,
+    // unsynced; the acknowledgement and the read follow.
+    let before = cluster.nodes[0].stats().engine;
+    assert_eq!(cluster.nodes[0].poll_timeout(), Some(cluster.now), "a write-out due now");
+    cluster.nodes[0].handle_timeout(at(cluster.now));
+    cluster.settle();
+    let after = cluster.nodes[0].stats().engine;
     assert!(after.wal_bytes > before.wal_bytes, "{before:?} then {after:?}");
     assert!(after.durable_lsn < after.last_lsn);
-    assert!(node.poll_output().is_none(), "no sync before the interval");
+    let written = cluster.take_reply(id).expect("acknowledged once written out, before any sync");
+    let read = cluster.take_reply(read_id).expect("shown once written out");
+    assert!(cluster.held_syncs.is_empty());
+    assert_eq!(values(&read), ["v"]);
+    assert_eq!(context(&read), context(&written), "the acknowledgement names the write");
+    assert!(cluster.nodes[0].poll_output().is_none(), "no sync before the interval");
+    // A crash of the process keeps what the kernel holds: the acknowledged
+    // write survives it, synced or not.
+    let disk = Box::new(cluster.disks[0].clone());
+    cluster.nodes[0] = Node::open(config.clone(), NodeId(1), 6, disk, at(cluster.now)).unwrap();
+    assert_eq!(values(&cluster.get(1, "k", Consistency::One)), ["v"]);
     cluster.advance(Duration::from_millis(150));
     assert_eq!(cluster.held_syncs.len(), 1, "the interval's sync");
 }

@@ -212,8 +212,10 @@ impl Node {
         reply_context.insert(dot);
         if primaries == [self.id] && self.sync_interval().is_some() {
             // The only replica, and acknowledgements wait for no sync: the
-            // write is complete, with no request to track.
-            self.answer(origin, Reply::Written { context: Context(reply_context.to_bytes()) });
+            // write is complete once the burst's write-out hands it to the
+            // kernel, with no request to track.
+            let reply = Reply::Written { context: Context(reply_context.to_bytes()) };
+            self.when_durable(Some(lsn), Deferred::Answer { origin, reply });
             return Ok(());
         }
         let tag = self.next_tag();
