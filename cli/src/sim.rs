@@ -29,6 +29,12 @@ pub struct SimArgs {
     /// bit rot (one copy on a rotting disk cannot be restored).
     #[arg(long)]
     replicas: Option<u8>,
+    /// The nodes' fsync policy. With "periodic" they sync every 100
+    /// simulated ms and acknowledge once the kernel has a write; crashes
+    /// are then of the process only (the machine keeps what it was handed),
+    /// and failed syncs are left out.
+    #[arg(long, value_enum, default_value = "always")]
+    fsync: Fsync,
     /// Pin the faults: a comma-separated list (drop, duplicate, reorder,
     /// partition, one-way, clog, crash, clock-skew), or "none".
     #[arg(long, value_delimiter = ',')]
@@ -43,6 +49,15 @@ pub struct SimArgs {
     #[arg(long)]
     jobs: Option<usize>,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Fsync {
+    Always,
+    Periodic,
+}
+
+/// The sync interval of `--fsync periodic` runs, in simulated milliseconds.
+const PERIODIC_SYNC_MS: u64 = 100;
 
 fn parse_range(text: &str) -> Result<Range<u64>, String> {
     let (start, end) = text.split_once("..").ok_or("expected A..B, e.g. 1..1000")?;
@@ -74,10 +89,19 @@ impl SimArgs {
                             restored, so no property could hold"
                     .into());
             }
+            if self.fsync == Fsync::Periodic && kinds.contains(&FaultKind::SyncFailure) {
+                return Err("sync failures cannot be simulated with --fsync periodic: after a failed \
+                            fsync the kernel may drop what it was handed, so acknowledged writes may \
+                            be lost by design"
+                    .into());
+            }
             config = config.with_faults_only(&kinds);
         }
         if let Some(replicas) = self.replicas {
             config = config.with_replicas(replicas);
+        }
+        if self.fsync == Fsync::Periodic {
+            config = config.with_periodic_syncs(PERIODIC_SYNC_MS);
         }
         config.validate()?;
         Ok(config)

@@ -167,6 +167,11 @@ pub struct SimConfig {
     /// crash loses writes that are not yet durable.
     pub sync_us_max: u64,
     pub storage: StorageMix,
+    /// `None`: every write waits for its fsync (`--fsync always`). Some
+    /// interval: nodes sync on that timer and acknowledge once the kernel
+    /// has a write (`--fsync periodic`); crashes are then of the process
+    /// only, since a machine crash loses acknowledged writes by design.
+    pub sync_interval_ms: Option<u64>,
 }
 
 impl SimConfig {
@@ -205,7 +210,17 @@ impl SimConfig {
             think_ms_max: rng.between(5, 60),
         };
         let sync_us_max = *rng.pick(&[1_000, 3_000, 20_000, 100_000]);
-        SimConfig { seed, nodes, replicas, faults, workload, safety_ms: 20_000, sync_us_max, storage }
+        SimConfig {
+            seed,
+            nodes,
+            replicas,
+            faults,
+            workload,
+            safety_ms: 20_000,
+            sync_us_max,
+            storage,
+            sync_interval_ms: None,
+        }
     }
 
     /// Keeps only the faults in `kinds` (pinning a seed's mix by hand).
@@ -228,6 +243,16 @@ impl SimConfig {
         if replicas < 2 {
             self.faults.enabled.retain(|kind| *kind != FaultKind::BitRot);
         }
+        self
+    }
+
+    /// Nodes sync every `interval_ms` and acknowledge without waiting for
+    /// it. Failed syncs are left out of such runs: after a failed fsync the
+    /// kernel may drop what it was handed, which loses acknowledged writes
+    /// by design, so no property could hold.
+    pub fn with_periodic_syncs(mut self, interval_ms: u64) -> SimConfig {
+        self.sync_interval_ms = Some(interval_ms.max(1));
+        self.faults.enabled.retain(|kind| *kind != FaultKind::SyncFailure);
         self
     }
 
@@ -283,7 +308,11 @@ impl fmt::Display for SimConfig {
             workload.strict,
             self.sync_us_max,
             faults.join(",")
-        )
+        )?;
+        if let Some(interval_ms) = self.sync_interval_ms {
+            write!(f, " fsync=periodic/{interval_ms}ms")?;
+        }
+        Ok(())
     }
 }
 

@@ -32,6 +32,9 @@ pub enum CrashMode {
     DropUnsynced,
     /// Each file keeps a random prefix of its unsynced tail: the last write may be torn.
     TornTail,
+    /// The process dies, the machine does not: the kernel keeps every byte
+    /// written and every name, synced or not.
+    ProcessOnly,
 }
 
 /// How many faults were injected, for the simulator's report.
@@ -96,11 +99,15 @@ impl MemDisk {
         self.lock().counts
     }
 
-    /// Loses everything that was not durable, as a power failure would.
+    /// Loses everything that was not durable, as a power failure would;
+    /// with [`CrashMode::ProcessOnly`], loses nothing.
     pub fn crash(&self, mode: CrashMode) {
         let mut state = self.lock();
         let state = &mut *state;
         state.counts.crashes += 1;
+        if mode == CrashMode::ProcessOnly {
+            return;
+        }
         state.names = state.names_durable.clone();
         let live: Vec<u64> = state.names.values().copied().collect();
         state.inodes.retain(|id, _| live.contains(id));

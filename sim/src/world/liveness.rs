@@ -68,6 +68,7 @@ impl World {
         self.network.heal();
         for host in 0..self.hosts.len() {
             self.hosts[host].disk.set_faults(Faults::default());
+            self.hosts[host].crash_after_input = false;
             let poisoned = self.hosts[host].node.as_ref().is_some_and(Node::is_poisoned);
             if poisoned {
                 let boot = self.hosts[host].boot;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use keel_core::NodeId;
 use keel_core::client::RequestId;
 use keel_core::disk::{CrashMode, Disk, MemDisk};
-use keel_core::lsm::SyncRequest;
+use keel_core::lsm::{SyncPolicy, SyncRequest};
 use keel_core::message::Message;
 use keel_core::node::{self, Input, Node, Output};
 use keel_core::ring::Member;
@@ -166,6 +166,10 @@ struct Host {
     damage_seen: bool,
     /// Storage counters of the node's earlier lives.
     engine_totals: (u64, u64, u64),
+    /// Under periodic syncs, a crash waits for the node's next input and
+    /// strikes right after it, before any timer due at that instant (the
+    /// burst's write-out) runs: the moment a reply shown too early is lost.
+    pub(super) crash_after_input: bool,
 }
 
 pub(crate) struct World {
@@ -240,6 +244,9 @@ impl World {
         engine.level_base_bytes = storage.memtable_bytes_max * 4;
         engine.level_size_ratio = 4;
         engine.compress_values_over_bytes = 512;
+        if let Some(interval_ms) = config.sync_interval_ms {
+            engine.sync_policy = SyncPolicy::Periodic { interval_ms };
+        }
         let mut clocks = SimRng::new(seed, Stream::Nodes);
         let hosts: Vec<Host> = (1..=config.nodes)
             .map(|id| Host {
@@ -258,6 +265,7 @@ impl World {
                 open_failures: 0,
                 damage_seen: false,
                 engine_totals: (0, 0, 0),
+                crash_after_input: false,
             })
             .collect::<Vec<Host>>();
         for host in &hosts {
@@ -375,6 +383,9 @@ impl World {
         let Some(node) = self.hosts[host].node.as_mut() else { return };
         node.handle_input(now, input);
         self.drain(host);
+        if std::mem::take(&mut self.hosts[host].crash_after_input) {
+            self.crash(host, CrashMode::ProcessOnly);
+        }
     }
 
     fn drain(&mut self, host: usize) {
@@ -518,6 +529,9 @@ impl World {
             }
             Fault::OneWay { from, to } => self.network.block(from, to),
             Fault::Clog { from, to, delay_ms } => self.network.clog(*from, *to, *delay_ms),
+            Fault::Crash { node, .. } if self.config.sync_interval_ms.is_some() => {
+                self.hosts[(node.0 - 1) as usize].crash_after_input = true;
+            }
             Fault::Crash { node, torn } => {
                 let mode = if *torn { CrashMode::TornTail } else { CrashMode::DropUnsynced };
                 self.crash((node.0 - 1) as usize, mode);
@@ -540,6 +554,7 @@ impl World {
             Fault::Clog { from, to, delay_ms } => self.network.unclog(from, to, delay_ms),
             Fault::Crash { node, .. } => {
                 let host = (node.0 - 1) as usize;
+                self.hosts[host].crash_after_input = false;
                 if self.hosts[host].node.is_none() {
                     self.open_node(host);
                 }
@@ -557,6 +572,13 @@ impl World {
 
     fn others(&self, side: &[NodeId]) -> Vec<NodeId> {
         self.hosts.iter().map(|host| host.id).filter(|id| !side.contains(id)).collect()
+    }
+
+    /// What a crash loses: under periodic syncs the machine stays up, so the
+    /// kernel keeps what it was handed (a machine crash would lose
+    /// acknowledged writes by design, and no property could hold).
+    fn crash_mode(&self, machine: CrashMode) -> CrashMode {
+        if self.config.sync_interval_ms.is_some() { CrashMode::ProcessOnly } else { machine }
     }
 
     fn crash(&mut self, host: usize, mode: CrashMode) {

@@ -91,7 +91,7 @@ impl World {
         if self.hosts[host].boot != boot || self.hosts[host].node.is_none() {
             return;
         }
-        self.crash(host, CrashMode::TornTail);
+        self.crash(host, self.crash_mode(CrashMode::TornTail));
         self.open_node(host);
     }
 
