@@ -169,7 +169,7 @@ struct Host {
     /// Under periodic syncs, a crash waits for the node's next input and
     /// strikes right after it, before any timer due at that instant (the
     /// burst's write-out) runs: the moment a reply shown too early is lost.
-    pub(super) crash_after_input: bool,
+    crash_after_input: bool,
 }
 
 pub(crate) struct World {
