@@ -156,6 +156,9 @@ fn periodic_sync_runs_lose_nothing_shown_to_a_process_crash() {
     assert!(crashes.load(Ordering::Relaxed) > 100, "processes crashed {crashes:?} times");
     let single = |seed| SimConfig::from_seed(seed).with_replicas(1).with_periodic_syncs(100);
     assert_all_pass(&run_all_with(1..301, single, |_| {}));
+    // 660: both reads of a log at restart were corrupted in flight, and
+    // replay kept the shorter prefix, dropping an acknowledged delete.
+    assert_all_pass(&run_all_with([660].into_iter(), single, |_| {}));
 }
 
 #[test]

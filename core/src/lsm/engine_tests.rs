@@ -165,7 +165,8 @@ fn a_write_that_fails_is_never_readable() {
 
 #[test]
 fn transient_read_corruption_at_recovery_loses_nothing() {
-    for seed in 0..20 {
+    let mut reads_corrupted = 0;
+    for seed in 0..40 {
         let disk = MemDisk::new(seed);
         let mut engine = open(&disk);
         for i in 0..200 {
@@ -174,18 +175,16 @@ fn transient_read_corruption_at_recovery_loses_nothing() {
         engine.sync_now().unwrap();
         drop(engine);
         disk.crash(CrashMode::DropUnsynced);
-        disk.set_faults(Faults { read_corrupt_per_million: 500_000, ..Faults::default() });
+        disk.set_faults(Faults { read_corrupt_per_million: 300_000, ..Faults::default() });
         let config = EngineConfig { memtable_bytes_max: 1 << 20, ..small_config() };
         let engine = Engine::open(Box::new(disk.clone()), config);
         disk.set_faults(Faults::default());
-        // A read can be corrupted twice in a row; then replay stops early, which
-        // is allowed (a prefix), but a single transient flip must be cured.
+        // Reads corrupted several times in a row must not cut synced records.
         let engine = engine.unwrap();
-        if engine.stats().corruption_detected <= 1 {
-            assert_eq!(engine.last_lsn(), Lsn(200), "seed {seed}");
-        }
-        assert!(engine.last_lsn() <= Lsn(200));
+        assert_eq!(engine.last_lsn(), Lsn(200), "seed {seed}");
+        reads_corrupted += engine.stats().corruption_detected;
     }
+    assert!(reads_corrupted > 10, "{reads_corrupted}");
 }
 
 #[test]

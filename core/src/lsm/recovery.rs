@@ -189,8 +189,16 @@ fn replay_wals(
     Ok(replay)
 }
 
-/// Reads a whole log file, reading it once more if it looks damaged: a
-/// transient read error must not cut synced records from the replay.
+/// How often a log file that looks damaged is read before replay settles for
+/// the longest valid prefix among the reads.
+const LOG_READS_MAX: usize = 8;
+
+/// Reads a whole log file. A read whose records stop short of the end may have
+/// been corrupted in flight, and replaying less than the disk holds would lose
+/// synced writes, so such a file is read again until two reads return the same
+/// bytes (what the disk holds: a flip in flight does not repeat) or
+/// `LOG_READS_MAX` reads are spent. The read with the longest valid prefix
+/// wins; a flipped bit can only shorten it.
 fn read_log(
     disk: &dyn Disk,
     name: &str,
@@ -198,24 +206,38 @@ fn read_log(
     counters: &mut Counters,
 ) -> Result<Vec<u8>, DiskError> {
     let len = disk.len(name)?;
-    let first = disk.read_at(name, 0, len)?;
-    let first_scan = scan(&first, record_bytes_max);
-    if first_scan.1.is_none() {
-        return Ok(first);
+    let mut best = disk.read_at(name, 0, len)?;
+    let mut best_scan = scan(&best, record_bytes_max);
+    if best_scan.1.is_none() {
+        return Ok(best);
     }
-    let second = disk.read_at(name, 0, len)?;
-    let second_scan = scan(&second, record_bytes_max);
-    if second_scan == first_scan {
-        // The same stop twice: the bytes on disk end there. A torn tail is a
-        // crash's normal footprint; anything else is damage.
-        if !matches!(first_scan.1, Some(WalError::Torn { .. })) {
-            counters.corruption_detected += 1;
+    // Fingerprints of the reads so far; keeping every read could hold many
+    // copies of a large file.
+    let mut reads = vec![(fingerprint(&best), best_scan.clone())];
+    let mut settled = false;
+    while !settled && reads.len() < LOG_READS_MAX {
+        let bytes = disk.read_at(name, 0, len)?;
+        let read = (fingerprint(&bytes), scan(&bytes, record_bytes_max));
+        settled = read.1.1.is_none() || reads.iter().any(|(seen, _)| *seen == read.0);
+        if read.1.0 > best_scan.0 || (read.1.1.is_none() && best_scan.1.is_some()) {
+            best = bytes;
+            best_scan = read.1.clone();
         }
-        return Ok(first);
+        reads.push(read);
     }
-    // The reads differ, so at least one was corrupted in flight.
-    counters.corruption_detected += if second_scan.1.is_none() { 1 } else { 2 };
-    Ok(if second_scan.0 >= first_scan.0 { second } else { first })
+    let best_print = fingerprint(&best);
+    // Every read that differs from the one kept was corrupted in flight.
+    counters.corruption_detected += reads.iter().filter(|(print, _)| *print != best_print).count() as u64;
+    // The kept read stops short of the end for good: a torn tail is a crash's
+    // normal footprint; anything else is damage on the disk.
+    if settled && !matches!(best_scan.1, None | Some(WalError::Torn { .. })) {
+        counters.corruption_detected += 1;
+    }
+    Ok(best)
+}
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    siphasher::sip::SipHasher13::new().hash(bytes)
 }
 
 fn scan(bytes: &[u8], record_bytes_max: u32) -> (u64, Option<WalError>) {
