@@ -92,9 +92,13 @@ report() { # label, keel port, redis port
       k=$(rps "$keel_port" "$command"); r=$(rps "$redis_port" "$command")
       ks+=("$k"); rs+=("$r"); ratios+=("$(echo "if ($r > 0) $k / $r else 0" | bc -l)")
     done
-    printf '%-62s %-3s  keel %10.0f req/s   redis %10.0f req/s   ratio %s keel/redis=%.2f (median of %s)\n' \
+    printf '%-62s %-3s  keel %10.0f req/s   redis %10.0f req/s   ratio %s keel/redis=%.2f (median of %s per-round ratios)\n' \
       "$label" "${command^^}" "$(printf '%s\n' "${ks[@]}" | median)" "$(printf '%s\n' "${rs[@]}" | median)" \
       "$command" "$(printf '%s\n' "${ratios[@]}" | median)" "$rounds"
+    # Every round, so that a median carried by noise shows.
+    printf '    rounds keel/redis:'
+    for i in "${!ks[@]}"; do printf ' %.0f/%.0f' "${ks[$i]}" "${rs[$i]}"; done
+    printf '\n'
   done
 }
 
