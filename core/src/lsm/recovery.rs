@@ -211,23 +211,22 @@ fn read_log(
     if best_scan.1.is_none() {
         return Ok(best);
     }
-    // Fingerprints of the reads so far; keeping every read could hold many
+    // Fingerprints of the reads so far: keeping every read could hold many
     // copies of a large file.
-    let mut reads = vec![(fingerprint(&best), best_scan.clone())];
+    let mut best_print = fingerprint(&best);
+    let mut prints = vec![best_print];
     let mut settled = false;
-    while !settled && reads.len() < LOG_READS_MAX {
+    while !settled && prints.len() < LOG_READS_MAX {
         let bytes = disk.read_at(name, 0, len)?;
-        let read = (fingerprint(&bytes), scan(&bytes, record_bytes_max));
-        settled = read.1.1.is_none() || reads.iter().any(|(seen, _)| *seen == read.0);
-        if read.1.0 > best_scan.0 || (read.1.1.is_none() && best_scan.1.is_some()) {
-            best = bytes;
-            best_scan = read.1.clone();
+        let (print, read_scan) = (fingerprint(&bytes), scan(&bytes, record_bytes_max));
+        settled = read_scan.1.is_none() || prints.contains(&print);
+        prints.push(print);
+        if read_scan.0 > best_scan.0 || (read_scan.1.is_none() && best_scan.1.is_some()) {
+            (best, best_scan, best_print) = (bytes, read_scan, print);
         }
-        reads.push(read);
     }
-    let best_print = fingerprint(&best);
     // Every read that differs from the one kept was corrupted in flight.
-    counters.corruption_detected += reads.iter().filter(|(print, _)| *print != best_print).count() as u64;
+    counters.corruption_detected += prints.iter().filter(|&&print| print != best_print).count() as u64;
     // The kept read stops short of the end for good: a torn tail is a crash's
     // normal footprint; anything else is damage on the disk.
     if settled && !matches!(best_scan.1, None | Some(WalError::Torn { .. })) {
