@@ -13,8 +13,11 @@
 //! Environment: `KEEL_BENCH_OPS` changes the number of timed requests per
 //! operation (default 2000000).
 
+mod common;
+
 use std::time::{Duration, Instant as Clock};
 
+use common::mix;
 use keel_core::client::{Consistency, Reply, Request, RequestId};
 use keel_core::disk::{Disk, MemDisk};
 use keel_core::lsm::SyncPolicy;
@@ -95,14 +98,6 @@ impl Bench {
 
 fn now(at: Instant) -> Now {
     Now::new(at, 1_700_000_000_000 + at.as_nanos() / 1_000_000)
-}
-
-/// splitmix64: a fixed, dependency-free key generator.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// Keys as redis-benchmark names them: `key:` and twelve digits. Made once,

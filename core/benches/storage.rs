@@ -19,6 +19,8 @@
 //! keel runs on `FileDisk`, the same source file the node uses, included here
 //! because a dev-dependency on keel-io-tokio would build keel-core twice.
 
+mod common;
+
 #[path = "../../io-tokio/src/disk.rs"]
 #[allow(dead_code, unused_imports)]
 mod file_disk;
@@ -27,6 +29,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::mix;
 use file_disk::FileDisk;
 use keel_core::lsm::{Engine, EngineConfig, SyncPolicy};
 
@@ -36,14 +39,6 @@ const SCAN_LEN: usize = 100;
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 const CACHE_BYTES: u64 = 64 << 20;
 const MEMTABLE_BYTES: u64 = 64 << 20;
-
-/// splitmix64: a fixed, dependency-free key generator.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
 
 fn key(i: u64) -> [u8; 16] {
     let mut key = [0; 16];
