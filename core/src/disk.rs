@@ -1,4 +1,4 @@
-//! The core's one window on storage: a flat directory of append-only files.
+//! The core's one window on storage: a flat directory of files.
 //!
 //! The storage engine sees files only through [`Disk`]. Real files live in
 //! `keel-io-tokio`; [`MemDisk`] keeps everything in memory, can crash (losing
@@ -6,8 +6,11 @@
 //! corruption, bit rot and sync failures, all drawn from a seeded generator.
 //!
 //! Semantics every implementation keeps:
-//! - `append` and `create` change only volatile state; `sync(name)` makes the
-//!   file's current contents durable.
+//! - `append`, `write_at` and `create` change only volatile state; `sync(name)`
+//!   makes the file's current contents durable.
+//! - Until a sync, a crash keeps each file as it was at the last sync plus
+//!   a prefix of the writes since, in the order they were made; the last
+//!   one kept may be cut short.
 //! - `create`, `rename` and `remove` change the directory; they are durable
 //!   only after `sync_dir`.
 //! - `rename` atomically replaces the target.
@@ -28,6 +31,10 @@ pub trait Disk: Send + Sync + fmt::Debug {
     fn create(&self, name: &str) -> Result<(), DiskError>;
     /// Appends `bytes` at the end of the file.
     fn append(&self, name: &str, bytes: &[u8]) -> Result<(), DiskError>;
+    /// Writes `bytes` at `offset`, overwriting what is there and growing the
+    /// file if the write runs past its end. An offset past the end is an
+    /// error: files never have holes.
+    fn write_at(&self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), DiskError>;
     /// Reads exactly `len` bytes at `offset`; a range past the end is an error.
     fn read_at(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, DiskError>;
     /// Current length of the file in bytes.
@@ -47,7 +54,7 @@ pub trait Disk: Send + Sync + fmt::Debug {
 pub enum DiskError {
     #[error("file {name:?} does not exist")]
     NotFound { name: String },
-    #[error("read of {len} bytes at offset {offset} is past the end of {name:?} ({file_len} bytes)")]
+    #[error("{len} bytes at offset {offset} reach past the end of {name:?} ({file_len} bytes)")]
     OutOfRange { name: String, offset: u64, len: u64, file_len: u64 },
     #[error("sync of {name:?} failed")]
     SyncFailed { name: String },
@@ -64,6 +71,9 @@ impl<D: Disk + ?Sized> Disk for Box<D> {
     }
     fn append(&self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
         (**self).append(name, bytes)
+    }
+    fn write_at(&self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), DiskError> {
+        (**self).write_at(name, offset, bytes)
     }
     fn read_at(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, DiskError> {
         (**self).read_at(name, offset, len)

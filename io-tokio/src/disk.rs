@@ -2,15 +2,16 @@
 //!
 //! Open handles are cached as `Arc<File>` so that an fsync on a blocking
 //! thread and appends from the event loop can use the same file at once: the
-//! lock guards only the handle table and is never held across I/O. Files are
-//! opened in append mode (every write lands at the end, atomically positioned)
-//! and read with positional reads, so no shared cursor exists to race on.
+//! lock guards only the handle table and is never held across I/O. Every
+//! read and write is positional, so no shared cursor exists to race on. Files
+//! are not opened in append mode: on Linux a positional write to such a file
+//! ignores its offset, and the WAL overwrites the zeros it preallocated.
 //! This file uses only std and keel-core, so the storage benchmark in
 //! keel-core can include it as it is.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,7 +61,7 @@ impl FileDisk {
             return Ok(Arc::clone(file));
         }
         let path = self.path(name)?;
-        let file = OpenOptions::new().read(true).append(true).open(&path).map_err(|e| io_error(name, &e))?;
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io_error(name, &e))?;
         let file = Arc::new(file);
         let mut handles = self.handles();
         let cached = handles.entry(name.to_owned()).or_insert_with(|| Arc::clone(&file));
@@ -98,8 +99,21 @@ impl Disk for FileDisk {
     }
 
     fn append(&self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        // One thread at a time writes a file (the engine's owner), so its length
+        // cannot change between the two calls.
         let file = self.handle(name)?;
-        (&*file).write_all(bytes).map_err(|e| io_error(name, &e))
+        let end = file.metadata().map_err(|e| io_error(name, &e))?.len();
+        file.write_all_at(bytes, end).map_err(|e| io_error(name, &e))
+    }
+
+    fn write_at(&self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), DiskError> {
+        let file = self.handle(name)?;
+        let file_len = file.metadata().map_err(|e| io_error(name, &e))?.len();
+        if offset > file_len {
+            let len = bytes.len() as u64;
+            return Err(DiskError::OutOfRange { name: name.to_owned(), offset, len, file_len });
+        }
+        file.write_all_at(bytes, offset).map_err(|e| io_error(name, &e))
     }
 
     fn read_at(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, DiskError> {
@@ -181,6 +195,8 @@ mod tests {
         log.push(format!("{:?}", disk.read_at("b", 6, 6).is_err()));
         disk.create("a").unwrap();
         disk.append("a", b"x").unwrap();
+        disk.write_at("a", 0, b"yz").unwrap();
+        log.push(format!("{:?} {:?}", disk.read_at("a", 0, 2), disk.write_at("a", 3, b"hole").is_err()));
         disk.rename("a", "b").unwrap();
         disk.sync_dir().unwrap();
         log.push(format!("{:?} {:?}", disk.list(), disk.len("b")));

@@ -1,10 +1,11 @@
 //! An in-memory [`Disk`] with crashes and injected faults, deterministic by seed.
 //!
-//! Each file is an inode holding its bytes and the length known durable (files
-//! are append-only, so the durable contents are always a prefix). The directory
-//! exists twice: the current names and the names made durable by the last
-//! `sync_dir`. A crash keeps the durable directory and each file's durable
-//! prefix, plus, in [`CrashMode::TornTail`], a random prefix of the unsynced tail.
+//! Each file is an inode holding its bytes and an undo record for every write
+//! since its last sync. The directory exists twice: the current names and the
+//! names made durable by the last `sync_dir`. A crash keeps the durable
+//! directory and takes back each file's unsynced writes, newest first; in
+//! [`CrashMode::TornTail`] it keeps a random prefix of those writes, in the
+//! order they were made, the last one kept perhaps cut short.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,7 +70,77 @@ struct State {
 #[derive(Debug, Default)]
 struct Inode {
     bytes: Vec<u8>,
-    durable_len: usize,
+    /// Writes since the last sync, oldest first: what a crash may take back.
+    unsynced: Vec<Undo>,
+}
+
+/// What one write changed, so that a crash can take it back.
+#[derive(Debug)]
+struct Undo {
+    offset: usize,
+    len: usize,
+    /// The file's length before the write.
+    old_len: usize,
+    /// The bytes the write overwrote: those of its range below `old_len`.
+    old: Vec<u8>,
+}
+
+impl Inode {
+    /// Writes `bytes` at `offset`; false if `offset` is past the end.
+    fn write(&mut self, offset: usize, bytes: &[u8]) -> bool {
+        let old_len = self.bytes.len();
+        if offset > old_len {
+            return false;
+        }
+        let end = offset + bytes.len();
+        let old = self.bytes.get(offset..end.min(old_len)).unwrap_or_default().to_vec();
+        if end > old_len {
+            self.bytes.resize(end, 0);
+        }
+        if let Some(range) = self.bytes.get_mut(offset..end) {
+            range.copy_from_slice(bytes);
+        }
+        self.unsynced.push(Undo { offset, len: bytes.len(), old_len, old });
+        true
+    }
+
+    fn unsynced_bytes(&self) -> usize {
+        self.unsynced.iter().map(|undo| undo.len).sum()
+    }
+
+    /// The bytes no unsynced write touched: the durable prefix.
+    fn stable_len(&self) -> usize {
+        self.unsynced.iter().map(|undo| undo.offset).min().unwrap_or(usize::MAX).min(self.bytes.len())
+    }
+
+    /// Keeps the first `kept` bytes of the unsynced writes, taken in the
+    /// order they were made, and takes back the rest, newest first.
+    fn crash(&mut self, kept: usize) {
+        let mut budget = kept;
+        let whole = self
+            .unsynced
+            .iter()
+            .take_while(|undo| {
+                let fits = undo.len <= budget;
+                if fits {
+                    budget -= undo.len;
+                }
+                fits
+            })
+            .count();
+        while self.unsynced.len() > whole {
+            let Some(undo) = self.unsynced.pop() else { break };
+            // Only the first write not kept whole keeps a part: `budget` bytes.
+            let part = if self.unsynced.len() == whole { budget } else { 0 };
+            if let (Some(restore), Some(old)) =
+                (self.bytes.get_mut(undo.offset + part..undo.offset + undo.old.len()), undo.old.get(part..))
+            {
+                restore.copy_from_slice(old);
+            }
+            self.bytes.truncate(undo.old_len.max(undo.offset + part));
+        }
+        self.unsynced.clear();
+    }
 }
 
 impl MemDisk {
@@ -112,7 +183,7 @@ impl MemDisk {
         let live: Vec<u64> = state.names.values().copied().collect();
         state.inodes.retain(|id, _| live.contains(id));
         for inode in state.inodes.values_mut() {
-            let unsynced = inode.bytes.len() - inode.durable_len;
+            let unsynced = inode.unsynced_bytes();
             let kept = match mode {
                 CrashMode::TornTail if unsynced > 0 => {
                     let kept = usize::try_from(state.rng.next_u64() % (unsynced as u64 + 1)).unwrap_or(0);
@@ -124,8 +195,7 @@ impl MemDisk {
                 _ => 0,
             };
             state.counts.unsynced_bytes_lost += (unsynced - kept) as u64;
-            inode.bytes.truncate(inode.durable_len + kept);
-            inode.durable_len = inode.bytes.len();
+            inode.crash(kept);
         }
     }
 
@@ -176,10 +246,11 @@ impl State {
     fn rot(&mut self, name: &str) -> Result<(), DiskError> {
         let pick = self.rng.next_u64();
         let inode = self.inode(name)?;
-        if inode.durable_len == 0 {
+        let stable_len = inode.stable_len();
+        if stable_len == 0 {
             return Ok(());
         }
-        let bit_index = pick % (inode.durable_len as u64 * 8);
+        let bit_index = pick % (stable_len as u64 * 8);
         if let Some(byte) = usize::try_from(bit_index / 8).ok().and_then(|at| inode.bytes.get_mut(at)) {
             *byte ^= 1 << (bit_index % 8);
         }
@@ -222,7 +293,25 @@ impl Disk for MemDisk {
     }
 
     fn append(&self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
-        self.lock().inode(name)?.bytes.extend_from_slice(bytes);
+        let mut state = self.lock();
+        let inode = state.inode(name)?;
+        inode.write(inode.bytes.len(), bytes);
+        Ok(())
+    }
+
+    fn write_at(&self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), DiskError> {
+        let mut state = self.lock();
+        let inode = state.inode(name)?;
+        let file_len = inode.bytes.len() as u64;
+        let written = usize::try_from(offset).is_ok_and(|offset| inode.write(offset, bytes));
+        if !written {
+            return Err(DiskError::OutOfRange {
+                name: name.to_owned(),
+                offset,
+                len: bytes.len() as u64,
+                file_len,
+            });
+        }
         Ok(())
     }
 
@@ -262,8 +351,7 @@ impl Disk for MemDisk {
             state.counts.sync_failures += 1;
             return Err(DiskError::SyncFailed { name: name.to_owned() });
         }
-        let inode = state.inode(name)?;
-        inode.durable_len = inode.bytes.len();
+        state.inode(name)?.unsynced.clear();
         Ok(())
     }
 
@@ -333,6 +421,57 @@ mod tests {
             assert!(b"synced-unsynced-tail".starts_with(&bytes));
             assert!(bytes.len() >= 6);
         }
+    }
+
+    #[test]
+    fn overwrites_are_taken_back_newest_first_at_a_crash() {
+        let disk = MemDisk::new(6);
+        disk.create("a").unwrap();
+        disk.sync_dir().unwrap();
+        disk.append("a", &[0; 8]).unwrap();
+        disk.sync("a").unwrap();
+        disk.write_at("a", 2, b"xy").unwrap();
+        disk.write_at("a", 3, b"zzzzzzz").unwrap();
+        assert_eq!(read_all(&disk, "a"), b"\0\0xzzzzzzz");
+        disk.crash(CrashMode::DropUnsynced);
+        assert_eq!(read_all(&disk, "a"), [0; 8]);
+        assert_eq!(disk.fault_counts().unsynced_bytes_lost, 9);
+        assert!(matches!(disk.write_at("a", 9, b"hole"), Err(DiskError::OutOfRange { .. })));
+    }
+
+    #[test]
+    fn torn_tail_keeps_a_prefix_of_the_unsynced_writes_in_order() {
+        // Synced: 8 zeros. Then three writes; a crash keeps the first k bytes
+        // of "ab" ++ "cdef" ++ "ghij" as they were applied, nothing after.
+        let writes: [(u64, &[u8]); 3] = [(1, b"ab"), (2, b"cdef"), (6, b"ghij")];
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let disk = MemDisk::new(seed);
+            disk.create("a").unwrap();
+            disk.sync_dir().unwrap();
+            disk.append("a", &[0; 8]).unwrap();
+            disk.sync("a").unwrap();
+            for (offset, bytes) in writes {
+                disk.write_at("a", offset, bytes).unwrap();
+            }
+            disk.crash(CrashMode::TornTail);
+            let after = read_all(&disk, "a");
+            let kept = 10 - disk.fault_counts().unsynced_bytes_lost as usize;
+            let mut expected = vec![0u8; 8];
+            let mut budget = kept;
+            for (offset, bytes) in writes {
+                let part = &bytes[..budget.min(bytes.len())];
+                let (start, end) = (offset as usize, offset as usize + part.len());
+                if end > expected.len() {
+                    expected.resize(end, 0);
+                }
+                expected[start..end].copy_from_slice(part);
+                budget -= part.len();
+            }
+            assert_eq!(after, expected, "seed {seed}, {kept} bytes kept");
+            seen.insert(kept);
+        }
+        assert_eq!(seen.len(), 11, "every cut point occurs: {seen:?}");
     }
 
     #[test]

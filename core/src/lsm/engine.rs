@@ -42,14 +42,38 @@ pub struct Engine {
     pub(super) compaction_due: bool,
 }
 
-/// The WAL file being written and the bytes not yet appended to it.
+/// The WAL file being written and the bytes not yet written to it.
 #[derive(Debug)]
 pub(super) struct WalWriter {
     pub seq: u64,
     pub file: String,
     pub buffer: Vec<u8>,
+    /// Where the next record goes: the end of the log in this file.
+    pub end: u64,
+    /// The file's length: the log and the zeros preallocated after it.
+    pub allocated: u64,
     /// Bytes of this file and of older WAL files still on disk.
     pub disk_bytes: u64,
+}
+
+impl WalWriter {
+    /// Creates WAL file `seq` with its header and a first chunk of zeros.
+    /// Neither is durable before the first sync of the file.
+    pub fn create(
+        disk: &dyn Disk,
+        seq: u64,
+        config: &EngineConfig,
+        disk_bytes: u64,
+    ) -> Result<WalWriter, DiskError> {
+        let file = wal::file_name(seq);
+        disk.create(&file)?;
+        let mut start = wal::file_header().to_vec();
+        let chunk = usize::try_from(config.wal_preallocate_bytes).unwrap_or(usize::MAX);
+        start.resize(start.len().saturating_add(chunk), 0);
+        disk.append(&file, &start)?;
+        let (end, allocated) = (wal::FILE_HEADER_BYTES as u64, start.len() as u64);
+        Ok(WalWriter { seq, file, buffer: Vec::new(), end, allocated, disk_bytes: disk_bytes + allocated })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -146,19 +170,36 @@ impl Engine {
         self.append_wal()
     }
 
-    /// Appends the buffered WAL bytes to the file. A failed append may leave a
-    /// partial record behind, after which nothing more may be appended: poison.
+    /// Writes the buffered WAL bytes to the file, over preallocated zeros,
+    /// first growing the file by whole chunks if they would run past its end.
+    /// A failed write may leave a partial record behind, after which nothing
+    /// more may be written: poison.
     pub(super) fn append_wal(&mut self) -> Result<(), DiskError> {
         if self.wal.buffer.is_empty() {
             return Ok(());
         }
-        if let Err(error) = self.disk.append(&self.wal.file, &self.wal.buffer) {
+        if let Err(error) = self.write_wal_buffer() {
             self.poisoned = true;
             return Err(error);
         }
-        self.wal.disk_bytes += self.wal.buffer.len() as u64;
         self.wal.buffer.clear();
         self.appended_lsn = self.last_lsn;
+        Ok(())
+    }
+
+    fn write_wal_buffer(&mut self) -> Result<(), DiskError> {
+        let wal = &mut self.wal;
+        let end = wal.end + wal.buffer.len() as u64;
+        if end > wal.allocated {
+            let chunk = self.config.wal_preallocate_bytes.max(1);
+            let grow = (end - wal.allocated).div_ceil(chunk) * chunk;
+            let zeros = vec![0; usize::try_from(grow).unwrap_or(usize::MAX)];
+            self.disk.append(&wal.file, &zeros)?;
+            wal.allocated += grow;
+            wal.disk_bytes += grow;
+        }
+        self.disk.write_at(&wal.file, wal.end, &wal.buffer)?;
+        wal.end = end;
         Ok(())
     }
 
@@ -319,6 +360,7 @@ impl Engine {
             disk_bytes: table_bytes + self.wal.disk_bytes,
             wal_bytes: self.wal.disk_bytes,
             last_lsn: self.last_lsn.0,
+            appended_lsn: self.appended_lsn.0,
             durable_lsn: self.durable_lsn.0,
             flushes: self.counters.flushes,
             compactions: self.counters.compactions,

@@ -13,8 +13,21 @@ fn small_config() -> EngineConfig {
         block_bytes: 256,
         block_cache_bytes_max: 8 << 10,
         compress_values_over_bytes: 64,
+        wal_preallocate_bytes: 512,
         ..EngineConfig::default()
     }
+}
+
+/// Where the records of a preallocated WAL file end: after its last nonzero byte.
+fn log_end(disk: &MemDisk, file: &str) -> u64 {
+    let bytes = disk.read_at(file, 0, disk.len(file).unwrap()).unwrap();
+    bytes.iter().rposition(|&byte| byte != 0).map_or(0, |last| last as u64 + 1)
+}
+
+/// Where record `n` (from 0) of a WAL file of equally long records starts.
+fn record_start(disk: &MemDisk, file: &str, records: u64, n: u64) -> u64 {
+    let header = wal::FILE_HEADER_BYTES as u64;
+    header + (log_end(disk, file) - header) / records * n
 }
 
 /// Flushes and compacts after a few KiB.
@@ -196,8 +209,7 @@ fn persistent_corruption_in_the_log_keeps_a_prefix() {
     }
     let file = engine.sync_now().map(|()| wal::file_name(0)).unwrap();
     drop(engine);
-    let record_len = disk.len(&file).unwrap() / 10;
-    disk.corrupt_at(&file, record_len * 4 + 12, 3).unwrap();
+    disk.corrupt_at(&file, record_start(&disk, &file, 10, 4) + 12, 3).unwrap();
     let mut engine = open(&disk);
     assert_eq!(engine.last_lsn(), Lsn(4));
     assert_eq!(engine.get(&key(3)).unwrap(), Some(b"value".to_vec()));
@@ -221,8 +233,8 @@ fn records_past_an_earlier_cut_stay_cut() {
     engine.sync_now().unwrap();
     drop(engine);
     let file = wal::file_name(0);
-    let record_len = disk.len(&file).unwrap() / 10;
-    disk.corrupt_at(&file, record_len * 4 + 12, 3).unwrap();
+    let fifth = record_start(&disk, &file, 10, 4);
+    disk.corrupt_at(&file, fifth + 12, 3).unwrap();
     let mut engine = open(&disk);
     assert_eq!(engine.last_lsn(), Lsn(4));
     for i in 4..6 {
@@ -231,7 +243,7 @@ fn records_past_an_earlier_cut_stay_cut() {
     engine.sync_now().unwrap();
     drop(engine);
     disk.crash(CrashMode::DropUnsynced);
-    disk.corrupt_at(&file, record_len * 4 + 12, 3).unwrap();
+    disk.corrupt_at(&file, fifth + 12, 3).unwrap();
     let mut engine = open(&disk);
     assert_eq!(engine.last_lsn(), Lsn(6));
     assert_eq!(engine.get(&key(3)).unwrap(), Some(b"old".to_vec()));
@@ -239,6 +251,93 @@ fn records_past_an_earlier_cut_stay_cut() {
     assert_eq!(engine.get(&key(5)).unwrap(), Some(b"new".to_vec()));
     assert_eq!(engine.get(&key(6)).unwrap(), None, "cut by the first open");
     assert!(!engine.recovery().log_damaged, "the log reads cleanly up to where the new file begins");
+}
+
+/// A WAL file of format version 1 (no header, no preallocation), as an
+/// older build left it, cut short by a crash.
+fn write_v1_log(disk: &MemDisk, records: u64) {
+    let mut log = Vec::new();
+    for i in 0..records {
+        let value = format!("v1-{i}");
+        wal::encode_as(
+            wal::Format::V1,
+            wal::Record { lsn: Lsn(i + 1), key: &key(i as u32), value: Some(value.as_bytes()) },
+            &mut log,
+        );
+    }
+    log.truncate(log.len() - 3);
+    let file = wal::file_name(0);
+    disk.create(&file).unwrap();
+    disk.append(&file, &log).unwrap();
+    disk.sync(&file).unwrap();
+    disk.sync_dir().unwrap();
+}
+
+#[test]
+fn a_log_of_the_older_format_replays_and_the_engine_writes_on_in_the_new_one() {
+    let disk = MemDisk::new(8);
+    write_v1_log(&disk, 20);
+    let mut engine = open(&disk);
+    assert_eq!(engine.last_lsn(), Lsn(19), "the torn last record is dropped");
+    assert!(!engine.recovery().log_damaged);
+    assert_eq!(engine.get(&key(18)).unwrap(), Some(b"v1-18".to_vec()));
+    engine.put(b"new", b"x").unwrap();
+    engine.sync_now().unwrap();
+    drop(engine);
+    disk.crash(CrashMode::DropUnsynced);
+    let mut engine = open(&disk);
+    assert_eq!(engine.last_lsn(), Lsn(20));
+    assert_eq!(engine.get(&key(0)).unwrap(), Some(b"v1-0".to_vec()));
+    assert_eq!(engine.get(b"new").unwrap(), Some(b"x".to_vec()));
+    let new_file = wal::file_name(1);
+    let head = disk.read_at(&new_file, 0, wal::FILE_HEADER_BYTES as u64).unwrap();
+    assert_eq!(head, wal::file_header(), "new files are written in the new format");
+}
+
+#[test]
+fn a_log_of_an_unknown_format_version_refuses_the_open() {
+    let disk = MemDisk::new(9);
+    let mut header = wal::file_header();
+    header[8] = 7;
+    let crc = crc32c::crc32c(&header[..12]);
+    header[12..].copy_from_slice(&crc.to_le_bytes());
+    let file = wal::file_name(0);
+    disk.create(&file).unwrap();
+    disk.append(&file, &header).unwrap();
+    let error = Engine::open(Box::new(disk.clone()), small_config()).unwrap_err();
+    assert!(matches!(error, OpenError::Unsupported { .. }), "{error}");
+    assert!(error.to_string().contains("version 7"), "{error}");
+    assert_eq!(disk.read_at(&file, 0, 16).unwrap(), header, "the file is left as it was");
+}
+
+/// Records are written over zeros preallocated in chunks: a run of writes
+/// crosses many chunk ends, and every crash keeps what was synced.
+#[test]
+fn writes_across_preallocated_chunks_survive_crashes() {
+    for seed in 0..20 {
+        let disk = MemDisk::new(seed);
+        let mut engine = open(&disk);
+        let mut synced = 0;
+        for round in 0..6u32 {
+            for i in 0..40 {
+                let value = vec![b'a' + (round as u8); (i * 7 % 90) as usize];
+                engine.put(&key(round * 100 + i), &value).unwrap();
+            }
+            engine.sync_now().unwrap();
+            synced = engine.last_lsn().0;
+        }
+        let file_len = disk.len(&engine.wal.file).unwrap();
+        assert_eq!(file_len % 512, wal::FILE_HEADER_BYTES as u64 % 512, "grown by whole chunks");
+        assert!(file_len > 4 * 512, "{file_len}");
+        engine.put(b"unsynced", b"maybe").unwrap();
+        engine.begin_sync();
+        drop(engine);
+        disk.crash(CrashMode::TornTail);
+        let mut engine = open(&disk);
+        assert!(engine.last_lsn().0 >= synced, "seed {seed}");
+        assert!(!engine.recovery().log_damaged, "seed {seed}");
+        assert_eq!(engine.get(&key(503)).unwrap(), Some(vec![b'f'; 21]), "seed {seed}");
+    }
 }
 
 fn churn(engine: &mut Engine, model: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>, rounds: u32) {

@@ -53,8 +53,7 @@ impl Engine {
 
     fn flush_inner(&mut self) -> Result<(), DiskError> {
         let seq = self.wal.seq + 1;
-        let file = wal::file_name(seq);
-        self.disk.create(&file)?;
+        let next_wal = WalWriter::create(&*self.disk, seq, &self.config, 0)?;
         let id = self.manifest.next_table_id;
         let mut writer = TableWriter::create(&*self.disk, id, &self.config)?;
         for (key, value) in self.memtable.iter() {
@@ -73,8 +72,7 @@ impl Engine {
         }
         // The manifest's directory sync also makes the table and the new WAL durable.
         self.install(manifest, added, &[])?;
-        let old =
-            core::mem::replace(&mut self.wal, WalWriter { seq, file, buffer: Vec::new(), disk_bytes: 0 });
+        let old = core::mem::replace(&mut self.wal, next_wal);
         self.memtable = Memtable::new(self.memtable.hasher());
         self.durable_lsn = self.last_lsn;
         self.appended_lsn = self.last_lsn;

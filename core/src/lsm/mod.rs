@@ -67,6 +67,9 @@ pub struct EngineConfig {
     pub memtable_bytes_max: u64,
     /// WAL bytes buffered in memory before they are appended to the file.
     pub wal_buffer_bytes_max: u64,
+    /// The WAL file grows by zero-filled chunks of this size, written over
+    /// by records, so that most fsyncs commit data without a new file size.
+    pub wal_preallocate_bytes: u64,
     /// Target size of an uncompressed data block.
     pub block_bytes: u32,
     /// Budget of the block cache.
@@ -90,6 +93,7 @@ impl Default for EngineConfig {
         EngineConfig {
             memtable_bytes_max: 64 << 20,
             wal_buffer_bytes_max: 1 << 20,
+            wal_preallocate_bytes: 4 << 20,
             block_bytes: 4096,
             block_cache_bytes_max: 64 << 20,
             compress_values_over_bytes: 1024,
@@ -119,6 +123,8 @@ pub enum OpenError {
     Disk(#[from] DiskError),
     #[error("{file:?} is corrupt: {reason}")]
     Corrupt { file: String, reason: String },
+    #[error("{file:?} cannot be read by this build: {reason}")]
+    Unsupported { file: String, reason: String },
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -193,6 +199,8 @@ pub struct EngineStats {
     pub disk_bytes: u64,
     pub wal_bytes: u64,
     pub last_lsn: u64,
+    /// The newest write handed to the disk, synced or not.
+    pub appended_lsn: u64,
     pub durable_lsn: u64,
     pub flushes: u64,
     pub compactions: u64,

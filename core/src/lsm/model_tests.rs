@@ -53,6 +53,7 @@ fn config() -> EngineConfig {
     EngineConfig {
         memtable_bytes_max: 2 << 10,
         wal_buffer_bytes_max: 200,
+        wal_preallocate_bytes: 300,
         block_bytes: 256,
         block_cache_bytes_max: 4 << 10,
         compress_values_over_bytes: 64,

@@ -65,8 +65,7 @@ pub(super) fn open(
     let mut memtable = Memtable::new(hasher);
     let replay = replay_wals(&*disk, &config, &names, start, &mut memtable, &mut recovery, &mut counters)?;
     let seq = replay.seq_max.map_or(start.wal_first, |seq| (seq + 1).max(start.wal_first));
-    let file = wal::file_name(seq);
-    disk.create(&file)?;
+    let wal = WalWriter::create(&*disk, seq, &config, replay.bytes)?;
     disk.sync_dir()?;
     let compaction_due = compaction::choose(&manifest, &config) != Choice::Nothing;
     let cache = BlockCache::new(config.block_cache_bytes_max);
@@ -74,7 +73,7 @@ pub(super) fn open(
         disk,
         config,
         memtable,
-        wal: WalWriter { seq, file, buffer: Vec::new(), disk_bytes: replay.bytes },
+        wal,
         wal_retired: Vec::new(),
         last_lsn: replay.last_lsn,
         appended_lsn: replay.last_lsn,
@@ -155,6 +154,9 @@ fn replay_wals(
         for result in Reader::new(bytes, record_bytes_max) {
             let record = match result {
                 Ok(record) => record,
+                Err(error @ WalError::UnknownVersion { .. }) => {
+                    return Err(OpenError::Unsupported { file: (*name).clone(), reason: error.to_string() });
+                }
                 Err(error) => {
                     // A torn tail is a crash's normal footprint; anything else is damage.
                     recovery.log_damaged |= !matches!(error, WalError::Torn { .. });

@@ -336,8 +336,10 @@ mod tests {
         sync(&mut store, &disk);
         drop(store);
         let wal = disk.list().unwrap().into_iter().find(|name| name.starts_with("wal")).unwrap();
-        let middle = disk.len(&wal).unwrap() / 2;
-        disk.corrupt_at(&wal, middle, 1).unwrap();
+        // Halfway through the records, not in the zeros preallocated after them.
+        let bytes = disk.read_at(&wal, 0, disk.len(&wal).unwrap()).unwrap();
+        let middle = bytes.iter().rposition(|&byte| byte != 0).unwrap() / 2;
+        disk.corrupt_at(&wal, middle as u64, 1).unwrap();
         let store = open(&disk, 6);
         assert_ne!(store.incarnation(), incarnation);
     }
