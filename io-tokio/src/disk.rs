@@ -1,11 +1,13 @@
 //! [`FileDisk`]: the core's [`Disk`] on real files in one directory.
 //!
-//! Open handles are cached as `Arc<File>` so that an fsync on a blocking
-//! thread and appends from the event loop can use the same file at once: the
-//! lock guards only the handle table and is never held across I/O. Every
-//! read and write is positional, so no shared cursor exists to race on. Files
-//! are not opened in append mode: on Linux a positional write to such a file
-//! ignores its offset, and the WAL overwrites the zeros it preallocated.
+//! Open handles are cached, shared, so that an fsync on a blocking thread and
+//! writes from the event loop can use the same file at once: the lock guards
+//! only the handle table and is never held across I/O. Every read and write
+//! is positional, so no shared cursor exists to race on. Files are not opened
+//! in append mode: on Linux a positional write to such a file ignores its
+//! offset, and the WAL overwrites the zeros it preallocated. A handle keeps
+//! the file's length, which only this process changes, so that appends and
+//! bounds checks cost no `fstat`.
 //! This file uses only std and keel-core, so the storage benchmark in
 //! keel-core can include it as it is.
 
@@ -14,6 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use keel_core::disk::{Disk, DiskError};
@@ -27,7 +30,32 @@ pub struct FileDisk {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
-    handles: Mutex<BTreeMap<String, Arc<File>>>,
+    handles: Mutex<BTreeMap<String, Arc<Handle>>>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    file: File,
+    len: AtomicU64,
+}
+
+impl Handle {
+    fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn write_at(&self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), DiskError> {
+        let result = self.file.write_all_at(bytes, offset);
+        // After a failed write the length is whatever the file system kept.
+        let len = match result {
+            Ok(()) => Ok(self.len().max(offset + bytes.len() as u64)),
+            Err(_) => self.file.metadata().map(|meta| meta.len()),
+        };
+        if let Ok(len) = len {
+            self.len.store(len, Ordering::Release);
+        }
+        result.map_err(|e| io_error(name, &e))
+    }
 }
 
 impl FileDisk {
@@ -50,21 +78,22 @@ impl FileDisk {
         Ok(self.inner.dir.join(name))
     }
 
-    fn handles(&self) -> MutexGuard<'_, BTreeMap<String, Arc<File>>> {
+    fn handles(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Handle>>> {
         // The table is only inserted into and removed from; a panic elsewhere leaves it valid.
         self.inner.handles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The cached handle of `name`, opening the file if needed.
-    fn handle(&self, name: &str) -> Result<Arc<File>, DiskError> {
-        if let Some(file) = self.handles().get(name) {
-            return Ok(Arc::clone(file));
+    fn handle(&self, name: &str) -> Result<Arc<Handle>, DiskError> {
+        if let Some(handle) = self.handles().get(name) {
+            return Ok(Arc::clone(handle));
         }
         let path = self.path(name)?;
         let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io_error(name, &e))?;
-        let file = Arc::new(file);
+        let len = AtomicU64::new(file.metadata().map_err(|e| io_error(name, &e))?.len());
+        let handle = Arc::new(Handle { file, len });
         let mut handles = self.handles();
-        let cached = handles.entry(name.to_owned()).or_insert_with(|| Arc::clone(&file));
+        let cached = handles.entry(name.to_owned()).or_insert_with(|| Arc::clone(&handle));
         Ok(Arc::clone(cached))
     }
 }
@@ -99,32 +128,31 @@ impl Disk for FileDisk {
     }
 
     fn append(&self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
-        // One thread at a time writes a file (the engine's owner), so its length
-        // cannot change between the two calls.
-        let file = self.handle(name)?;
-        let end = file.metadata().map_err(|e| io_error(name, &e))?.len();
-        file.write_all_at(bytes, end).map_err(|e| io_error(name, &e))
+        // One thread at a time writes a file (the engine's owner), so its
+        // length cannot change between reading it and writing there.
+        let handle = self.handle(name)?;
+        handle.write_at(name, handle.len(), bytes)
     }
 
     fn write_at(&self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), DiskError> {
-        let file = self.handle(name)?;
-        let file_len = file.metadata().map_err(|e| io_error(name, &e))?.len();
+        let handle = self.handle(name)?;
+        let file_len = handle.len();
         if offset > file_len {
             let len = bytes.len() as u64;
             return Err(DiskError::OutOfRange { name: name.to_owned(), offset, len, file_len });
         }
-        file.write_all_at(bytes, offset).map_err(|e| io_error(name, &e))
+        handle.write_at(name, offset, bytes)
     }
 
     fn read_at(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, DiskError> {
-        let file = self.handle(name)?;
-        let file_len = file.metadata().map_err(|e| io_error(name, &e))?.len();
+        let handle = self.handle(name)?;
+        let file_len = handle.len();
         let out_of_range = DiskError::OutOfRange { name: name.to_owned(), offset, len, file_len };
         if offset.checked_add(len).is_none_or(|end| end > file_len) {
             return Err(out_of_range);
         }
         let mut buffer = vec![0; usize::try_from(len).map_err(|_| out_of_range.clone())?];
-        file.read_exact_at(&mut buffer, offset).map_err(|e| match e.kind() {
+        handle.file.read_exact_at(&mut buffer, offset).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => out_of_range,
             _ => io_error(name, &e),
         })?;
@@ -132,14 +160,13 @@ impl Disk for FileDisk {
     }
 
     fn len(&self, name: &str) -> Result<u64, DiskError> {
-        let file = self.handle(name)?;
-        Ok(file.metadata().map_err(|e| io_error(name, &e))?.len())
+        Ok(self.handle(name)?.len())
     }
 
     fn sync(&self, name: &str) -> Result<(), DiskError> {
-        let file = self.handle(name)?;
-        // The handle table's lock is not held here: appends go on during the fsync.
-        file.sync_data().map_err(|e| match io_error(name, &e) {
+        let handle = self.handle(name)?;
+        // The handle table's lock is not held here: writes go on during the fsync.
+        handle.file.sync_data().map_err(|e| match io_error(name, &e) {
             DiskError::NotFound { name } => DiskError::NotFound { name },
             _ => DiskError::SyncFailed { name: name.to_owned() },
         })

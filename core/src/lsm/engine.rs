@@ -12,8 +12,8 @@ use super::memtable::Memtable;
 use super::sstable::{Reads, Table};
 use super::wal::{self, Record};
 use super::{
-    EngineConfig, EngineStats, Lsn, OpenError, Pair, ReadError, RecoveryReport, SyncRequest, WriteError,
-    bloom, prefix_end,
+    EngineConfig, EngineStats, Lsn, OpenError, Pair, ReadError, RecoveryReport, SyncPolicy, SyncRequest,
+    WriteError, bloom, prefix_end,
 };
 use crate::KeyedHasher;
 use crate::disk::{Disk, DiskError};
@@ -68,11 +68,19 @@ impl WalWriter {
         let file = wal::file_name(seq);
         disk.create(&file)?;
         let mut start = wal::file_header().to_vec();
-        let chunk = usize::try_from(config.wal_preallocate_bytes).unwrap_or(usize::MAX);
+        let chunk = usize::try_from(preallocate_bytes(config)).unwrap_or(usize::MAX);
         start.resize(start.len().saturating_add(chunk), 0);
         disk.append(&file, &start)?;
         let (end, allocated) = (wal::FILE_HEADER_BYTES as u64, start.len() as u64);
         Ok(WalWriter { seq, file, buffer: Vec::new(), end, allocated, disk_bytes: disk_bytes + allocated })
+    }
+}
+
+/// The size of the zero chunks the WAL grows by; 0 to append instead.
+fn preallocate_bytes(config: &EngineConfig) -> u64 {
+    match config.sync_policy {
+        SyncPolicy::Always => config.wal_preallocate_bytes,
+        SyncPolicy::Periodic { .. } => 0,
     }
 }
 
@@ -190,8 +198,14 @@ impl Engine {
     fn write_wal_buffer(&mut self) -> Result<(), DiskError> {
         let wal = &mut self.wal;
         let end = wal.end + wal.buffer.len() as u64;
+        let chunk = preallocate_bytes(&self.config);
+        if chunk == 0 {
+            self.disk.append(&wal.file, &wal.buffer)?;
+            (wal.end, wal.allocated) = (end, end);
+            wal.disk_bytes += wal.buffer.len() as u64;
+            return Ok(());
+        }
         if end > wal.allocated {
-            let chunk = self.config.wal_preallocate_bytes.max(1);
             let grow = (end - wal.allocated).div_ceil(chunk) * chunk;
             let zeros = vec![0; usize::try_from(grow).unwrap_or(usize::MAX)];
             self.disk.append(&wal.file, &zeros)?;

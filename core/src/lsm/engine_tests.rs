@@ -340,6 +340,28 @@ fn writes_across_preallocated_chunks_survive_crashes() {
     }
 }
 
+#[test]
+fn with_periodic_syncs_the_log_is_appended_without_zeros() {
+    let disk = MemDisk::new(10);
+    let config = EngineConfig {
+        memtable_bytes_max: 1 << 20,
+        sync_policy: SyncPolicy::Periodic { interval_ms: 100 },
+        ..small_config()
+    };
+    let mut engine = Engine::open(Box::new(disk.clone()), config.clone()).unwrap();
+    for i in 0..30 {
+        engine.put(&key(i), b"value").unwrap();
+    }
+    engine.sync_now().unwrap();
+    let file = engine.wal.file.clone();
+    assert_eq!(disk.len(&file).unwrap(), log_end(&disk, &file), "no zeros after the log");
+    drop(engine);
+    disk.crash(CrashMode::TornTail);
+    let engine = Engine::open(Box::new(disk.clone()), config).unwrap();
+    assert_eq!(engine.last_lsn(), Lsn(30));
+    assert!(!engine.recovery().log_damaged);
+}
+
 fn churn(engine: &mut Engine, model: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>, rounds: u32) {
     for i in 0..rounds {
         let k = key((i * 7919) % 500);

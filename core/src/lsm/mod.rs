@@ -67,8 +67,11 @@ pub struct EngineConfig {
     pub memtable_bytes_max: u64,
     /// WAL bytes buffered in memory before they are appended to the file.
     pub wal_buffer_bytes_max: u64,
-    /// The WAL file grows by zero-filled chunks of this size, written over
-    /// by records, so that most fsyncs commit data without a new file size.
+    /// Under [`SyncPolicy::Always`] the WAL file grows by zero-filled chunks
+    /// of this size, written over by records, so that most fsyncs commit data
+    /// without a new file size. Periodic syncs keep no write waiting on an
+    /// fsync, so there the log is appended to instead: zeros would only
+    /// double the bytes written. 0 also appends.
     pub wal_preallocate_bytes: u64,
     /// Target size of an uncompressed data block.
     pub block_bytes: u32,

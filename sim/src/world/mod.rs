@@ -239,8 +239,9 @@ impl World {
         engine.memtable_bytes_max = storage.memtable_bytes_max;
         engine.block_bytes = storage.block_bytes;
         engine.block_cache_bytes_max = storage.block_cache_bytes_max;
-        // Small chunks, so that runs cross many of them; no draw of its own,
-        // which would change every seed's run.
+        // Small chunks, so that runs at `fsync always` cross many of them
+        // (periodic runs append); no draw of its own, which would change
+        // every seed's run.
         engine.wal_preallocate_bytes = u64::from(storage.block_bytes);
         engine.l0_tables_max = storage.l0_tables_max;
         engine.table_bytes_target = storage.memtable_bytes_max.max(4 << 10);
