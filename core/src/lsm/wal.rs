@@ -35,6 +35,8 @@ pub const HEADER_BYTES: usize = 12;
 /// Body bytes before the key: lsn, kind, key length.
 const BODY_FIXED_BYTES: usize = 13;
 const MAGIC: [u8; 8] = *b"keel-wal";
+/// The format version in the header of every file this build writes.
+const VERSION: u32 = 2;
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
 /// The last byte of every record body in version 2; never zero.
@@ -49,20 +51,11 @@ pub enum Format {
     V2,
 }
 
-impl Format {
-    const fn version(self) -> u32 {
-        match self {
-            Format::V1 => 1,
-            Format::V2 => 2,
-        }
-    }
-}
-
 /// The header that starts every WAL file this build writes.
 pub fn file_header() -> [u8; FILE_HEADER_BYTES] {
     let mut header = [0; FILE_HEADER_BYTES];
     header[..8].copy_from_slice(&MAGIC);
-    header[8..12].copy_from_slice(&Format::V2.version().to_le_bytes());
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
     let crc = crc32c::crc32c(&header[..12]);
     header[12..].copy_from_slice(&crc.to_le_bytes());
     header
