@@ -158,6 +158,9 @@ pub enum Reply {
 pub enum ClientError {
     #[error("key of {len} bytes exceeds the limit of {max} bytes; nothing was written")]
     KeyTooLarge { len: u64, max: u64 },
+    /// Definite: keys are 1 byte long at least, on every interface.
+    #[error("the key is empty; keys are 1 to {max} bytes; nothing was written")]
+    KeyEmpty { max: u64 },
     #[error("value of {len} bytes exceeds the limit of {max} bytes; nothing was written")]
     ValueTooLarge { len: u64, max: u64 },
     #[error("consistency asks for {asked} replicas but keys have {replicas}")]
@@ -196,6 +199,13 @@ pub enum ClientError {
     /// of the key corrupt, so it could not issue a version; nothing was written.
     #[error("the coordinating replica's copy is unreadable ({reason}); nothing was written")]
     CoordinatorCopyUnreadable { reason: String },
+    /// Definite: every replica asked could not read its copy of the key and
+    /// none answered with a readable one, so nothing can repair it. A write
+    /// needs no old value and replaces the damaged copies.
+    #[error(
+        "the key is damaged: {failed} of {failed} replicas asked found their copy corrupt on disk and none holds a readable one to repair it from; write or delete the key to replace it, or restore it from a backup"
+    )]
+    Damaged { failed: u8 },
 }
 
 impl ClientError {

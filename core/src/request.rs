@@ -140,11 +140,16 @@ impl GetRequest {
                 self.replied = true;
                 Some(read_reply(&self.merged))
             }
-            // Only replicas that answered with an error fail a read.
+            // Only replicas that answered with an error fail a read. When
+            // every one did, no readable copy is left to repair them from.
             Outcome::Unreachable => {
                 self.replied = true;
+                let failed = count(self.failed.len());
+                if self.failed.len() == self.tally.asked().len() {
+                    return Some(Reply::Failed(ClientError::Damaged { failed }));
+                }
                 Some(Reply::Failed(ClientError::CopiesUnreadable {
-                    failed: count(self.failed.len()),
+                    failed,
                     needed: count(self.tally.needed()),
                 }))
             }

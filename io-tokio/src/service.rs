@@ -144,6 +144,7 @@ pub fn outcome_name(reply: &Reply) -> &'static str {
 pub fn error_code(error: &ClientError) -> &'static str {
     match error {
         ClientError::KeyTooLarge { .. } => "key_too_large",
+        ClientError::KeyEmpty { .. } => "key_empty",
         ClientError::ValueTooLarge { .. } => "value_too_large",
         ClientError::BadConsistency { .. } => "bad_consistency",
         ClientError::BadContext { .. } => "bad_context",
@@ -156,6 +157,7 @@ pub fn error_code(error: &ClientError) -> &'static str {
         ClientError::ReplyLost { .. } => "reply_lost",
         ClientError::CopiesUnreadable { .. } => "copies_unreadable",
         ClientError::CoordinatorCopyUnreadable { .. } => "coordinator_copy_unreadable",
+        ClientError::Damaged { .. } => "damaged",
         _ => "failed",
     }
 }

@@ -348,6 +348,9 @@ impl Node {
     /// Checks limits before any work is done: a refused request writes nothing.
     fn admit(&self, request: &Request) -> Result<(), ClientError> {
         let key = request.key();
+        if key.is_empty() {
+            return Err(ClientError::KeyEmpty { max: self.config.key_bytes_max.into() });
+        }
         if key.len() > self.config.key_bytes_max as usize {
             return Err(ClientError::KeyTooLarge {
                 len: key.len() as u64,

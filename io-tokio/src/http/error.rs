@@ -59,7 +59,9 @@ impl ApiError {
 pub fn status_of(error: &ClientError) -> StatusCode {
     match error {
         ClientError::KeyTooLarge { .. } | ClientError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        ClientError::BadConsistency { .. } | ClientError::BadContext { .. } => StatusCode::BAD_REQUEST,
+        ClientError::BadConsistency { .. }
+        | ClientError::BadContext { .. }
+        | ClientError::KeyEmpty { .. } => StatusCode::BAD_REQUEST,
         ClientError::SiblingsTooMany { .. } => StatusCode::CONFLICT,
         ClientError::Unavailable { .. }
         | ClientError::Overloaded { .. }

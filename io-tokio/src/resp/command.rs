@@ -186,8 +186,9 @@ pub(crate) fn truncated(bytes: &[u8], max: usize) -> String {
 /// without parsing the message: `ERR` for a bad request (do not retry as is),
 /// `UNAVAILABLE` (too few replicas reachable; nothing written), `TIMEOUT`
 /// (indeterminate: a write may still take effect), `OVERLOADED` (retry later),
-/// and `MISCONF`, Redis's code for a server whose persistence failed and that
-/// refuses writes.
+/// `MISCONF`, Redis's code for a server whose persistence failed and that
+/// refuses writes, and `CORRUPT` for a key whose every copy is damaged on
+/// disk (a write replaces it).
 pub fn client_error(error: &ClientError) -> Value {
     let code = match error {
         ClientError::Unavailable { .. }
@@ -197,6 +198,7 @@ pub fn client_error(error: &ClientError) -> Value {
         ClientError::Timeout { .. } | ClientError::ReplyLost { .. } => "TIMEOUT",
         ClientError::Overloaded { .. } => "OVERLOADED",
         ClientError::StorageFailed { .. } => "MISCONF",
+        ClientError::Damaged { .. } => "CORRUPT",
         _ => "ERR",
     };
     Value::error(format!("{code} {error}"))
