@@ -29,6 +29,12 @@ pub struct Config {
     pub requests_max: u32,
     /// After a read, send the merged version to replicas that lacked it.
     pub read_repair: bool,
+    /// Open even when recovery finds that synced records were lost to
+    /// damage and this node is the only replica of its keys, so nothing
+    /// can restore them. Without it such a node refuses to start and says
+    /// what would be lost; with more replicas it always opens (as a new
+    /// incarnation) and is repaired from them.
+    pub accept_data_loss: bool,
     pub engine: EngineConfig,
 }
 
@@ -45,6 +51,7 @@ impl Default for Config {
             siblings_max: 64,
             requests_max: 10_000,
             read_repair: true,
+            accept_data_loss: false,
             engine: EngineConfig::default(),
         }
     }
