@@ -38,6 +38,10 @@ pub enum Message {
         tag: Tag,
         target_boot: u64,
         request: client::Request,
+        /// The forwarder has no other primary left to try: if the target's
+        /// own copy of the key is unreadable, it replaces it rather than
+        /// refusing (see `node::write`).
+        replace_unreadable: bool,
     },
     ForwardReply {
         tag: Tag,
@@ -127,7 +131,7 @@ mod tests {
             Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::All };
         vec![
             Message::Heartbeat { boot: 7 },
-            Message::Forward { tag, target_boot: 7, request },
+            Message::Forward { tag, target_boot: 7, request, replace_unreadable: false },
             Message::Replicate { tag, key: b"k".to_vec(), object: object.clone() },
             Message::ReplicateAck { tag, result: Err(ReplicaError::Corrupt) },
             Message::ReadReply { tag, result: Ok(Some(object.clone())) },

@@ -60,11 +60,6 @@ impl PutRequest {
         if self.replied { None } else { self.answer(Reply::Failed(self.timeout())) }
     }
 
-    /// Answered, and nothing more to learn from the replicas.
-    pub fn finished(&self) -> bool {
-        self.replied && self.tally.complete()
-    }
-
     fn timeout(&self) -> ClientError {
         ClientError::Timeout {
             acknowledged: count(self.tally.succeeded().len()),
@@ -228,13 +223,11 @@ mod tests {
     }
 
     #[test]
-    fn put_answers_once_on_quorum_and_finishes_when_all_answered() {
+    fn put_answers_once_on_quorum() {
         let mut request = put(2);
         assert_eq!(request.record(NodeId(1), true), None);
         assert!(matches!(request.record(NodeId(2), true), Some(Reply::Written { .. })));
-        assert!(!request.finished());
         assert_eq!(request.record(NodeId(3), false), None);
-        assert!(request.finished());
         assert_eq!(request.expire(), None);
     }
 

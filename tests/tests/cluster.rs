@@ -57,6 +57,41 @@ fn writes_survive_a_killed_node_and_a_restart() {
     assert!(pings(cluster.nodes[1].redis));
 }
 
+/// `keel bench` against `address`; its exit status and what it printed.
+fn bench(address: std::net::SocketAddr, protocol: &str, ops: u32) -> (bool, String) {
+    let output = std::process::Command::new(keel_tests::keel_binary())
+        .args(["bench", "--server", &address.to_string(), "--protocol", protocol])
+        .args(["--clients", "16", "--ops", &ops.to_string(), "--mix", "80:20", "--keys", "2000"])
+        .output()
+        .expect("run keel bench");
+    let printed =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), printed)
+}
+
+/// With one replica of three dead, every quorum request still has two
+/// replicas, so none may fail: answered requests waiting for the dead one
+/// must not fill the node's admission limit, and nothing may pile up for it.
+#[test]
+fn a_cluster_with_one_node_down_serves_a_full_load_without_errors() {
+    let mut cluster = Cluster::start("one-down", 3, 3);
+    let (ok, printed) = bench(cluster.nodes[0].http, "http", 5_000);
+    assert!(ok, "all up: {printed}");
+    cluster.kill_hard(2);
+    // At once, before the failure detector has noticed, and after.
+    let (ok, printed) = bench(cluster.nodes[0].http, "http", 20_000);
+    assert!(ok, "right after the kill: {printed}");
+    assert!(
+        eventually(Duration::from_secs(10), || sees(&cluster, 0, 3, "down") && sees(&cluster, 1, 3, "down"))
+    );
+    for (node, protocol) in [(0, "http"), (1, "redis")] {
+        let address = if protocol == "http" { cluster.nodes[node].http } else { cluster.nodes[node].redis };
+        let (ok, printed) = bench(address, protocol, 50_000);
+        assert!(ok, "{protocol} through node {} with node 3 down: {printed}", node + 1);
+        assert!(printed.contains("errors      none"), "{printed}");
+    }
+}
+
 #[test]
 fn a_restarted_node_is_repaired_by_reads() {
     let mut cluster = Cluster::start("repair", 3, 3);

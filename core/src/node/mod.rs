@@ -16,7 +16,7 @@ mod store;
 mod timers;
 mod write;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -65,7 +65,8 @@ pub struct NodeStats {
     pub replica_writes: u64,
     pub replica_reads: u64,
     pub read_repairs: u64,
-    /// Local copies found unreadable and rewritten from a replica's.
+    /// Local copies found unreadable and rewritten: from a replica's copy,
+    /// or replaced by a write when no replica held a readable one.
     pub corrupt_records_replaced: u64,
     pub timeouts: u64,
     pub unavailable: u64,
@@ -117,6 +118,11 @@ pub struct Node {
     /// Requests in flight. A hash map: one insert and one removal per
     /// request, where a tree would shift large entries around.
     pending: hashbrown::HashMap<Tag, Pending, FixedHasher>,
+    /// Gets already answered that still wait for slower replicas, to
+    /// repair them. They no longer count against admission, and past
+    /// `requests_max` of them the oldest is finished early. Ordered by tag,
+    /// which is the order they were made in.
+    lingering: BTreeSet<Tag>,
     /// Forwards already coordinated, so a duplicated message is not.
     seen_forwards: SeenForwards,
     barrier: Barrier,
@@ -164,6 +170,7 @@ impl Node {
             peers,
             timers,
             pending: hashbrown::HashMap::default(),
+            lingering: BTreeSet::new(),
             seen_forwards: SeenForwards::default(),
             barrier: Barrier::default(),
             sync_in_flight: None,
@@ -304,6 +311,18 @@ impl Node {
                 self.config.requests_max
             ));
         }
+        if self.lingering.len() > self.config.requests_max as usize {
+            return Err(format!(
+                "{} answered gets linger, bound {}",
+                self.lingering.len(),
+                self.config.requests_max
+            ));
+        }
+        for tag in &self.lingering {
+            if !matches!(self.pending.get(tag), Some(Pending::Get(request)) if request.replied) {
+                return Err(format!("lingering {tag:?} is not an answered get in flight"));
+            }
+        }
         Ok(())
     }
 
@@ -319,8 +338,8 @@ impl Node {
         self.peers.heard(from, self.now.mono);
         match message {
             Message::Heartbeat { boot } => self.peers.heard_boot(from, boot),
-            Message::Forward { tag, target_boot, request } => {
-                self.on_forward(from, tag, target_boot, request)
+            Message::Forward { tag, target_boot, request, replace_unreadable } => {
+                self.on_forward(from, tag, target_boot, request, replace_unreadable)
             }
             Message::ForwardReply { tag, reply } => self.on_forward_reply(tag, reply),
             Message::Replicate { tag, key, object } => self.on_replicate(from, tag, key, object),
@@ -363,7 +382,9 @@ impl Node {
                 return Err(ClientError::ValueTooLarge { len: value.len() as u64, max });
             }
         }
-        if self.pending.len() >= self.config.requests_max as usize {
+        // Answered requests that linger for read repair do not count: a
+        // replica that is slow or dead must not turn clients away.
+        if self.pending.len() - self.lingering.len() >= self.config.requests_max as usize {
             let limit = self.config.requests_max.into();
             return Err(ClientError::Overloaded { what: "requests in flight".into(), limit });
         }
@@ -380,6 +401,7 @@ impl Node {
 
     fn on_request_deadline(&mut self, tag: Tag) {
         let Some(pending) = self.pending.remove(&tag) else { return };
+        self.lingering.remove(&tag);
         match pending {
             Pending::Get(mut request) => {
                 if let Some(reply) = request.expire() {
@@ -562,8 +584,16 @@ impl Node {
     /// Forgets a request that needs nothing more, with its timer.
     fn untrack(&mut self, tag: Tag) -> Option<Pending> {
         let pending = self.pending.remove(&tag)?;
+        self.lingering.remove(&tag);
         self.timers.cancel(pending.deadline(), Timer::Request(tag));
         Some(pending)
+    }
+
+    /// The nodes of `primaries` believed up, in order: the replicas a
+    /// request asks. One believed down would not answer, and messages to it
+    /// would only pile up in the transport until it returns.
+    fn up_primaries(&self, primaries: &[NodeId]) -> Vec<NodeId> {
+        primaries.iter().copied().filter(|&node| self.is_up(node)).collect()
     }
 
     fn is_up(&self, node: NodeId) -> bool {

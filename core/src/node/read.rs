@@ -19,7 +19,8 @@ impl Node {
             Ok(needed) => needed,
             Err(error) => return self.reply(client, Reply::Failed(error)),
         };
-        let reachable = count(primaries.iter().filter(|&&node| self.is_up(node)).count());
+        let asked = self.up_primaries(&primaries);
+        let reachable = count(asked.len());
         if reachable < needed {
             self.stats.unavailable += 1;
             return self.reply(client, Reply::Failed(ClientError::Unavailable { needed, reachable }));
@@ -31,9 +32,9 @@ impl Node {
         }
         let tag = self.next_tag();
         let deadline = self.now.mono + self.config.request_timeout;
-        let tally = Tally::new(primaries.clone(), usize::from(needed));
+        let tally = Tally::new(asked.clone(), usize::from(needed));
         self.track(tag, Pending::Get(GetRequest::new(client, key.clone(), tally, deadline)));
-        for node in primaries {
+        for node in asked {
             if node == self.id {
                 self.read_local(tag, &key);
             } else {
@@ -87,9 +88,30 @@ impl Node {
             self.reply(client, reply);
         }
         if finished {
-            if let Some(Pending::Get(request)) = self.untrack(tag) {
-                self.read_repair(&request);
-            }
+            self.finish_get(tag);
+        } else if self
+            .pending
+            .get(&tag)
+            .is_some_and(|pending| matches!(pending, Pending::Get(request) if request.replied))
+            && self.lingering.insert(tag)
+        {
+            self.bound_lingering();
+        }
+    }
+
+    /// Forgets a get and repairs the replicas that answered with less.
+    fn finish_get(&mut self, tag: Tag) {
+        if let Some(Pending::Get(request)) = self.untrack(tag) {
+            self.read_repair(&request);
+        }
+    }
+
+    /// Past `requests_max` answered gets waiting for slow replicas, the
+    /// oldest is finished now with the answers it has.
+    fn bound_lingering(&mut self) {
+        while self.lingering.len() > self.config.requests_max as usize {
+            let Some(oldest) = self.lingering.first().copied() else { break };
+            self.finish_get(oldest);
         }
     }
 

@@ -18,6 +18,8 @@ struct Cluster {
     replies: Vec<(RequestId, Reply)>,
     /// Nodes whose messages in both directions are dropped.
     isolated: BTreeSet<NodeId>,
+    /// The kind of every message dropped on its way to an isolated node.
+    dropped_to_isolated: Vec<&'static str>,
     /// When false, syncs are held in `held_syncs` instead of completing.
     syncs_complete: bool,
     held_syncs: Vec<(usize, SyncRequest)>,
@@ -47,6 +49,7 @@ impl Cluster {
             network: VecDeque::new(),
             replies: Vec::new(),
             isolated: BTreeSet::new(),
+            dropped_to_isolated: Vec::new(),
             syncs_complete: true,
             held_syncs: Vec::new(),
             next_request: 0,
@@ -85,6 +88,9 @@ impl Cluster {
                 self.drain(index);
             }
             let Some((from, to, message)) = self.network.pop_front() else { break };
+            if self.isolated.contains(&to) {
+                self.dropped_to_isolated.push(message.kind());
+            }
             if self.isolated.contains(&from) || self.isolated.contains(&to) {
                 continue;
             }
@@ -375,7 +381,12 @@ fn forwards_meant_for_an_earlier_boot_or_seen_before_are_not_coordinated() {
         Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One };
     let tag = Tag { boot: 99, seq: 1 };
     let primary = &mut cluster.nodes[0];
-    let stale = Message::Forward { tag, target_boot: primary.boot.wrapping_add(1), request: request.clone() };
+    let stale = Message::Forward {
+        tag,
+        target_boot: primary.boot.wrapping_add(1),
+        request: request.clone(),
+        replace_unreadable: false,
+    };
     primary.handle_input(at(cluster.now), Input::Message { from: NodeId(2), message: stale });
     let replies: Vec<Output> = std::iter::from_fn(|| primary.poll_output()).collect();
     let refused = replies.iter().any(|output| {
@@ -390,7 +401,7 @@ fn forwards_meant_for_an_earlier_boot_or_seen_before_are_not_coordinated() {
     assert!(refused, "{replies:?}");
     assert_eq!(primary.local_object(b"k").unwrap(), None, "nothing written for a stale boot");
 
-    let fresh = Message::Forward { tag, target_boot: primary.boot, request };
+    let fresh = Message::Forward { tag, target_boot: primary.boot, request, replace_unreadable: false };
     primary.handle_input(at(cluster.now), Input::Message { from: NodeId(2), message: fresh.clone() });
     primary.handle_input(at(cluster.now), Input::Message { from: NodeId(2), message: fresh });
     assert_eq!(primary.stats().puts, 1, "the duplicate is dropped");
@@ -436,4 +447,93 @@ fn with_periodic_syncs_writes_are_acknowledged_once_written_out_and_synced_later
     assert_eq!(values(&cluster.get(1, "k", Consistency::One)), ["v"]);
     cluster.advance(Duration::from_millis(150));
     assert_eq!(cluster.held_syncs.len(), 1, "the interval's sync");
+}
+
+#[test]
+fn answered_requests_waiting_for_a_silent_replica_do_not_turn_clients_away() {
+    let mut cluster = Cluster::new(3, 3);
+    for node in &mut cluster.nodes {
+        node.config.requests_max = 4;
+    }
+    assert!(matches!(cluster.put(1, "k", "v", None, Consistency::All), Reply::Written { .. }));
+    // Silent, but not yet believed down: every request asks node 3 and
+    // is answered by the other two.
+    cluster.isolated.insert(NodeId(3));
+    for i in 0..20 {
+        assert_eq!(values(&cluster.get(1, "k", Consistency::Quorum)), ["v"], "get {i}");
+        let written = cluster.put(1, &format!("key-{i}"), "v", None, Consistency::Quorum);
+        assert!(matches!(written, Reply::Written { .. }), "put {i}: {written:?}");
+    }
+    let node = &cluster.nodes[0];
+    assert!(node.lingering.len() <= 4, "answered gets linger within the bound");
+    assert_eq!(node.pending.len(), node.lingering.len(), "answered puts are forgotten at once");
+}
+
+#[test]
+fn requests_neither_ask_nor_wait_for_replicas_believed_down() {
+    let mut cluster = Cluster::new(3, 3);
+    cluster.isolated.insert(NodeId(3));
+    cluster.advance(Duration::from_secs(2));
+    assert!(!cluster.nodes[0].is_up(NodeId(3)), "silence past the failure timeout");
+    cluster.dropped_to_isolated.clear();
+    for i in 0..10 {
+        let key = format!("key-{i}");
+        assert!(matches!(cluster.put(1, &key, "v", None, Consistency::Quorum), Reply::Written { .. }));
+        assert_eq!(values(&cluster.get(2, &key, Consistency::Quorum)), ["v"]);
+    }
+    assert!(cluster.nodes.iter().all(|node| node.pending.is_empty()), "nothing waits for node 3");
+    let data: Vec<_> = cluster.dropped_to_isolated.iter().filter(|kind| **kind != "heartbeat").collect();
+    assert!(data.is_empty(), "only heartbeats go to a node believed down: {data:?}");
+}
+
+/// A single-replica node whose one table holds `keys`, with a bit of its
+/// first data block flipped for good.
+fn damaged_single_replica(keys: &[&str]) -> Cluster {
+    let mut cluster = Cluster::new(1, 1);
+    for key in keys {
+        assert!(matches!(cluster.put(1, key, "old", None, Consistency::One), Reply::Written { .. }));
+    }
+    cluster.nodes[0].store.engine_mut().flush().unwrap();
+    let disk = &cluster.disks[0];
+    let table = disk.list().unwrap().into_iter().find(|name| name.starts_with("sst")).unwrap();
+    disk.corrupt_at(&table, 24, 2).unwrap();
+    cluster
+}
+
+#[test]
+fn a_key_whose_only_copy_is_damaged_says_so_and_a_write_replaces_it() {
+    let keys = ["blind", "plain", "deleted"];
+    let mut cluster = damaged_single_replica(&keys);
+    for key in keys {
+        let reply = cluster.get(1, key, Consistency::One);
+        assert_eq!(reply, Reply::Failed(ClientError::Damaged { failed: 1 }), "{key}");
+    }
+    // Writes need no old value: a blind write, a plain one, a delete.
+    let blind = cluster.put(1, "blind", "new", Some(Context::default()), Consistency::One);
+    assert!(matches!(blind, Reply::Written { .. }), "{blind:?}");
+    assert_eq!(values(&cluster.get(1, "blind", Consistency::One)), ["new"]);
+    let plain = cluster.put(1, "plain", "new", None, Consistency::One);
+    assert!(matches!(plain, Reply::Written { .. }), "{plain:?}");
+    assert_eq!(values(&cluster.get(1, "plain", Consistency::One)), ["new"]);
+    let delete = Request::Delete { key: b"deleted".to_vec(), context: None, write: Consistency::One };
+    assert!(matches!(cluster.call(1, delete), Reply::Written { .. }));
+    assert!(matches!(cluster.get(1, "deleted", Consistency::One), Reply::NotFound { .. }));
+    assert_eq!(cluster.nodes[0].stats().corrupt_records_replaced, 3);
+}
+
+#[test]
+fn a_primary_with_a_damaged_copy_hands_the_write_to_one_with_a_readable_copy() {
+    let mut cluster = Cluster::new(3, 3);
+    let written = cluster.put(1, "k", "old", None, Consistency::All);
+    let seen = context(&written);
+    cluster.nodes[0].store.engine_mut().flush().unwrap();
+    let table = cluster.disks[0].list().unwrap().into_iter().find(|name| name.starts_with("sst")).unwrap();
+    cluster.disks[0].corrupt_at(&table, 24, 2).unwrap();
+    // Node 1 cannot issue a version from its copy; another primary does,
+    // so the write replaces the old value everywhere, without a sibling.
+    assert!(matches!(cluster.put(1, "k", "new", Some(seen), Consistency::All), Reply::Written { .. }));
+    assert!(cluster.nodes[0].stats().forwarded >= 1);
+    for via in 1..=3 {
+        assert_eq!(values(&cluster.get(via, "k", Consistency::All)), ["new"]);
+    }
 }

@@ -15,8 +15,9 @@ use crate::version::{Actor, CausalContext, Value};
 /// Why a primary did not coordinate a write.
 enum Refusal {
     Client(ClientError),
-    /// Its own copy of the key is corrupt: it cannot know the key's history,
-    /// so it must not issue dots for it. The write comes back to be forwarded.
+    /// Its own copy of the key is unreadable, so it cannot know the key's
+    /// history. Another primary with a readable copy should coordinate; the
+    /// write comes back to be forwarded.
     LocalCopyUnreadable {
         reason: String,
         write: Write,
@@ -28,6 +29,22 @@ impl From<ClientError> for Refusal {
         Refusal::Client(error)
     }
 }
+
+/// What a primary whose own copy of the key is unreadable does with a write.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Unreadable {
+    /// Refuse it, so that a primary with a readable copy coordinates it.
+    Refuse,
+    /// No other primary can: replace the copy. A write needs no old value,
+    /// and dots stay unique because they come from a fresh epoch, as for a
+    /// key this node never held.
+    Replace,
+}
+
+/// A copy must fail this many reads in a row before a write replaces it:
+/// a read corrupted in flight does not repeat, and replacing a copy that
+/// is in fact intact would drop the versions it holds.
+const REPLACE_READS_MAX: usize = 4;
 
 /// A put or delete, once its fields are pulled out of the request.
 struct Write {
@@ -64,6 +81,10 @@ impl Node {
     /// primary replica coordinates writes: it holds the key's history, so
     /// the dots it issues are unique.
     pub(super) fn start_write(&mut self, origin: Origin, request: Request) {
+        self.start_forwarded_write(origin, request, Unreadable::Refuse);
+    }
+
+    fn start_forwarded_write(&mut self, origin: Origin, request: Request, unreadable: Unreadable) {
         let Some(write) = Write::from_request(request) else { return };
         match write.value {
             Value::Live(_) => self.stats.puts += 1,
@@ -80,15 +101,33 @@ impl Node {
             }
             return;
         }
-        match self.coordinate_write(origin, write, primaries.clone()) {
+        self.coordinate_or_forward(origin, write, primaries, unreadable);
+    }
+
+    /// Coordinates a write as a primary. If its own copy is unreadable and
+    /// `unreadable` allows it, another primary coordinates instead: the
+    /// client's write is forwarded to one, a forwarded write goes back to
+    /// its forwarder to try the next. With none left, this one replaces its
+    /// copy.
+    fn coordinate_or_forward(
+        &mut self,
+        origin: Origin,
+        write: Write,
+        primaries: Vec<NodeId>,
+        unreadable: Unreadable,
+    ) {
+        match self.coordinate_write(origin, write, primaries.clone(), unreadable) {
             Ok(()) => {}
-            // Another primary may hold a readable copy: let it coordinate.
             Err(Refusal::LocalCopyUnreadable { reason, write }) => match origin {
                 Origin::Client(client) => {
-                    let others: Vec<NodeId> = primaries.into_iter().filter(|&node| node != self.id).collect();
-                    self.forward(client, write.into_request(), &others);
+                    let others: Vec<NodeId> =
+                        primaries.iter().copied().filter(|&node| node != self.id).collect();
+                    if self.forward_target(&others).is_some() {
+                        self.forward(client, write.into_request(), &others);
+                    } else {
+                        self.coordinate_or_forward(origin, write, primaries, Unreadable::Replace);
+                    }
                 }
-                // The forwarder tries the next primary: nothing was written.
                 Origin::Forwarded { .. } => {
                     self.answer(origin, Reply::Failed(ClientError::CoordinatorCopyUnreadable { reason }));
                 }
@@ -97,14 +136,19 @@ impl Node {
         }
     }
 
+    /// The first node of `candidates` a write can be forwarded to now (up,
+    /// with a boot known), its position and its boot.
+    fn forward_target(&self, candidates: &[NodeId]) -> Option<(usize, NodeId, u64)> {
+        candidates
+            .iter()
+            .enumerate()
+            .find_map(|(at, &node)| Some((at, node, self.peers.boot(node)?)).filter(|_| self.is_up(node)))
+    }
+
     /// Hands a write to the first reachable node of `candidates`; the ones
     /// after it are kept, to try next if its copy of the key is unreadable.
     fn forward(&mut self, client: crate::client::RequestId, request: Request, candidates: &[NodeId]) {
-        let target = candidates
-            .iter()
-            .enumerate()
-            .find_map(|(at, &node)| Some((at, node, self.peers.boot(node)?)).filter(|_| self.is_up(node)));
-        let Some((at, target, target_boot)) = target else {
+        let Some((at, target, target_boot)) = self.forward_target(candidates) else {
             self.stats.unavailable += 1;
             let reply = Reply::Failed(ClientError::Unavailable { needed: 1, reachable: 0 });
             self.reply(client, reply);
@@ -116,12 +160,21 @@ impl Node {
         // timeout) normally arrives before ours fires.
         let deadline = self.now.mono + self.config.request_timeout * 2;
         let untried = candidates.get(at + 1..).unwrap_or_default().to_vec();
-        let fallback = (!untried.is_empty()).then(|| (request.clone(), untried));
+        // The last primary that can be tried must not refuse over its copy.
+        let replace_unreadable = self.forward_target(&untried).is_none();
+        let fallback = (!replace_unreadable).then(|| (request.clone(), untried));
         self.track(tag, Pending::Forward { client, deadline, fallback });
-        self.send(target, Message::Forward { tag, target_boot, request });
+        self.send(target, Message::Forward { tag, target_boot, request, replace_unreadable });
     }
 
-    pub(super) fn on_forward(&mut self, from: NodeId, tag: Tag, target_boot: u64, request: Request) {
+    pub(super) fn on_forward(
+        &mut self,
+        from: NodeId,
+        tag: Tag,
+        target_boot: u64,
+        request: Request,
+        replace_unreadable: bool,
+    ) {
         if target_boot != self.boot {
             // Meant for an earlier life of this node, which may have
             // coordinated it already: refusing is safe, nothing is written.
@@ -144,7 +197,8 @@ impl Node {
             self.send(from, Message::ForwardReply { tag, reply: Reply::Failed(error) });
             return;
         }
-        self.start_write(Origin::Forwarded { from, tag }, request);
+        let unreadable = if replace_unreadable { Unreadable::Replace } else { Unreadable::Refuse };
+        self.start_forwarded_write(Origin::Forwarded { from, tag }, request, unreadable);
     }
 
     pub(super) fn on_forward_reply(&mut self, tag: Tag, reply: Reply) {
@@ -167,9 +221,11 @@ impl Node {
         origin: Origin,
         write: Write,
         primaries: Vec<NodeId>,
+        unreadable: Unreadable,
     ) -> Result<(), Refusal> {
         let needed = write.consistency.required(count(primaries.len()))?;
-        let reachable = count(primaries.iter().filter(|&&node| self.is_up(node)).count());
+        let asked = self.up_primaries(&primaries);
+        let reachable = count(asked.len());
         if reachable < needed {
             self.stats.unavailable += 1;
             return Err(ClientError::Unavailable { needed, reachable }.into());
@@ -185,9 +241,12 @@ impl Node {
                 .map_err(|error| ClientError::BadContext { reason: error.to_string() })?,
             None => CausalContext::new(),
         };
-        let stored = match self.store.read(&write.key) {
-            Ok(stored) => stored,
-            Err(error) => return Err(Refusal::LocalCopyUnreadable { reason: error.to_string(), write }),
+        let stored = match (self.store.read(&write.key), unreadable) {
+            (Ok(stored), _) => stored,
+            (Err(error), Unreadable::Refuse) => {
+                return Err(Refusal::LocalCopyUnreadable { reason: error.to_string(), write });
+            }
+            (Err(_), Unreadable::Replace) => self.read_or_replace(&write.key),
         };
         let mut record = stored.unwrap_or(Record { object: Default::default(), local_epoch: None });
         let epoch = match record.local_epoch {
@@ -224,13 +283,26 @@ impl Node {
             key: write.key,
             object: record.object,
             reply_context,
-            tally: Tally::new(primaries, usize::from(needed)),
+            tally: Tally::new(asked, usize::from(needed)),
             replied: false,
             deadline: self.now.mono + self.config.request_timeout,
         };
         self.track(tag, Pending::Put(request));
         self.when_durable(Some(lsn), Deferred::LocalWrite { tag });
         Ok(())
+    }
+
+    /// A copy that failed to read, read again until it reads or fails
+    /// `REPLACE_READS_MAX` times in a row. Then it is damaged for good, and
+    /// the write that follows replaces it: `None`, as if the key were new.
+    fn read_or_replace(&mut self, key: &[u8]) -> Option<Record> {
+        for _ in 1..REPLACE_READS_MAX {
+            if let Ok(stored) = self.store.read(key) {
+                return stored;
+            }
+        }
+        self.stats.corrupt_records_replaced += 1;
+        None
     }
 
     /// The coordinator's own copy is durable: it counts, and the replicas
@@ -261,13 +333,13 @@ impl Node {
         self.conclude_put(tag, reply);
     }
 
+    /// Answers a put once its outcome is decided and forgets it then: the
+    /// acknowledgements of slower replicas would change nothing.
     fn conclude_put(&mut self, tag: Tag, reply: Option<Reply>) {
         let Some(Pending::Put(request)) = self.pending.get(&tag) else { return };
-        let (origin, finished) = (request.origin, request.finished());
+        let origin = request.origin;
         if let Some(reply) = reply {
             self.answer(origin, reply);
-        }
-        if finished {
             self.untrack(tag);
         }
     }

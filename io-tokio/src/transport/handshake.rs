@@ -26,8 +26,8 @@ use super::stats::Refusal;
 
 /// The first bytes of every peer connection.
 pub const MAGIC: [u8; 4] = *b"KEEL";
-/// Raised whenever the hello or the framing changes incompatibly.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Raised whenever the hello, the framing or the messages change incompatibly.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Longest cluster name; its length travels in one byte.
 pub const CLUSTER_NAME_BYTES_MAX: usize = u8::MAX as usize;
 /// Magic, version, cluster length, cluster, two node ids.

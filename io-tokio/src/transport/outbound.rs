@@ -88,6 +88,10 @@ pub(super) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             Err(error) => {
                 report_open_failure(&peer, target, &error, failures_in_a_row);
                 failures_in_a_row = failures_in_a_row.saturating_add(1);
+                // The peer cannot be reached: what is queued for it would be
+                // stale by the time it returns, and would only fill memory
+                // meanwhile. Its requests time out like any lost message.
+                peer.discard();
             }
         }
         tokio::select! {

@@ -212,7 +212,7 @@ async fn a_peer_that_dials_in_cuts_our_backoff_short() {
 }
 
 #[tokio::test]
-async fn a_moved_peer_gets_what_was_queued_for_its_old_address() {
+async fn what_was_queued_for_an_unreachable_address_is_dropped_and_a_moved_peer_gets_what_follows() {
     let unused = tokio::net::TcpListener::bind(loopback()).await.expect("bind");
     let nowhere = unused.local_addr().expect("address");
     drop(unused);
@@ -224,9 +224,14 @@ async fn a_moved_peer_gets_what_was_queued_for_its_old_address() {
         first.transport.send(NodeId(2), &heartbeat(boot));
     }
     eventually("a connection attempt failed", || first.peer(2).connect_failures >= 1).await;
-    assert_eq!(first.peer(2).queued_messages, 10);
+    eventually("the queue is dropped", || first.peer(2).queued_messages == 0).await;
+    assert_eq!(first.peer(2).dropped_unsent, 10, "counted as never sent");
     first.transport.set_peer(NodeId(2), second.transport.local_addr());
-    assert_eq!(boots(&second.receive(10).await, 1), (0..10).collect::<Vec<_>>());
+    eventually("connected at the new address", || first.peer(2).connected).await;
+    for boot in 10..20 {
+        first.transport.send(NodeId(2), &heartbeat(boot));
+    }
+    assert_eq!(boots(&second.receive(10).await, 1), (10..20).collect::<Vec<_>>());
     assert_eq!(first.peer(2).address, second.transport.local_addr());
     first.stop().await;
     second.stop().await;
