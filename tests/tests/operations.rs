@@ -1,12 +1,13 @@
 //! What an operator runs into: a data directory that another node already
-//! uses.
+//! uses, and a dev cluster whose node cannot start.
 
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use keel_tests::http::{get, put};
-use keel_tests::{Cluster, free_port, keel_binary};
+use keel_tests::{Cluster, free_port, keel_binary, scratch_dir};
 
 /// Waits up to `limit` for `child` to exit and returns its output; kills it
 /// and fails the test if it is still running then.
@@ -64,4 +65,54 @@ fn a_second_node_on_a_data_directory_in_use_refuses_to_start() {
     cluster.restart(0);
     assert_eq!(get(http, "before", "").text(), "1");
     assert_eq!(get(http, "after", "").text(), "2");
+}
+
+/// True if some process runs with `needle` in its command line.
+fn any_process_mentions(needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries.filter_map(Result::ok).any(|entry| {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { return false };
+        String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle)
+    })
+}
+
+/// A base port whose layout (node i at base + 100(i-1) + 10, 20, 21) is
+/// free for three nodes right now.
+fn free_base_port() -> u16 {
+    for _ in 0..200 {
+        let base = free_port().port().saturating_sub(300) / 100 * 100;
+        let ports = (0..3u16).flat_map(|i| [10, 20, 21].map(|offset| base + 100 * i + offset));
+        let listeners: Vec<_> = ports.map(|port| TcpListener::bind(("127.0.0.1", port))).collect();
+        if base >= 1024 && listeners.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no free run of ports for a dev cluster");
+}
+
+#[test]
+fn dev_cluster_stops_everything_when_a_node_cannot_start() {
+    let base = free_base_port();
+    let dir = scratch_dir("dev-cluster-port-taken");
+    // Another program holds node 2's HTTP port.
+    let squatter = TcpListener::bind(("127.0.0.1", base + 120)).expect("take node 2's HTTP port");
+    let child = Command::new(keel_binary())
+        .args(["dev-cluster", "--nodes", "3", "--base-port", &base.to_string()])
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start keel dev-cluster");
+    let output = exit_within(child, Duration::from_secs(60), "keel dev-cluster");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let http = format!("127.0.0.1:{}", base + 120);
+    assert!(stderr.contains("node 2 did not start"), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen for HTTP on {http}")), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("Try:"), "a failed cluster is not advertised");
+    let data_dir = dir.display().to_string();
+    assert!(!any_process_mentions(&data_dir), "a node of the failed dev cluster is still running");
+    drop(squatter);
 }
