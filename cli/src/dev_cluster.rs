@@ -1,16 +1,36 @@
 //! `keel dev-cluster`: a local cluster of real node processes on loopback,
 //! for trying keel out. Ctrl-C stops them all.
+//!
+//! The cluster is advertised only once every node answers as itself: a
+//! node that cannot start (a port taken, a data directory in use) stops the
+//! whole cluster with its reason, rather than leaving a cluster short of a
+//! node that the guide still lists.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Arc;
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use crate::client::ServerAddr;
+use crate::client::http::Connection;
+
+/// The cluster name every node of a dev cluster is started with.
+const CLUSTER: &str = "keel-dev";
+/// How long the nodes get to recover and answer before the cluster is given up.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one status request may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Log lines of each node kept to explain a failed start.
+const TAIL_LINES: usize = 5;
 
 #[derive(Debug, Args)]
 pub struct DevClusterArgs {
@@ -31,6 +51,27 @@ pub struct DevClusterArgs {
     node_args: Vec<String>,
 }
 
+/// One node's process, and the last lines it logged.
+#[derive(Debug)]
+struct NodeProcess {
+    id: u64,
+    child: Child,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    relay: Option<JoinHandle<()>>,
+}
+
+impl NodeProcess {
+    /// Why node `id` did not start, with what it logged last.
+    fn failure(&self, why: &str) -> String {
+        let tail = self.tail.lock().map(|tail| tail.clone()).unwrap_or_default();
+        if tail.is_empty() {
+            return format!("node {} did not start: {why}; it logged nothing", self.id);
+        }
+        let lines: Vec<String> = tail.iter().map(|line| format!("  [n{}] {line}", self.id)).collect();
+        format!("node {} did not start: {why}; its last log lines:\n{}", self.id, lines.join("\n"))
+    }
+}
+
 /// The ports of node `id` (1-based).
 fn ports(base: u16, id: u64) -> Option<(u16, u16, u16)> {
     let offset = u16::try_from((id - 1) * 100).ok()?;
@@ -39,11 +80,10 @@ fn ports(base: u16, id: u64) -> Option<(u16, u16, u16)> {
 }
 
 pub fn command(args: DevClusterArgs) -> ExitCode {
-    let Some(last) = ports(args.base_port, args.nodes) else {
+    if ports(args.base_port, args.nodes).is_none() {
         eprintln!("keel dev-cluster: base port {} leaves no room for {} nodes", args.base_port, args.nodes);
         return ExitCode::from(2);
-    };
-    let _ = last;
+    }
     let executable = match std::env::current_exe() {
         Ok(path) => path,
         Err(error) => {
@@ -55,22 +95,29 @@ pub fn command(args: DevClusterArgs) -> ExitCode {
         .filter_map(|id| ports(args.base_port, id).map(|(peer, _, _)| format!("{id}@127.0.0.1:{peer}")))
         .collect();
     let stopping = Arc::new(AtomicBool::new(false));
-    let mut children = Vec::new();
+    let mut nodes = Vec::new();
     for id in 1..=args.nodes {
         match spawn(&executable, &args, id, &peers) {
-            Ok(child) => children.push((id, child)),
+            Ok(mut child) => {
+                let (tail, relay) = relay_logs(id, &mut child, stopping.clone());
+                nodes.push(NodeProcess { id, child, tail, relay });
+            }
             Err(message) => {
                 eprintln!("keel dev-cluster: node {id}: {message}");
-                stop_all(&mut children);
+                stop_all(&mut nodes);
                 return ExitCode::from(1);
             }
         }
     }
-    for (id, child) in &mut children {
-        relay_logs(*id, child, stopping.clone());
+    if let Err(failure) = wait_until_ready(&mut nodes, args.base_port) {
+        stopping.store(true, Ordering::Relaxed);
+        eprintln!("keel dev-cluster: {failure}");
+        eprintln!("keel dev-cluster: stopping the other nodes");
+        stop_all(&mut nodes);
+        return ExitCode::from(1);
     }
-    print_guide(&args);
-    wait(&mut children, &stopping)
+    print_guide(&args, &nodes);
+    wait(&mut nodes, &stopping)
 }
 
 fn spawn(executable: &PathBuf, args: &DevClusterArgs, id: u64, peers: &[String]) -> Result<Child, String> {
@@ -78,7 +125,7 @@ fn spawn(executable: &PathBuf, args: &DevClusterArgs, id: u64, peers: &[String])
     Command::new(executable)
         .arg("node")
         .args(["--node", &id.to_string()])
-        .args(["--cluster", "keel-dev"])
+        .args(["--cluster", CLUSTER])
         .args(["--replicas", &args.replicas.to_string()])
         .arg("--data-dir")
         .arg(args.dir.join(format!("node-{id}")))
@@ -94,20 +141,98 @@ fn spawn(executable: &PathBuf, args: &DevClusterArgs, id: u64, peers: &[String])
         .map_err(|error| format!("cannot start {}: {error}", executable.display()))
 }
 
-/// Copies a node's log lines to our stderr, each prefixed with the node.
-fn relay_logs(id: u64, child: &mut Child, stopping: Arc<AtomicBool>) {
-    let Some(stderr) = child.stderr.take() else { return };
-    std::thread::spawn(move || {
+/// Copies a node's log lines to our stderr, each prefixed with the node,
+/// and keeps the last few. The thread ends when the node's stderr closes.
+fn relay_logs(
+    id: u64,
+    child: &mut Child,
+    stopping: Arc<AtomicBool>,
+) -> (Arc<Mutex<VecDeque<String>>>, Option<JoinHandle<()>>) {
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let Some(stderr) = child.stderr.take() else { return (tail, None) };
+    let kept = tail.clone();
+    let relay = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[n{id}] {line}");
+            if let Ok(mut kept) = kept.lock() {
+                if kept.len() == TAIL_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
         }
         if !stopping.load(Ordering::Relaxed) {
             eprintln!("[n{id}] exited");
         }
     });
+    (tail, Some(relay))
 }
 
-fn print_guide(args: &DevClusterArgs) {
+/// Waits until every node answers `/v1/status` as itself, or fails with
+/// the first node that exited or that did not answer as itself in time. A
+/// port held by another program answers otherwise or not at all, so it
+/// never passes for the node.
+fn wait_until_ready(nodes: &mut [NodeProcess], base_port: u16) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start a runtime to ask the nodes: {error}"))?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut unready: Vec<usize> = (0..nodes.len()).collect();
+    let mut seen = vec![String::from("no answer yet"); nodes.len()];
+    loop {
+        for &index in &unready {
+            let node = &mut nodes[index];
+            if let Ok(Some(status)) = node.child.try_wait() {
+                // Its last lines are read once the relay reaches the end of the closed pipe.
+                if let Some(relay) = node.relay.take() {
+                    let _ = relay.join();
+                }
+                return Err(node.failure(&format!("it {}", describe_exit(status))));
+            }
+        }
+        unready.retain(|&index| match runtime.block_on(answers_as(nodes[index].id, base_port)) {
+            Ok(()) => false,
+            Err(what) => {
+                seen[index] = what;
+                true
+            }
+        });
+        let Some(&index) = unready.first() else { return Ok(()) };
+        if Instant::now() >= deadline {
+            let seconds = READY_TIMEOUT.as_secs();
+            let why =
+                format!("it did not answer as n{} within {seconds} s ({})", nodes[index].id, seen[index]);
+            return Err(nodes[index].failure(&why));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Ok if node `id`'s HTTP port answers `/v1/status` as node `id` of the dev cluster.
+async fn answers_as(id: u64, base_port: u16) -> Result<(), String> {
+    let (_, http, _) = ports(base_port, id).ok_or("its ports are out of range")?;
+    let addr = ServerAddr::new("127.0.0.1", http);
+    let ask = async { Connection::open(&addr).await?.status().await };
+    let status = tokio::time::timeout(STATUS_TIMEOUT, ask)
+        .await
+        .map_err(|_| format!("{addr} did not answer within {} s", STATUS_TIMEOUT.as_secs()))?
+        .map_err(|error| error.to_string())?;
+    if status.node != format!("n{id}") || status.cluster != CLUSTER {
+        return Err(format!("{addr} answers as {} of cluster {}", status.node, status.cluster));
+    }
+    Ok(())
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) => format!("ended ({status})"),
+    }
+}
+
+fn print_guide(args: &DevClusterArgs, nodes: &[NodeProcess]) {
     println!(
         "keel dev cluster: {} nodes, {} replicas per key, data in {}",
         args.nodes,
@@ -115,10 +240,11 @@ fn print_guide(args: &DevClusterArgs) {
         args.dir.display()
     );
     println!();
-    println!("  node  HTTP                    Redis");
-    for id in 1..=args.nodes {
-        if let Some((_, http, redis)) = ports(args.base_port, id) {
-            println!("  n{id}    http://127.0.0.1:{http:<5}   redis-cli -p {redis}");
+    println!("  node  pid       HTTP                     Redis");
+    for node in nodes {
+        if let Some((_, http, redis)) = ports(args.base_port, node.id) {
+            let (id, pid) = (node.id, node.child.id());
+            println!("  n{id}    {pid:<8}  http://127.0.0.1:{http:<5}   redis-cli -p {redis}");
         }
     }
     if let Some((_, http, redis)) = ports(args.base_port, 1) {
@@ -132,17 +258,17 @@ fn print_guide(args: &DevClusterArgs) {
 
 /// Waits until Ctrl-C or SIGTERM (then stops every node gracefully) or
 /// until every node has exited on its own.
-fn wait(children: &mut Vec<(u64, Child)>, stopping: &Arc<AtomicBool>) -> ExitCode {
+fn wait(nodes: &mut Vec<NodeProcess>, stopping: &Arc<AtomicBool>) -> ExitCode {
     let signals = signal_hook_flag();
     loop {
         if signals.load(Ordering::Relaxed) {
             stopping.store(true, Ordering::Relaxed);
-            println!("stopping {} nodes…", children.len());
-            stop_all(children);
+            println!("stopping {} nodes…", nodes.len());
+            stop_all(nodes);
             return ExitCode::SUCCESS;
         }
-        children.retain_mut(|(_, child)| matches!(child.try_wait(), Ok(None)));
-        if children.is_empty() {
+        nodes.retain_mut(|node| matches!(node.child.try_wait(), Ok(None)));
+        if nodes.is_empty() {
             eprintln!("keel dev-cluster: every node has exited");
             return ExitCode::from(1);
         }
@@ -179,24 +305,28 @@ fn signal_hook_flag() -> Arc<AtomicBool> {
 }
 
 /// SIGTERM to every node, then waits; a node still up after 15 s is killed.
-fn stop_all(children: &mut Vec<(u64, Child)>) {
-    for (_, child) in children.iter() {
-        if let Ok(pid) = i32::try_from(child.id()) {
+fn stop_all(nodes: &mut Vec<NodeProcess>) {
+    for node in nodes.iter_mut() {
+        // Only a node still running: once reaped, its pid may be another process's.
+        if !matches!(node.child.try_wait(), Ok(None)) {
+            continue;
+        }
+        if let Ok(pid) = i32::try_from(node.child.id()) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    for (id, child) in children.iter_mut() {
-        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for node in nodes.iter_mut() {
+        while matches!(node.child.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if matches!(child.try_wait(), Ok(None)) {
-            eprintln!("[n{id}] did not stop in time; killing it");
-            let _ = child.kill();
-            let _ = child.wait();
+        if matches!(node.child.try_wait(), Ok(None)) {
+            eprintln!("[n{}] did not stop in time; killing it", node.id);
+            let _ = node.child.kill();
+            let _ = node.child.wait();
         }
     }
-    children.clear();
+    nodes.clear();
 }
 
 #[cfg(test)]

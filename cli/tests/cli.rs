@@ -58,3 +58,75 @@ fn every_command_has_help() {
         assert!(out.contains("Usage:"), "{command}: {out}");
     }
 }
+
+/// Runs `keel node` with `args` and `env` where a started node would harm
+/// nothing (a scratch directory, ephemeral ports), and kills it if it is
+/// still running after 10 s: the settings were then accepted.
+fn node_refusing(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = std::env::temp_dir().join(format!("keel-cli-node-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("node")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args([
+            "--listen-peer",
+            "127.0.0.1:0",
+            "--listen-http",
+            "127.0.0.1:0",
+            "--listen-redis",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run keel node");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait for keel node").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("keel node {args:?} {env:?} started instead of refusing its settings");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("keel node's output");
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn a_node_with_zero_replicas_exits_with_two_and_names_the_setting() {
+    let (code, err) = node_refusing(&["--replicas", "0"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim(), "keel node: --replicas (or KEEL_REPLICAS) is 0; it must be within 1..=16");
+}
+
+/// The same rules hold for values from the environment as for flags
+/// (flags and the file are covered by the unit tests of `Settings`).
+#[test]
+fn bad_values_from_the_environment_are_refused_naming_the_variable() {
+    let cases = [
+        ("KEEL_NODE", "0", "at least 1"),
+        ("KEEL_REPLICAS", "0", "within 1..=16"),
+        ("KEEL_KEY_BYTES_MAX", "0", "within 1..=65535"),
+        ("KEEL_VALUE_BYTES_MAX", "0", "within 1..=67043328"),
+        ("KEEL_CONNECTIONS_MAX", "0", "within 1..=1000000"),
+        ("KEEL_WORKER_THREADS", "0", "within 1..=1024"),
+        ("KEEL_REQUEST_TIMEOUT_MS", "600001", "within 10..=600000"),
+        ("KEEL_FSYNC_INTERVAL_MS", "0", "within 1..=600000"),
+        ("KEEL_MEMTABLE_BYTES_MAX", "1024", "within 65536..=68719476736"),
+        ("KEEL_BLOCK_CACHE_BYTES_MAX", "1099511627777", "within 0..=1099511627776"),
+        ("KEEL_CLUSTER", "   ", "printable and not blank"),
+        ("KEEL_LOG", "keel=loud", "a log filter"),
+    ];
+    for (variable, value, rule) in cases {
+        let (code, err) = node_refusing(&[], &[(variable, value)]);
+        assert_eq!(code, 2, "{variable}={value}: {err}");
+        assert!(err.contains(&format!("(or {variable}) is ")), "{variable}={value}: {err}");
+        assert!(err.contains(rule), "{variable}={value}: {err}");
+    }
+}

@@ -8,10 +8,19 @@
 //! offset, and the WAL overwrites the zeros it preallocated. A handle keeps
 //! the file's length, which only this process changes, so that appends and
 //! bounds checks cost no `fstat`.
-//! This file uses only std and keel-core, so the storage benchmark in
+//!
+//! A directory belongs to one `FileDisk` at a time: `open` takes an exclusive
+//! advisory lock on its [`LOCK_FILE`] and writes the process id there, so a
+//! second node started on the same directory refuses to start (two writers
+//! would interleave their logs and reuse each other's version dots) and an
+//! operator can find which process holds it. The lock file is not part of the
+//! [`Disk`]: `list` leaves it out and no operation may name it.
+//!
+//! This file uses only std, nix and keel-core, so the storage benchmark in
 //! keel-core can include it as it is.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -20,6 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use keel_core::disk::{Disk, DiskError};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 /// A directory of files on the local file system. Clones share handles.
 #[derive(Clone, Debug)]
@@ -27,10 +38,94 @@ pub struct FileDisk {
     inner: Arc<Inner>,
 }
 
+/// The file holding a data directory's lock and the holder's pid.
+pub const LOCK_FILE: &str = "LOCK";
+
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
     handles: Mutex<BTreeMap<String, Arc<Handle>>>,
+    /// Released when the last clone is dropped, or when the process ends.
+    _lock: DirLock,
+}
+
+/// Why a directory could not be opened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another process holds the directory's lock: `pid`, if it has written it yet.
+    InUse {
+        dir: PathBuf,
+        pid: Option<u32>,
+    },
+    Io {
+        dir: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::InUse { dir, pid: Some(pid) } => {
+                write!(f, "data directory {} is in use by process {pid}", dir.display())
+            }
+            OpenError::InUse { dir, pid: None } => {
+                write!(f, "data directory {} is in use by another process", dir.display())
+            }
+            OpenError::Io { dir, source } => {
+                write!(f, "cannot open the data directory {}: {source}", dir.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::InUse { .. } => None,
+            OpenError::Io { source, .. } => Some(source),
+        }
+    }
+}
+
+/// An exclusive `flock` on [`LOCK_FILE`], which holds the holder's pid.
+/// `flock` rather than `fcntl` locks: those are per process, so a second
+/// open in the same process would not conflict, and closing any handle of
+/// the file would drop them.
+#[derive(Debug)]
+struct DirLock {
+    file: Flock<File>,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<DirLock, OpenError> {
+        let io = |source| OpenError::Io { dir: dir.to_path_buf(), source };
+        let path = dir.join(LOCK_FILE);
+        // Never truncated before the lock is ours: the holder's pid is in it.
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+        let file = match Flock::lock(file.map_err(io)?, FlockArg::LockExclusiveNonblock) {
+            Ok(file) => file,
+            Err((_, Errno::EWOULDBLOCK)) => {
+                let pid = fs::read_to_string(&path).ok().and_then(|text| text.trim().parse().ok());
+                return Err(OpenError::InUse { dir: dir.to_path_buf(), pid });
+            }
+            Err((_, errno)) => return Err(io(io::Error::from(errno))),
+        };
+        let pid = format!("{}\n", std::process::id());
+        file.set_len(0).and_then(|()| file.write_all_at(pid.as_bytes(), 0)).map_err(io)?;
+        Ok(DirLock { file })
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Emptied while still locked, so the file never names a process that
+        // no longer holds the directory (after a clean stop; a killed process
+        // leaves its pid, and the lock goes with the process). Removing the
+        // file instead would let a waiting opener lock an unlinked inode.
+        let _ = self.file.set_len(0);
+    }
 }
 
 #[derive(Debug)]
@@ -59,11 +154,14 @@ impl Handle {
 }
 
 impl FileDisk {
-    /// Uses `dir`, creating it if it does not exist.
-    pub fn open(dir: impl AsRef<Path>) -> io::Result<FileDisk> {
+    /// Uses `dir`, creating it if it does not exist, and locks it until the
+    /// last clone is dropped. Fails with [`OpenError::InUse`] while another
+    /// `FileDisk`, in this process or another, holds it.
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileDisk, OpenError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir)?;
-        Ok(FileDisk { inner: Arc::new(Inner { dir, handles: Mutex::new(BTreeMap::new()) }) })
+        fs::create_dir_all(&dir).map_err(|source| OpenError::Io { dir: dir.clone(), source })?;
+        let lock = DirLock::acquire(&dir)?;
+        Ok(FileDisk { inner: Arc::new(Inner { dir, handles: Mutex::new(BTreeMap::new()), _lock: lock }) })
     }
 
     pub fn dir(&self) -> &Path {
@@ -74,6 +172,10 @@ impl FileDisk {
         // Names are flat: a separator or a parent reference would escape the directory.
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(DiskError::Io { name: name.to_owned(), message: String::from("invalid file name") });
+        }
+        if name == LOCK_FILE {
+            let message = String::from("reserved for the directory's lock");
+            return Err(DiskError::Io { name: name.to_owned(), message });
         }
         Ok(self.inner.dir.join(name))
     }
@@ -112,8 +214,9 @@ impl Disk for FileDisk {
         for entry in entries {
             let entry = entry.map_err(|e| io_error(".", &e))?;
             let is_file = entry.file_type().map(|kind| kind.is_file()).unwrap_or(false);
-            if let (true, Ok(name)) = (is_file, entry.file_name().into_string()) {
-                names.push(name);
+            match entry.file_name().into_string() {
+                Ok(name) if is_file && name != LOCK_FILE => names.push(name),
+                _ => {}
             }
         }
         names.sort();
@@ -240,6 +343,43 @@ mod tests {
         let disk = FileDisk::open(&dir).unwrap();
         assert_eq!(exercise(&disk), exercise(&MemDisk::new(0)));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_is_open_once_at_a_time_and_names_its_holder() {
+        let dir = temp_dir("lock");
+        let pid = std::process::id();
+        let lock_text = || fs::read_to_string(dir.join(LOCK_FILE)).unwrap();
+        let first = FileDisk::open(&dir).unwrap();
+        assert_eq!(lock_text(), format!("{pid}\n"));
+        let error = FileDisk::open(&dir).unwrap_err();
+        assert!(matches!(error, OpenError::InUse { pid: Some(holder), .. } if holder == pid), "{error:?}");
+        assert_eq!(error.to_string(), format!("data directory {} is in use by process {pid}", dir.display()));
+        let clone = first.clone();
+        drop(first);
+        assert!(FileDisk::open(&dir).is_err(), "a clone keeps the directory locked");
+        drop(clone);
+        assert_eq!(lock_text(), "", "a released lock names no process");
+        let second = FileDisk::open(&dir).unwrap();
+        assert_eq!(lock_text(), format!("{pid}\n"));
+        // The lock file is the shell's, not the engine's: invisible and untouchable through `Disk`.
+        assert_eq!(second.list().unwrap(), Vec::<String>::new());
+        assert!(second.create(LOCK_FILE).is_err());
+        assert!(second.remove(LOCK_FILE).is_err());
+        assert_eq!(lock_text(), format!("{pid}\n"));
+        drop(second);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_created_is_an_io_error_naming_it() {
+        let dir = temp_dir("blocked");
+        fs::write(&dir, b"a file where the directory should be").unwrap();
+        let error = FileDisk::open(dir.join("data")).unwrap_err();
+        assert!(matches!(error, OpenError::Io { .. }), "{error:?}");
+        assert!(error.to_string().starts_with("cannot open the data directory"), "{error}");
+        assert!(error.to_string().contains(&dir.display().to_string()), "{error}");
+        fs::remove_file(&dir).unwrap();
     }
 
     #[test]

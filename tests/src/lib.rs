@@ -167,6 +167,11 @@ impl Cluster {
         self.wait_healthy(index);
     }
 
+    /// The process id of node `index`, while it runs.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.nodes[index].child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self, index: usize) -> bool {
         self.nodes[index].child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }

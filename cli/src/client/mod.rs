@@ -28,13 +28,13 @@ mod addr;
 mod admin;
 mod api;
 mod bench;
-mod http;
+pub(crate) mod http;
 mod kv;
 mod shell;
 #[cfg(test)]
 mod testing;
 
-use addr::ServerAddr;
+pub(crate) use addr::ServerAddr;
 use http::CallError;
 
 #[derive(Debug, Subcommand)]

@@ -14,25 +14,32 @@ use keel_core::node;
 use keel_core::ring::Member;
 use serde::Deserialize;
 
+use super::checks::{self, Given, pick, ranged};
+
 /// Flags of `keel node`; each may also come from the environment variable
-/// named beside it, or from the config file.
+/// named beside it, or from the config file. Out-of-range values are
+/// refused, whichever of the three gives them.
 #[derive(Debug, Default, Args)]
 pub struct NodeArgs {
     /// A TOML file with any of the settings below (flag names with `_`).
     #[arg(long, env = "KEEL_CONFIG")]
     pub config: Option<PathBuf>,
-    /// This node's id, a positive number unique in the cluster [default: 1].
+    /// This node's id, at least 1, unique in the cluster [default: 1].
     #[arg(long, env = "KEEL_NODE")]
     pub node: Option<u64>,
-    /// Name of the cluster; peers with another name are refused [default: keel].
+    /// Name of the cluster, 1..=255 printable bytes; peers with another
+    /// name are refused [default: keel].
     #[arg(long, env = "KEEL_CLUSTER")]
     pub cluster: Option<String>,
-    /// Where the node keeps its data [default: keel-data/node-<id>].
+    /// Where the node keeps its data; the node locks it and writes its pid
+    /// to LOCK there, and refuses to start while another process holds it
+    /// [default: keel-data/node-<id>].
     #[arg(long, env = "KEEL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Replicas per key, N [default: 3; a smaller cluster keeps one per node].
+    /// Replicas per key, N, within 1..=16 [default: 3; a smaller cluster
+    /// keeps one per node].
     #[arg(long, env = "KEEL_REPLICAS")]
-    pub replicas: Option<u8>,
+    pub replicas: Option<u64>,
     /// Address for other nodes [default: 127.0.0.1:7410].
     #[arg(long, env = "KEEL_LISTEN_PEER")]
     pub listen_peer: Option<SocketAddr>,
@@ -53,38 +60,56 @@ pub struct NodeArgs {
     /// Log filter, e.g. info or keel_io_tokio=debug [default: info].
     #[arg(long, env = "KEEL_LOG")]
     pub log: Option<String>,
-    /// Coordinator deadline for a request, in milliseconds [default: 2000].
+    /// Coordinator deadline for a request, in milliseconds, within
+    /// 10..=600000 [default: 2000].
     #[arg(long, env = "KEEL_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
-    /// Largest key, in bytes [default: 8192].
+    /// Largest key, in bytes, within 1..=65535 [default: 8192].
     #[arg(long, env = "KEEL_KEY_BYTES_MAX")]
-    pub key_bytes_max: Option<u32>,
-    /// Largest value, in bytes [default: 16777216].
+    pub key_bytes_max: Option<u64>,
+    /// Largest value, in bytes, within 1..=67043328 (64 MiB less 64 KiB for
+    /// the version kept with it) [default: 16777216].
     #[arg(long, env = "KEEL_VALUE_BYTES_MAX")]
-    pub value_bytes_max: Option<u32>,
-    /// Most client connections per protocol [default: 10000].
+    pub value_bytes_max: Option<u64>,
+    /// Most client connections per protocol, within 1..=1000000
+    /// [default: 10000].
     #[arg(long, env = "KEEL_CONNECTIONS_MAX")]
-    pub connections_max: Option<u32>,
-    /// Memtable size that triggers a flush, in bytes [default: 67108864].
+    pub connections_max: Option<u64>,
+    /// Memtable size that triggers a flush, in bytes, within
+    /// 65536..=68719476736 (64 KiB to 64 GiB) [default: 67108864].
     #[arg(long, env = "KEEL_MEMTABLE_BYTES_MAX")]
     pub memtable_bytes_max: Option<u64>,
-    /// Block cache budget, in bytes [default: 67108864].
+    /// Block cache budget, in bytes, within 0..=1099511627776 (0 to 1 TiB;
+    /// 0 turns the cache off) [default: 67108864].
     #[arg(long, env = "KEEL_BLOCK_CACHE_BYTES_MAX")]
     pub block_cache_bytes_max: Option<u64>,
-    /// Threads serving clients and peers. The node's state machine runs on
-    /// one of them whatever the count; more threads help only when parsing
-    /// client requests is the bottleneck [default: 1].
+    /// Threads serving clients and peers, within 1..=1024. The node's state
+    /// machine runs on one of them whatever the count; more threads help
+    /// only when parsing client requests is the bottleneck [default: 1].
     #[arg(long, env = "KEEL_WORKER_THREADS")]
-    pub worker_threads: Option<usize>,
+    pub worker_threads: Option<u64>,
     /// When writes are made durable: `always` acknowledges a write only
     /// after its log record is fsynced (group commit); `periodic` fsyncs
     /// every --fsync-interval-ms and acknowledges at once, so a crash may
     /// lose that interval's writes on this node [default: always].
     #[arg(long, env = "KEEL_FSYNC")]
     pub fsync: Option<FsyncMode>,
-    /// With --fsync periodic, the interval between fsyncs [default: 1000].
+    /// With --fsync periodic, the interval between fsyncs, within
+    /// 1..=600000 [default: 1000].
     #[arg(long, env = "KEEL_FSYNC_INTERVAL_MS")]
     pub fsync_interval_ms: Option<u64>,
+    /// Open even when recovery finds synced records lost to damage and this
+    /// node is the only replica of its keys (otherwise such a node refuses
+    /// to start and prints what would be lost) [default: false].
+    #[arg(
+        long,
+        env = "KEEL_ACCEPT_DATA_LOSS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub accept_data_loss: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -108,7 +133,7 @@ struct FileSettings {
     node: Option<u64>,
     cluster: Option<String>,
     data_dir: Option<PathBuf>,
-    replicas: Option<u8>,
+    replicas: Option<u64>,
     listen_peer: Option<SocketAddr>,
     listen_http: Option<SocketAddr>,
     listen_redis: Option<SocketAddr>,
@@ -117,17 +142,18 @@ struct FileSettings {
     log_format: Option<LogFormat>,
     log: Option<String>,
     request_timeout_ms: Option<u64>,
-    key_bytes_max: Option<u32>,
-    value_bytes_max: Option<u32>,
-    connections_max: Option<u32>,
+    key_bytes_max: Option<u64>,
+    value_bytes_max: Option<u64>,
+    connections_max: Option<u64>,
     memtable_bytes_max: Option<u64>,
     block_cache_bytes_max: Option<u64>,
-    worker_threads: Option<usize>,
+    worker_threads: Option<u64>,
     fsync: Option<FsyncMode>,
     fsync_interval_ms: Option<u64>,
+    accept_data_loss: Option<bool>,
 }
 
-/// Every setting resolved.
+/// Every setting resolved and within its range.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub node: NodeId,
@@ -148,66 +174,69 @@ pub struct Settings {
     pub block_cache_bytes_max: u64,
     pub worker_threads: usize,
     pub sync_policy: SyncPolicy,
+    pub accept_data_loss: bool,
 }
 
 impl Settings {
-    /// Resolves flags and environment over the file over the defaults.
+    /// Resolves flags and environment over the file over the defaults, and
+    /// refuses any value outside its range, naming where it was given.
     pub fn resolve(args: &NodeArgs) -> Result<Settings, String> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
-        let node = args.node.or(file.node).unwrap_or(1);
-        if node == 0 {
-            return Err("node ids start at 1".into());
+        let path = args.config.as_deref().unwrap_or(Path::new("the config file"));
+        // The setting's file key is the field's name, and its flag and
+        // variable follow from that, so an error cannot name the wrong one.
+        macro_rules! given {
+            ($key:ident, $default:expr) => {
+                pick(stringify!($key), path, args.$key.clone(), file.$key, $default)
+            };
         }
+        let node: u64 = ranged(given!(node, 1), checks::NODE)?;
         let peer_specs = if args.peers.is_empty() { &file.peers } else { &args.peers };
         let peers = parse_peers(peer_specs, NodeId(node))?;
         let defaults = node::Config::default();
+        let timeout_ms = u64::try_from(defaults.request_timeout.as_millis()).unwrap_or(u64::MAX);
+        let engine = &defaults.engine;
         Ok(Settings {
             node: NodeId(node),
-            cluster: args.cluster.clone().or(file.cluster).unwrap_or_else(|| "keel".into()),
-            data_dir: args
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| format!("keel-data/node-{node}").into()),
-            replicas: args.replicas.or(file.replicas).unwrap_or(3),
+            cluster: checks::cluster(given!(cluster, "keel".into()))?,
+            data_dir: data_dir(given!(data_dir, format!("keel-data/node-{node}").into()))?,
+            replicas: ranged(given!(replicas, 3), checks::REPLICAS)?,
             listen_peer: args.listen_peer.or(file.listen_peer).unwrap_or(([127, 0, 0, 1], 7410).into()),
             listen_http: args.listen_http.or(file.listen_http).unwrap_or(([127, 0, 0, 1], 7420).into()),
             listen_redis: args.listen_redis.or(file.listen_redis).unwrap_or(([127, 0, 0, 1], 7421).into()),
             peers,
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
-            log: args.log.clone().or(file.log).unwrap_or_else(|| "info".into()),
-            request_timeout: args
-                .request_timeout_ms
-                .or(file.request_timeout_ms)
-                .map_or(defaults.request_timeout, Duration::from_millis),
-            key_bytes_max: args.key_bytes_max.or(file.key_bytes_max).unwrap_or(defaults.key_bytes_max),
-            value_bytes_max: args
-                .value_bytes_max
-                .or(file.value_bytes_max)
-                .unwrap_or(defaults.value_bytes_max),
-            connections_max: args.connections_max.or(file.connections_max).unwrap_or(10_000),
-            memtable_bytes_max: args
-                .memtable_bytes_max
-                .or(file.memtable_bytes_max)
-                .unwrap_or(defaults.engine.memtable_bytes_max),
-            block_cache_bytes_max: args
-                .block_cache_bytes_max
-                .or(file.block_cache_bytes_max)
-                .unwrap_or(defaults.engine.block_cache_bytes_max),
-            worker_threads: args.worker_threads.or(file.worker_threads).unwrap_or(1).max(1),
-            sync_policy: match args.fsync.or(file.fsync).unwrap_or(FsyncMode::Always) {
-                FsyncMode::Always => SyncPolicy::Always,
-                FsyncMode::Periodic => {
-                    let interval_ms = args.fsync_interval_ms.or(file.fsync_interval_ms).unwrap_or(1000);
-                    if interval_ms == 0 {
-                        return Err("fsync_interval_ms must be at least 1".into());
-                    }
-                    SyncPolicy::Periodic { interval_ms }
-                }
-            },
+            log: checks::log_filter(given!(log, "info".into()))?,
+            request_timeout: Duration::from_millis(ranged(
+                given!(request_timeout_ms, timeout_ms),
+                checks::REQUEST_TIMEOUT_MS,
+            )?),
+            key_bytes_max: ranged(
+                given!(key_bytes_max, defaults.key_bytes_max.into()),
+                checks::key_bytes_max(),
+            )?,
+            value_bytes_max: ranged(
+                given!(value_bytes_max, defaults.value_bytes_max.into()),
+                checks::value_bytes_max(),
+            )?,
+            connections_max: ranged(given!(connections_max, 10_000), checks::CONNECTIONS_MAX)?,
+            memtable_bytes_max: ranged(
+                given!(memtable_bytes_max, engine.memtable_bytes_max),
+                checks::MEMTABLE_BYTES_MAX,
+            )?,
+            block_cache_bytes_max: ranged(
+                given!(block_cache_bytes_max, engine.block_cache_bytes_max),
+                checks::BLOCK_CACHE_BYTES_MAX,
+            )?,
+            worker_threads: ranged(given!(worker_threads, 1), checks::WORKER_THREADS)?,
+            sync_policy: sync_policy(
+                args.fsync.or(file.fsync).unwrap_or(FsyncMode::Always),
+                given!(fsync_interval_ms, 1000),
+            )?,
+            accept_data_loss: args.accept_data_loss.or(file.accept_data_loss).unwrap_or(false),
         })
     }
 
@@ -220,8 +249,10 @@ impl Settings {
             request_timeout: self.request_timeout,
             key_bytes_max: self.key_bytes_max,
             value_bytes_max: self.value_bytes_max,
+            accept_data_loss: self.accept_data_loss,
             ..node::Config::default()
         };
+        // N above the member count would place a key on fewer nodes than N.
         config.ring.replicas = self.replicas.min(config.members.len() as u8).max(1);
         config.engine.memtable_bytes_max = self.memtable_bytes_max;
         config.engine.block_cache_bytes_max = self.block_cache_bytes_max;
@@ -229,6 +260,24 @@ impl Settings {
         config.validate().map_err(|error| error.to_string())?;
         Ok(config)
     }
+}
+
+/// A data directory must be named: an empty path would quietly mean the working directory.
+fn data_dir(given: Given<'_, PathBuf>) -> Result<PathBuf, String> {
+    if given.value.as_os_str().is_empty() {
+        return Err(given.refuse("\"\"", "it must name a directory"));
+    }
+    Ok(given.value)
+}
+
+/// The interval is checked even under `always`, where it is unused, so a
+/// bad value is caught before someone switches to `periodic`.
+fn sync_policy(mode: FsyncMode, interval: Given<'_, u64>) -> Result<SyncPolicy, String> {
+    let interval_ms = ranged(interval, checks::FSYNC_INTERVAL_MS)?;
+    Ok(match mode {
+        FsyncMode::Always => SyncPolicy::Always,
+        FsyncMode::Periodic => SyncPolicy::Periodic { interval_ms },
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, String> {
@@ -256,51 +305,4 @@ fn parse_peers(specs: &[String], this: NodeId) -> Result<BTreeMap<NodeId, Socket
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_need_no_file_and_no_flags() {
-        let settings = Settings::resolve(&NodeArgs::default()).unwrap();
-        assert_eq!(settings.node, NodeId(1));
-        assert_eq!(settings.data_dir, PathBuf::from("keel-data/node-1"));
-        assert_eq!(settings.listen_http, "127.0.0.1:7420".parse().unwrap());
-        assert!(settings.peers.is_empty());
-        let config = settings.node_config().unwrap();
-        assert_eq!(config.ring.replicas, 1, "a single node keeps one replica");
-    }
-
-    #[test]
-    fn flags_override_the_file_which_overrides_defaults() {
-        let dir = std::env::temp_dir().join(format!("keel-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("keel.toml");
-        std::fs::write(
-            &path,
-            "node = 2\ncluster = \"prod\"\npeers = [\"1@127.0.0.1:7410\", \"3@127.0.0.1:7610\"]\n",
-        )
-        .unwrap();
-        let args =
-            NodeArgs { config: Some(path.clone()), cluster: Some("flag".into()), ..NodeArgs::default() };
-        let settings = Settings::resolve(&args).unwrap();
-        assert_eq!(settings.node, NodeId(2));
-        assert_eq!(settings.cluster, "flag");
-        assert_eq!(settings.peers.len(), 2);
-        assert_eq!(settings.node_config().unwrap().members.len(), 3);
-        std::fs::write(&path, "nodes = 2\n").unwrap();
-        let error = Settings::resolve(&NodeArgs { config: Some(path), ..NodeArgs::default() }).unwrap_err();
-        assert!(error.contains("unknown field"), "{error}");
-    }
-
-    #[test]
-    fn bad_peers_are_refused_with_the_expected_form() {
-        let this = NodeId(1);
-        assert!(parse_peers(&["2@127.0.0.1:7510".into()], this).is_ok());
-        let error = parse_peers(&["two@127.0.0.1:7510".into()], this).unwrap_err();
-        assert!(error.contains("ID@HOST:PORT"), "{error}");
-        assert!(parse_peers(&["2@nowhere".into()], this).is_err());
-        let twice = ["2@127.0.0.1:1".to_owned(), "2@127.0.0.1:2".to_owned()];
-        assert!(parse_peers(&twice, this).unwrap_err().contains("twice"));
-        assert!(parse_peers(&["1@127.0.0.1:1".into()], this).unwrap().is_empty(), "own entry skipped");
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
 //! `keel node`: run one storage node with its HTTP and Redis servers.
 
+mod checks;
 mod config;
 
 use std::process::ExitCode;
@@ -75,7 +76,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         connections_max: settings.connections_max,
         ..HttpLimits::default()
     };
-    let redis_limits = RespLimits { connections_max: settings.connections_max, ..RespLimits::default() };
+    let redis_limits = resp_limits(&settings);
     let handle = running.handle.clone();
     let servers = async {
         tokio::join!(
@@ -90,6 +91,19 @@ async fn serve(settings: Settings) -> Result<(), String> {
     redis_result.map_err(|error| format!("Redis server failed: {error}"))?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// RESP's bulk and request limits stay above the value limit, as
+/// [`RespLimits`] asks, so that a value too large gets the node's precise
+/// error rather than a protocol error that closes the connection.
+fn resp_limits(settings: &Settings) -> RespLimits {
+    let defaults = RespLimits::default();
+    let headroom = 1 << 20;
+    let bulk_bytes_max = defaults.bulk_bytes_max.max(settings.value_bytes_max.saturating_add(headroom));
+    let request_bytes_max = defaults
+        .request_bytes_max
+        .max(u64::from(bulk_bytes_max) + u64::from(settings.key_bytes_max) + u64::from(headroom));
+    RespLimits { connections_max: settings.connections_max, bulk_bytes_max, request_bytes_max, ..defaults }
 }
 
 async fn bind(address: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
@@ -136,4 +150,27 @@ fn announce(
         peers = %peers.join(","),
         "keel node ready"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resp_limits_stay_above_the_largest_value_allowed() {
+        let defaults = Settings::resolve(&NodeArgs::default()).unwrap();
+        let limits = resp_limits(&defaults);
+        assert_eq!(
+            limits.bulk_bytes_max,
+            RespLimits::default().bulk_bytes_max,
+            "defaults already leave room"
+        );
+        assert_eq!(limits.connections_max, defaults.connections_max);
+        let largest = NodeArgs { value_bytes_max: Some(67_043_328), ..NodeArgs::default() };
+        let settings = Settings::resolve(&largest).unwrap();
+        let limits = resp_limits(&settings);
+        assert!(limits.bulk_bytes_max > settings.value_bytes_max);
+        let request_max = u64::from(settings.value_bytes_max) + u64::from(settings.key_bytes_max);
+        assert!(limits.request_bytes_max > request_max);
+    }
 }

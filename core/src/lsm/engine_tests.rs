@@ -418,6 +418,38 @@ fn flushes_and_compactions_keep_the_newest_values() {
     assert_eq!(engine.stats().corruption_detected, 0);
 }
 
+/// A shell keeps files of its own in the engine's directory (the node's
+/// `LOCK`); names that are not the engine's, even close ones, are never read,
+/// removed or written over by opens, flushes, compactions or WAL rotation.
+#[test]
+fn files_the_engine_does_not_name_are_left_alone() {
+    let disk = MemDisk::new(11);
+    let foreign = ["LOCK", "README", "wal-1.log", "wal-1.log.bak", "sst-.sst", "sst-1.sst~", "MANIFEST.old"];
+    for name in foreign {
+        disk.create(name).unwrap();
+        disk.append(name, name.as_bytes()).unwrap();
+        disk.sync(name).unwrap();
+    }
+    disk.sync_dir().unwrap();
+    let mut engine = open_small(&disk);
+    assert!(engine.recovery().files_removed.is_empty(), "{:?}", engine.recovery());
+    let mut model = std::collections::BTreeMap::new();
+    churn(&mut engine, &mut model, 3_000);
+    assert!(engine.stats().flushes > 0 && engine.stats().compactions > 0, "{:?}", engine.stats());
+    engine.sync_now().unwrap();
+    drop(engine);
+    disk.crash(CrashMode::DropUnsynced);
+    let mut engine = open_small(&disk);
+    assert_matches(&mut engine, &model);
+    assert!(!engine.recovery().files_removed.iter().any(|name| foreign.contains(&name.as_str())));
+    let names = disk.list().unwrap();
+    for name in foreign {
+        assert!(names.iter().any(|listed| listed == name), "{name} is gone: {names:?}");
+        assert_eq!(disk.read_at(name, 0, name.len() as u64).unwrap(), name.as_bytes(), "{name}");
+        assert_eq!(disk.len(name).unwrap(), name.len() as u64, "{name}");
+    }
+}
+
 #[test]
 fn flushed_writes_are_durable_without_a_wal_sync() {
     let disk = MemDisk::new(6);

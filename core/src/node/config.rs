@@ -4,8 +4,14 @@ use core::time::Duration;
 
 use thiserror::Error;
 
+use super::store::KEY_PREFIX_BYTES;
 use crate::lsm::EngineConfig;
-use crate::ring::{Member, RingConfig};
+use crate::ring::{Member, REPLICAS_MAX, RingConfig};
+
+/// Room an engine value keeps beyond one client value for the rest of its
+/// record: format, dot, version vector (an entry per actor that wrote the
+/// key, a few dozen bytes each) and epoch. 64 KiB holds a thousand actors.
+pub const RECORD_OVERHEAD_BYTES: u32 = 64 << 10;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -21,7 +27,9 @@ pub struct Config {
     /// Silence after which a peer is believed down. Requests that cannot
     /// reach enough replicas believed up fail at once with `Unavailable`.
     pub failure_timeout: Duration,
+    /// Longest client key, 1..=[`Config::key_bytes_limit`].
     pub key_bytes_max: u32,
+    /// Longest client value, 1..=[`Config::value_bytes_limit`].
     pub value_bytes_max: u32,
     /// A write that would leave more siblings than this is refused.
     pub siblings_max: u32,
@@ -62,15 +70,36 @@ impl Default for Config {
 pub enum ConfigError {
     #[error("{what} is {value}; it must be at least {min}")]
     TooSmall { what: &'static str, value: u64, min: u64 },
+    #[error("{what} is {value}; it must be within {min}..={max}")]
+    OutOfRange { what: &'static str, value: u64, min: u64, max: u64 },
     #[error("failure_timeout ({failure_ms} ms) must exceed heartbeat_interval ({heartbeat_ms} ms)")]
     FailureTimeoutTooShort { failure_ms: u64, heartbeat_ms: u64 },
 }
 
 impl Config {
+    /// The longest client key the engine can store: its own limit less the
+    /// store's namespace prefix.
+    pub fn key_bytes_limit(&self) -> u32 {
+        self.engine.key_bytes_max.saturating_sub(KEY_PREFIX_BYTES)
+    }
+
+    /// The longest client value the engine can store with its record around it.
+    pub fn value_bytes_limit(&self) -> u32 {
+        self.engine.value_bytes_max.saturating_sub(RECORD_OVERHEAD_BYTES)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let at_least = |what: &'static str, value: u64, min: u64| {
             if value < min { Err(ConfigError::TooSmall { what, value, min }) } else { Ok(()) }
         };
+        let within = |what: &'static str, value: u64, max: u64| {
+            let min = 1;
+            let out = ConfigError::OutOfRange { what, value, min, max };
+            if (min..=max).contains(&value) { Ok(()) } else { Err(out) }
+        };
+        within("replicas", u64::from(self.ring.replicas), u64::from(REPLICAS_MAX))?;
+        within("key_bytes_max", u64::from(self.key_bytes_max), u64::from(self.key_bytes_limit()))?;
+        within("value_bytes_max", u64::from(self.value_bytes_max), u64::from(self.value_bytes_limit()))?;
         at_least("request_timeout_ms", millis(self.request_timeout), 1)?;
         at_least("heartbeat_interval_ms", millis(self.heartbeat_interval), 1)?;
         at_least("siblings_max", u64::from(self.siblings_max), 1)?;
@@ -100,5 +129,35 @@ mod tests {
         assert_eq!(config.validate(), Err(ConfigError::TooSmall { what: "siblings_max", value: 0, min: 1 }));
         let config = Config { failure_timeout: Duration::from_millis(100), ..Config::default() };
         assert!(matches!(config.validate(), Err(ConfigError::FailureTimeoutTooShort { .. })));
+    }
+
+    /// Zero limits make a node that refuses everything; limits past the
+    /// engine's accept writes the engine then fails.
+    #[test]
+    fn replicas_and_limits_are_refused_outside_what_the_engine_can_store() {
+        let defaults = Config::default();
+        let key_limit = u64::from(defaults.engine.key_bytes_max) - 1;
+        let value_limit = u64::from(defaults.engine.value_bytes_max - RECORD_OVERHEAD_BYTES);
+        assert_eq!(u64::from(defaults.key_bytes_limit()), key_limit);
+        assert_eq!(u64::from(defaults.value_bytes_limit()), value_limit);
+        let out = |what, value, max| Err(ConfigError::OutOfRange { what, value, min: 1, max });
+        let replicas = |replicas| {
+            let mut config = Config::default();
+            config.ring.replicas = replicas;
+            config.validate()
+        };
+        assert_eq!(replicas(0), out("replicas", 0, 16));
+        assert_eq!(replicas(17), out("replicas", 17, 16));
+        assert_eq!(replicas(16), Ok(()));
+        let keys = |key_bytes_max| Config { key_bytes_max, ..Config::default() }.validate();
+        assert_eq!(keys(0), out("key_bytes_max", 0, key_limit));
+        assert_eq!(keys(key_limit as u32 + 1), out("key_bytes_max", key_limit + 1, key_limit));
+        assert_eq!(keys(key_limit as u32), Ok(()));
+        let values = |value_bytes_max| Config { value_bytes_max, ..Config::default() }.validate();
+        assert_eq!(values(0), out("value_bytes_max", 0, value_limit));
+        assert_eq!(values(value_limit as u32 + 1), out("value_bytes_max", value_limit + 1, value_limit));
+        assert_eq!(values(value_limit as u32), Ok(()));
+        let error = values(0).unwrap_err().to_string();
+        assert_eq!(error, format!("value_bytes_max is 0; it must be within 1..={value_limit}"));
     }
 }

@@ -18,6 +18,8 @@ use crate::disk::Disk;
 use crate::lsm::{Engine, EngineConfig, Lsn, OpenError, ReadError, SyncPolicy, WriteError};
 use crate::version::Object;
 
+/// What an engine key holds beyond the client's key: the namespace prefix.
+pub(super) const KEY_PREFIX_BYTES: u32 = 1;
 const META_PREFIX: u8 = 0x00;
 const DATA_PREFIX: u8 = 0x01;
 const META_KEY: &[u8] = b"\x00node";
@@ -242,6 +244,7 @@ fn set_data_key(buffer: &mut Vec<u8>, key: &[u8]) {
     buffer.clear();
     buffer.push(DATA_PREFIX);
     buffer.extend_from_slice(key);
+    debug_assert_eq!(buffer.len(), key.len() + KEY_PREFIX_BYTES as usize);
 }
 
 fn decode_found(found: Option<Cow<'_, [u8]>>) -> Result<Option<Record>, StoreError> {

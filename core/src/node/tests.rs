@@ -32,9 +32,14 @@ fn at(now: Instant) -> Now {
 
 impl Cluster {
     fn new(size: u64, replicas: u8) -> Cluster {
-        let members: Vec<Member> = (1..=size).map(|id| Member::new(NodeId(id))).collect();
-        let mut config = Config { members, ..Config::default() };
+        let mut config = Config::default();
         config.ring.replicas = replicas;
+        Cluster::with_config(size, config)
+    }
+
+    /// `size` nodes on `config`, with its members replaced by nodes 1..=size.
+    fn with_config(size: u64, mut config: Config) -> Cluster {
+        config.members = (1..=size).map(|id| Member::new(NodeId(id))).collect();
         let disks: Vec<MemDisk> = (1..=size).map(MemDisk::new).collect();
         let nodes = (1..=size)
             .map(|id| {
@@ -332,6 +337,43 @@ fn a_write_that_reaches_too_few_replicas_times_out_as_indeterminate() {
     let reply = cluster.put(1, "k", "v", None, Consistency::All);
     assert_eq!(reply, Reply::Failed(ClientError::Timeout { acknowledged: 2, needed: 3 }));
     assert_eq!(cluster.nodes[0].stats().requests_in_flight, 0, "the request is forgotten after its deadline");
+}
+
+/// The largest key and value validation allows fit the engine, record and
+/// all, even after every node has written the key (one actor each).
+#[test]
+fn the_largest_key_and_value_the_config_allows_are_stored() {
+    let mut config = Config::default();
+    config.engine.key_bytes_max = 1024;
+    config.engine.value_bytes_max = 256 << 10;
+    config.ring.replicas = 3;
+    config.key_bytes_max = config.key_bytes_limit();
+    config.value_bytes_max = config.value_bytes_limit();
+    assert_eq!(config.validate(), Ok(()));
+    let mut cluster = Cluster::with_config(3, config.clone());
+    let key = vec![b'k'; config.key_bytes_max as usize];
+    let mut context = None;
+    for via in 1..=3 {
+        let value = vec![b'0' + via as u8; config.value_bytes_max as usize];
+        let write = Consistency::All;
+        let put = Request::Put { key: key.clone(), value: value.clone(), context: context.take(), write };
+        let reply = cluster.call(via, put);
+        assert!(matches!(reply, Reply::Written { .. }), "via {via}: {reply:?}");
+        match cluster.call(via, Request::Get { key: key.clone(), read: Consistency::All }) {
+            Reply::Found { values, context: read } => {
+                assert_eq!(values, vec![value], "via {via}");
+                context = Some(read);
+            }
+            other => panic!("via {via}: {other:?}"),
+        }
+    }
+    let too_long = Request::Put {
+        key: [key, b"k".to_vec()].concat(),
+        value: b"v".to_vec(),
+        context: None,
+        write: Consistency::One,
+    };
+    assert!(matches!(cluster.call(1, too_long), Reply::Failed(ClientError::KeyTooLarge { .. })));
 }
 
 #[test]

@@ -60,8 +60,11 @@ pub struct DriverConfig {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum StartError {
-    #[error("cannot open the data directory {dir}: {source}")]
-    DataDir { dir: PathBuf, source: std::io::Error },
+    /// Cannot create or lock it; another process may hold it.
+    #[error(transparent)]
+    DataDir(#[from] crate::disk::OpenError),
+    #[error("recovery of {dir} did not finish: {message}")]
+    Recovery { dir: PathBuf, message: String },
     #[error("cannot open the node: {0}")]
     Node(#[from] node::OpenError),
     #[error("cannot start the peer transport on {address}: {source}")]
@@ -95,15 +98,14 @@ impl Running {
 pub async fn start(config: DriverConfig, shutdown: CancellationToken) -> Result<Running, StartError> {
     let clock = Clock::start();
     let dir = config.data_dir.clone();
-    let disk = FileDisk::open(&dir).map_err(|source| StartError::DataDir { dir: dir.clone(), source })?;
+    let disk = FileDisk::open(&dir)?;
     let seed = config.seed.unwrap_or_else(random_seed);
     let (node_config, id) = (config.node_config.clone(), config.node);
     let boxed: Box<dyn Disk> = Box::new(disk.clone());
     // Recovery reads the whole WAL: keep it off the async threads.
     let opened =
         tokio::task::spawn_blocking(move || Node::open(node_config, id, seed, boxed, clock.now())).await;
-    let node =
-        opened.map_err(|error| StartError::DataDir { dir, source: std::io::Error::other(error) })??;
+    let node = opened.map_err(|error| StartError::Recovery { dir, message: error.to_string() })??;
     // The transport outlives the shutdown signal: requests in flight still
     // need their replicas' answers. The driver stops it when it is done.
     let transport_stop = CancellationToken::new();
