@@ -67,7 +67,7 @@ pub fn write_status(out: &mut dyn Write, status: &Status, health: Option<&Health
     writeln!(out, "uptime    {}", duration(status.uptime_seconds))?;
     writeln!(out, "replicas  {} per key", status.replicas)?;
     match status.keys_estimate {
-        Some(keys) => writeln!(out, "keys      about {keys}")?,
+        Some(keys) => writeln!(out, "keys      about {keys} stored on this node")?,
         None => writeln!(out, "keys      no estimate")?,
     }
     writeln!(out, "hints     {} pending", status.hints_pending)?;

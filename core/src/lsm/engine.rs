@@ -361,6 +361,10 @@ impl Engine {
         let table_bytes_per_level: Vec<u64> =
             (0..levels.len()).map(|l| self.manifest.level_bytes(l)).collect();
         let table_bytes: u64 = table_bytes_per_level.iter().sum();
+        let (table_entries, table_tombstones) =
+            self.manifest.tables().fold((0u64, 0u64), |(entries, tombstones), (_, table)| {
+                (entries.saturating_add(table.entries), tombstones.saturating_add(table.tombstones))
+            });
         EngineStats {
             memtable_bytes: self.memtable.bytes(),
             memtable_bytes_max: self.config.memtable_bytes_max,
@@ -368,6 +372,10 @@ impl Engine {
             block_cache_bytes_max: self.config.block_cache_bytes_max,
             block_cache_hits: self.cache.hits(),
             block_cache_misses: self.cache.misses(),
+            memtable_entries: self.memtable.len() as u64,
+            memtable_tombstones: self.memtable.tombstones() as u64,
+            table_entries,
+            table_tombstones,
             tables_per_level: levels.iter().map(|tables| tables.len() as u32).collect(),
             table_bytes_per_level,
             table_memory_bytes: self.tables.values().map(|table| table.memory_bytes()).sum(),

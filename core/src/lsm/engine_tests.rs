@@ -408,6 +408,8 @@ fn flushes_and_compactions_keep_the_newest_values() {
     assert!(stats.compactions > 0, "{stats:?}");
     assert!(stats.tables_per_level.iter().skip(1).any(|&n| n > 0), "{stats:?}");
     assert!(stats.block_cache_bytes <= stats.block_cache_bytes_max);
+    // An upper bound: every live key's newest entry is a value somewhere.
+    assert!(stats.keys_estimate() >= model.len() as u64, "{stats:?}");
     assert_matches(&mut engine, &model);
     assert!(engine.durable_lsn() <= engine.last_lsn());
     engine.sync_now().unwrap();
@@ -468,6 +470,31 @@ fn flushed_writes_are_durable_without_a_wal_sync() {
     assert_eq!(engine.get(b"b").unwrap(), Some(b"2".to_vec()));
     assert_eq!(engine.get(b"c").unwrap(), None);
     assert_eq!(engine.put(b"d", b"4").unwrap(), Lsn(4));
+}
+
+#[test]
+fn the_key_estimate_counts_values_in_the_memtable_and_the_tables() {
+    let disk = MemDisk::new(16);
+    let mut engine = open_small(&disk);
+    assert_eq!(engine.stats().keys_estimate(), 0);
+    for key in [b"a", b"b", b"c"] {
+        engine.put(key, b"1").unwrap();
+    }
+    engine.delete(b"b").unwrap();
+    let stats = engine.stats();
+    assert_eq!((stats.memtable_entries, stats.memtable_tombstones, stats.keys_estimate()), (3, 1, 2));
+    assert!(engine.flush().unwrap());
+    let stats = engine.stats();
+    assert_eq!((stats.memtable_entries, stats.table_entries, stats.table_tombstones), (0, 3, 1));
+    assert_eq!(stats.keys_estimate(), 2);
+    // An overwritten key counts in the memtable and in the table until a
+    // compaction merges them: the estimate errs high, never low.
+    engine.put(b"a", b"2").unwrap();
+    assert_eq!(engine.stats().keys_estimate(), 3);
+    // The counts come from the manifest, so a reopen keeps them.
+    engine.sync_now().unwrap();
+    drop(engine);
+    assert_eq!(open_small(&disk).stats().keys_estimate(), 3);
 }
 
 #[test]

@@ -26,6 +26,8 @@ pub struct Memtable {
     index: hashbrown::HashMap<Arc<[u8]>, u32, KeyedHasher>,
     order: BTreeMap<Arc<[u8]>, u32>,
     bytes: u64,
+    /// Entries that are tombstones, for the engine's key estimate.
+    tombstones: usize,
 }
 
 impl Memtable {
@@ -36,6 +38,7 @@ impl Memtable {
             index: hashbrown::HashMap::with_hasher(hasher),
             order: BTreeMap::new(),
             bytes: 0,
+            tombstones: 0,
         }
     }
 
@@ -56,11 +59,17 @@ impl Memtable {
         self.values.is_empty()
     }
 
+    /// How many entries are tombstones; `len() - tombstones()` are values.
+    pub fn tombstones(&self) -> usize {
+        self.tombstones
+    }
+
     /// Records a put (`Some`) or a delete (`None`), replacing any older entry.
     pub fn insert(&mut self, key: &[u8], value: Option<&[u8]>) {
         let new_bytes = value.map_or(0, <[u8]>::len) as u64;
         if let Some(entry) = self.index.get(key).and_then(|&slot| self.values.get_mut(slot as usize)) {
             let old_bytes = entry.as_ref().map_or(0, Vec::len) as u64;
+            self.tombstones = self.tombstones + usize::from(value.is_none()) - usize::from(entry.is_none());
             match (entry.as_mut(), value) {
                 // Reuse the old value's allocation when it can hold the new one.
                 (Some(old), Some(new)) => {
@@ -76,6 +85,7 @@ impl Memtable {
         let slot = u32::try_from(self.values.len()).expect("memtable holds fewer than 2^32 entries");
         let key: Arc<[u8]> = Arc::from(key);
         self.values.push(value.map(<[u8]>::to_vec));
+        self.tombstones += usize::from(value.is_none());
         self.index.insert(key.clone(), slot);
         self.order.insert(key.clone(), slot);
         self.bytes += key.len() as u64 + new_bytes + ENTRY_OVERHEAD_BYTES;
@@ -157,6 +167,19 @@ mod tests {
     }
 
     #[test]
+    fn tombstones_are_counted_as_entries_change() {
+        let mut memtable = Memtable::new(KeyedHasher::default());
+        memtable.insert(b"a", Some(b"1"));
+        memtable.insert(b"b", None);
+        assert_eq!((memtable.len(), memtable.tombstones()), (2, 1));
+        memtable.insert(b"a", None);
+        memtable.insert(b"b", None);
+        assert_eq!((memtable.len(), memtable.tombstones()), (2, 2));
+        memtable.insert(b"b", Some(b"2"));
+        assert_eq!((memtable.len(), memtable.tombstones()), (2, 1));
+    }
+
+    #[test]
     fn keys_of_any_length_are_found_and_ordered() {
         let mut memtable = Memtable::new(KeyedHasher::default());
         let keys: Vec<Vec<u8>> = [0, 1, 16, 17, 64, 300].iter().map(|&n| vec![b'k'; n]).collect();
@@ -191,6 +214,7 @@ mod tests {
                 memtable.iter().map(|(key, value)| (key.to_vec(), value.map(<[u8]>::to_vec))).collect();
             let expected: Vec<(Vec<u8>, Entry)> = model.clone().into_iter().collect();
             all == expected
+                && memtable.tombstones() == model.values().filter(|entry| entry.is_none()).count()
                 && (0..=255u8)
                     .all(|k| memtable.get(&key_of(k)) == model.get(&key_of(k)).map(Option::as_deref))
         }

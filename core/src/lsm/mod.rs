@@ -194,6 +194,13 @@ pub struct EngineStats {
     pub block_cache_bytes_max: u64,
     pub block_cache_hits: u64,
     pub block_cache_misses: u64,
+    /// Entries in the memtable, tombstones included.
+    pub memtable_entries: u64,
+    pub memtable_tombstones: u64,
+    /// Entries of every table, tombstones included, as each table's footer
+    /// counted them when it was written.
+    pub table_entries: u64,
+    pub table_tombstones: u64,
     pub tables_per_level: Vec<u32>,
     pub table_bytes_per_level: Vec<u64>,
     /// Memory held by the open tables' indexes and bloom filters.
@@ -210,6 +217,20 @@ pub struct EngineStats {
     /// Checksum failures seen, including transient ones that a re-read cured.
     pub corruption_detected: u64,
     pub poisoned: bool,
+}
+
+impl EngineStats {
+    /// Live keys, estimated from counts alone without reading a table: the
+    /// values (entries that are not tombstones) in the memtable and in every
+    /// table. A key whose value sits in several places (overwritten, not yet
+    /// merged by a compaction) counts once per place, and a deleted key
+    /// counts while an older value of it is still stored under the
+    /// tombstone. It is never below the true count: every live key's newest
+    /// entry is a value somewhere.
+    pub fn keys_estimate(&self) -> u64 {
+        let memtable = self.memtable_entries.saturating_sub(self.memtable_tombstones);
+        memtable.saturating_add(self.table_entries.saturating_sub(self.table_tombstones))
+    }
 }
 
 /// The exclusive upper bound of the keys that start with `prefix`.

@@ -75,6 +75,9 @@ pub struct NodeStats {
     pub unsynced_keys: u64,
     /// Acknowledgements and replies waiting for a sync.
     pub waiting_for_sync: u64,
+    /// Client keys stored on this node (its copies as a replica), an
+    /// estimate from storage counts that errs high: see `Store::keys_estimate`.
+    pub keys_estimate: u64,
     pub engine: EngineStats,
 }
 
@@ -226,11 +229,13 @@ impl Node {
     }
 
     pub fn stats(&self) -> NodeStats {
+        let engine = self.store.engine().stats();
         NodeStats {
             requests_in_flight: self.pending.len() as u64,
             unsynced_keys: self.store.unsynced_keys() as u64,
             waiting_for_sync: self.barrier.len() as u64,
-            engine: self.store.engine().stats(),
+            keys_estimate: Store::keys_estimate(&engine),
+            engine,
             ..self.stats.clone()
         }
     }

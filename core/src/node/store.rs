@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use crate::KeyedHasher;
 use crate::disk::Disk;
-use crate::lsm::{Engine, EngineConfig, Lsn, OpenError, ReadError, SyncPolicy, WriteError};
+use crate::lsm::{Engine, EngineConfig, EngineStats, Lsn, OpenError, ReadError, SyncPolicy, WriteError};
 use crate::version::Object;
 
 /// What an engine key holds beyond the client's key: the namespace prefix.
@@ -139,6 +139,15 @@ impl Store {
 
     pub fn engine_mut(&mut self) -> &mut Engine {
         &mut self.engine
+    }
+
+    /// Client keys stored on this node, estimated from the engine's counts
+    /// ([`EngineStats::keys_estimate`]) less the node's one metadata record.
+    /// A deleted client key is a record too (its tombstone is a version), so
+    /// it counts until the tombstone is reaped; overwritten keys count once
+    /// per table that still holds a copy. It errs high, never low.
+    pub fn keys_estimate(engine: &EngineStats) -> u64 {
+        engine.keys_estimate().saturating_sub(1)
     }
 
     pub fn read(&mut self, key: &[u8]) -> Result<Option<Record>, StoreError> {
@@ -311,6 +320,18 @@ mod tests {
         sync(&mut store, &disk);
         assert_eq!(store.pending_lsn(b"k"), None);
         assert_eq!(store.unsynced_keys(), 0);
+    }
+
+    #[test]
+    fn the_key_estimate_leaves_out_the_metadata_record() {
+        let disk = MemDisk::new(6);
+        let mut store = open(&disk, 6);
+        assert_eq!(Store::keys_estimate(&store.engine().stats()), 0, "a new node stores no client key");
+        let record = Record { object: Object::new(), local_epoch: None };
+        for key in [&b"a"[..], b"b", b"a"] {
+            store.write(key, &record).unwrap();
+        }
+        assert_eq!(Store::keys_estimate(&store.engine().stats()), 2);
     }
 
     #[test]

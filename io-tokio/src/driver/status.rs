@@ -60,6 +60,7 @@ impl NodeIntrospect {
                 Member { node: member.id.to_string(), address, state }
             })
             .collect();
+        let stats = node.stats();
         let mut snapshot = self.lock();
         snapshot.status = NodeStatus {
             node: node.id().to_string(),
@@ -67,14 +68,14 @@ impl NodeIntrospect {
             uptime_seconds: 0,
             replicas: node.config().ring.replicas,
             members,
-            keys_estimate: None,
+            keys_estimate: Some(stats.keys_estimate),
             hints_pending: 0,
             storage_failed: node.is_poisoned(),
         };
         if snapshot.ring.tokens.is_empty() {
             snapshot.ring = ring_view(node.ring());
         }
-        snapshot.stats = node.stats();
+        snapshot.stats = stats;
         snapshot.transport = Some(transport);
     }
 

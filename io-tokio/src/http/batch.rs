@@ -4,8 +4,11 @@
 //! Keys and values are JSON strings in the request's `encoding`: `utf8` (the
 //! default, convenient with curl) or `base64` (RFC 4648 §4, for binary data).
 //! Results come in request order, each with its own status, so one failing
-//! key does not hide the others. The batch itself is 200 unless the request
-//! is malformed.
+//! key does not hide the others: every failure of a key's request (damaged,
+//! unavailable, timeout, a key over the limit or empty…) is that item's
+//! `error`, never the batch's, because keys live on different replicas and
+//! fail independently. The batch itself is 200 unless the request is
+//! malformed or over a limit, and then nothing was done.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -53,7 +56,8 @@ struct PutBatch {
 struct PutItem {
     key: String,
     value: String,
-    /// Absent: the value is written beside whatever is stored (a sibling).
+    /// Absent: the value replaces what the coordinating replica holds, as a
+    /// plain PUT does. Empty: it becomes a sibling of whatever is stored.
     #[serde(default)]
     context: Option<String>,
 }
@@ -179,6 +183,13 @@ fn parse_body<T: DeserializeOwned>(
         ApiError::bad_request("bad_body", rejection.body_text())
     })?;
     serde_json::from_slice(&body).map_err(|error| ApiError::bad_request("bad_json", error.to_string()))
+}
+
+/// A body announced over the limit, refused before it is read.
+pub(super) fn too_large(length: u64, max: u32) -> ApiError {
+    let message =
+        format!("request body of {length} bytes exceeds the limit of {max} bytes; nothing was done");
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message)
 }
 
 fn check_count(count: usize, state: &AppState) -> Result<(), ApiError> {

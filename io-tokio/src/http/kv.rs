@@ -91,11 +91,6 @@ pub(super) async fn delete(
     written(state.handle.call(Request::Delete { key, context: Some(context), write }).await)
 }
 
-/// An empty key has no path of its own.
-pub(super) async fn empty_key() -> ApiError {
-    ApiError::bad_request("bad_key", "the key is empty; put it after /v1/kv/")
-}
-
 fn written(reply: Reply) -> Result<Response, ApiError> {
     match reply {
         Reply::Written { context } => Ok((StatusCode::NO_CONTENT, context_header(&context)).into_response()),
@@ -124,21 +119,23 @@ fn body_error(rejection: BytesRejection, max: u32) -> ApiError {
     ApiError::bad_request("bad_body", rejection.body_text())
 }
 
+/// A body announced over the limit, refused before it is read.
+pub(super) fn too_large(length: u64, max: u32) -> ApiError {
+    let message = format!("value of {length} bytes exceeds the limit of {max} bytes; nothing was written");
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", message)
+}
+
 pub(super) fn base64_value(value: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(value)
 }
 
-/// The key from the raw path, percent-decoded to bytes.
+/// The key from the raw path, percent-decoded to bytes. An empty key goes
+/// to the node, which refuses it as on every interface.
 fn key_of(uri: &Uri) -> Result<Vec<u8>, ApiError> {
     let raw = uri.path().strip_prefix(KV_PREFIX).unwrap_or_default();
-    let key = percent_decode(raw.as_bytes()).ok_or_else(|| {
-        ApiError::bad_request("bad_key", "the key has a '%' not followed by two hex digits")
-    })?;
-    if key.is_empty() {
-        return Err(ApiError::bad_request("bad_key", "the key is empty; put it after /v1/kv/"));
-    }
-    Ok(key)
+    percent_decode(raw.as_bytes())
+        .ok_or_else(|| ApiError::bad_request("bad_key", "the key has a '%' not followed by two hex digits"))
 }
 
 pub(super) fn percent_decode(text: &[u8]) -> Option<Vec<u8>> {

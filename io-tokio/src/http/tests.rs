@@ -134,7 +134,28 @@ async fn keys_are_percent_decoded_bytes() {
     assert!(matches!(raw, keel_core::client::Reply::Found { .. }), "{raw:?}");
     assert_eq!(api.get("/v1/kv/a%2fb%00%ff/c").await.status, 200);
     assert_eq!(api.get("/v1/kv/bad%4").await.error_code(), "bad_key");
-    assert_eq!(api.get("/v1/kv/").await.error_code(), "bad_key");
+}
+
+#[tokio::test]
+async fn an_empty_key_is_refused_as_on_every_interface() {
+    let api = Api::new();
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        let reply = api.send(method.clone(), "/v1/kv/", &[], "v").await;
+        assert_eq!((reply.status, reply.error_code().as_str()), (400, "key_empty"), "{method}");
+        let message = reply.json()["error"]["message"].as_str().expect("message").to_owned();
+        assert!(message.starts_with("the key is empty"), "{message}");
+    }
+    let reply = api
+        .post("/v1/batch/put", json!({"items": [{"key": "", "value": "1"}, {"key": "a", "value": "2"}]}))
+        .await;
+    let results = reply.json()["results"].clone();
+    assert_eq!((reply.status, &results[0]["error"]["code"]), (200, &json!("key_empty")));
+    assert_eq!(results[1]["status"], "written");
+    let reply = api.post("/v1/batch/get", json!({"keys": ["", "YQ=="], "encoding": "base64"})).await;
+    let results = reply.json()["results"].clone();
+    assert_eq!(results[0]["error"]["code"], "key_empty");
+    assert_eq!(results[1]["values"], json!(["Mg=="]));
+    assert_eq!(api.backend.live_keys(), 1, "only the non-empty key was written");
 }
 
 #[tokio::test]
@@ -175,6 +196,8 @@ async fn node_errors_map_to_statuses() {
         (ClientError::StorageFailed { reason: "sync".into() }, 500, "storage_failed"),
         (ClientError::SiblingsTooMany { count: 9, max: 8 }, 409, "siblings_too_many"),
         (ClientError::BadConsistency { asked: 5, replicas: 3 }, 400, "bad_consistency"),
+        (ClientError::Damaged { failed: 3 }, 500, "damaged"),
+        (ClientError::KeyEmpty { max: 8 }, 400, "key_empty"),
     ];
     for (failure, status, code) in cases {
         api.backend.fail_with(Some(failure));
@@ -210,6 +233,29 @@ async fn batches_answer_item_by_item() {
     assert_eq!(reply.json()["results"][0]["values"], json!([binary]));
     let reply = api.post("/v1/batch/get", json!({"keys": ["\u{0}"]})).await;
     assert_eq!(reply.json()["results"][0]["error"]["code"], "not_utf8");
+}
+
+#[tokio::test]
+async fn a_failing_key_fails_only_its_own_item() {
+    let api = Api::new();
+    let put = json!({"items": [{"key": "a", "value": "1"}, {"key": "bad", "value": "2"}, {"key": "far", "value": "3"}]});
+    assert_eq!(api.post("/v1/batch/put", put).await.status, 200);
+    api.backend.fail_key(b"bad", Some(ClientError::Damaged { failed: 3 }));
+    api.backend.fail_key(b"far", Some(ClientError::Timeout { acknowledged: 1, needed: 2 }));
+    let reply = api.post("/v1/batch/get", json!({"keys": ["a", "bad", "missing", "far"]})).await;
+    assert_eq!(reply.status, 200);
+    let results = reply.json()["results"].clone();
+    assert_eq!((&results[0]["status"], &results[0]["values"]), (&json!("found"), &json!(["1"])));
+    assert_eq!(results[1]["status"], "error");
+    assert_eq!(results[1]["error"]["code"], "damaged");
+    assert!(results[1]["error"]["message"].as_str().expect("message").starts_with("the key is damaged"));
+    assert!(results[1].get("context").is_none() && results[1].get("values").is_none());
+    assert_eq!(results[2]["status"], "not_found");
+    assert_eq!(results[3]["error"]["code"], "timeout");
+    // A batch put is per item too: the failing key's item, and only it.
+    let put = json!({"items": [{"key": "bad", "value": "4"}, {"key": "new", "value": "5"}]});
+    let results = api.post("/v1/batch/put", put).await.json()["results"].clone();
+    assert_eq!((&results[0]["error"]["code"], &results[1]["status"]), (&json!("damaged"), &json!("written")));
 }
 
 #[tokio::test]
@@ -293,6 +339,50 @@ async fn connections_over_the_limit_get_503_and_shutdown_is_graceful() {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("join");
     assert!(tokio::net::TcpStream::connect(address).await.is_err());
+}
+
+/// Sends a request head and returns the first response head the server sends.
+async fn first_head(stream: &mut tokio::net::TcpStream, head: &str) -> String {
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    while !response.windows(4).any(|window| window == b"\r\n\r\n") {
+        let mut chunk = [0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await;
+        match read.expect("an answer in time").expect("read") {
+            0 => break,
+            count => response.extend_from_slice(&chunk[..count]),
+        }
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_announced_over_the_limit_gets_413_before_100_continue() {
+    let limits = HttpLimits { value_bytes_max: 8, batch_bytes_max: 64, ..HttpLimits::default() };
+    let (address, shutdown, _task) = start(limits).await;
+    let expect = |path: &str, length: usize| {
+        format!("PUT {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\nexpect: 100-continue\r\n\r\n")
+    };
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = first_head(&mut stream, &expect("/v1/kv/k", 9)).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    // Within the limit the client is told to go on, and the write happens.
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = first_head(&mut stream, &expect("/v1/kv/k", 8)).await;
+    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
+    let head = first_head(&mut stream, "12345678").await;
+    assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let batch = expect("/v1/batch/put", 65).replace("PUT", "POST");
+    let reply = raw(&mut stream, &batch.replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n")).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("\"code\":\"batch_too_large\""), "{reply}");
+    // Without Expect, too: the announced length is enough to refuse.
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let put = "PUT /v1/kv/k HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 9\r\n\r\n123456789";
+    let reply = raw(&mut stream, put).await;
+    assert!(reply.starts_with("HTTP/1.1 413") && reply.contains("value_too_large"), "{reply}");
+    shutdown.cancel();
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
-//! Connection and server commands: PING, ECHO, SELECT, HELLO, CLIENT, AUTH,
-//! DBSIZE, and the commands keel refuses with a reason. INFO, CONFIG and
-//! COMMAND live in `describe`.
+//! Connection and server commands: PING, ECHO, SELECT, HELLO, CLIENT, AUTH
+//! and DBSIZE. INFO, CONFIG and COMMAND live in `describe`; the commands keel
+//! refuses, with their reasons, in `refused`.
 
 use super::command::{Session, Shared, syntax_error, truncated, wrong_arity};
 use super::table::Spec;
@@ -28,26 +28,11 @@ pub(super) fn run(shared: &Shared, session: &mut Session, spec: &Spec, args: Vec
             "ERR AUTH <password> called without any password configured for the default user. \
              Are you sure your configuration is correct?",
         ),
+        // The keys this node stores as a replica, estimated: see `NodeStatus::keys_estimate`.
         "dbsize" => match shared.introspect.status().keys_estimate {
             Some(keys) => Value::Integer(i64::try_from(keys).unwrap_or(i64::MAX)),
-            None => {
-                Value::error("ERR keel cannot count keys yet: this node has no estimate of the key count")
-            }
+            None => Value::error("ERR this node has no estimate of the keys it stores yet"),
         },
-        "flushall" | "flushdb" => Value::error(format!(
-            "ERR keel does not support {}: deleting every key of a cluster is not implemented",
-            spec.name.to_ascii_uppercase()
-        )),
-        "scan" | "keys" => Value::error(format!(
-            "ERR keel does not support {} yet: keel has no key scans; read keys by name",
-            spec.name.to_ascii_uppercase()
-        )),
-        "exec" => Value::error("ERR EXEC without MULTI"),
-        "discard" => Value::error("ERR DISCARD without MULTI"),
-        "watch" | "unwatch" => Value::error(format!(
-            "ERR keel does not support {}: transactions are not implemented",
-            spec.name.to_ascii_uppercase()
-        )),
         "info" => describe::info(shared, &args),
         "config" => describe::config(shared, args),
         "command" => describe::command(args),

@@ -1,8 +1,9 @@
 //! The command layer: one parsed command in, one reply out.
 //!
 //! Dispatch looks the name up in the command table, checks arity the way
-//! Redis does, and hands the arguments to the command. Errors keep Redis's
-//! wording for what Redis also rejects; keel's own failures get the codes in
+//! Redis does, and hands the arguments to the command. A Redis command keel
+//! does not run gets its reason from `refused`. Errors keep Redis's wording
+//! for what Redis also rejects; keel's own failures get the codes in
 //! [`client_error`], documented in `docs/API.md`.
 
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use std::time::Instant;
 use keel_core::client::ClientError;
 
 use super::table::{self, Spec};
-use super::{Command, RespLimits, Value, Version, admin, keys};
+use super::{Command, RespLimits, Value, Version, admin, keys, refused};
 use crate::service::{Handle, Introspect};
 
 /// What every connection of one server shares.
@@ -99,8 +100,7 @@ pub async fn execute(shared: &Shared, session: &mut Session, command: Command) -
         return refused_multi(shared, session, name);
     }
     let Some(spec) = table::lookup(name) else {
-        shared.handle.metrics().record_command("unknown", "error");
-        return unknown_command(&args).into();
+        return not_run(shared, session, &args).into();
     };
     if !spec.accepts(args.len()) {
         shared.handle.metrics().record_command(spec.name, "error");
@@ -116,7 +116,11 @@ async fn dispatch(shared: &Shared, session: &mut Session, spec: &Spec, args: Vec
     let value = match spec.name {
         "get" => keys::get(shared, args).await,
         "set" => keys::set(shared, args).await,
-        "del" => keys::del(shared, args).await,
+        "getset" => keys::getset(shared, args).await,
+        "getdel" => keys::getdel(shared, args).await,
+        "del" | "unlink" => keys::del(shared, args).await,
+        "type" => keys::type_of(shared, args).await,
+        "strlen" => keys::strlen(shared, args).await,
         "exists" => keys::exists(shared, args).await,
         "mget" => keys::mget(shared, args).await,
         "mset" => keys::mset(shared, args).await,
@@ -124,32 +128,46 @@ async fn dispatch(shared: &Shared, session: &mut Session, spec: &Spec, args: Vec
         "keel.put" => keys::keel_put(shared, args).await,
         "keel.del" => keys::keel_del(shared, args).await,
         "quit" => return Answer { value: Value::ok(), close: true },
-        "multi" => {
-            session.in_refused_multi = true;
-            Value::error(
-                "ERR keel does not support MULTI: transactions are not implemented; commands up to EXEC are refused",
-            )
-        }
         _ => admin::run(shared, session, spec, args),
     };
     value.into()
 }
 
+/// A name keel does not run: a Redis command keel knows gets the reason it
+/// is refused, anything else Redis's own "unknown command". `MULTI` also
+/// starts a refused block, so the transaction's commands are not run one by
+/// one.
+fn not_run(shared: &Shared, session: &mut Session, args: &[Vec<u8>]) -> Value {
+    let Some(refused) = args.first().and_then(|name| refused::lookup(name)) else {
+        shared.handle.metrics().record_command("unknown", "error");
+        return unknown_command(args);
+    };
+    // Refused names are a fixed set, so they are safe as metric labels.
+    shared.handle.metrics().record_command(refused.name, "error");
+    if refused.name == "multi" {
+        session.in_refused_multi = true;
+    }
+    refused.error()
+}
+
 /// Inside a refused MULTI block: EXEC aborts as Redis aborts a transaction
 /// with a rejected command, DISCARD ends the block, QUIT still closes.
 fn refused_multi(shared: &Shared, session: &mut Session, name: &[u8]) -> Answer {
-    let spec = table::lookup(name);
-    shared.handle.metrics().record_command(spec.map_or("unknown", |spec| spec.name), "error");
-    match spec.map(|spec| spec.name) {
-        Some("exec") => {
+    let label = table::lookup(name)
+        .map(|spec| spec.name)
+        .or_else(|| refused::lookup(name).map(|refused| refused.name))
+        .unwrap_or("unknown");
+    shared.handle.metrics().record_command(label, "error");
+    match label {
+        "exec" => {
             session.in_refused_multi = false;
             Value::error("EXECABORT Transaction discarded because of previous errors.").into()
         }
-        Some("discard") => {
+        "discard" => {
             session.in_refused_multi = false;
             Value::ok().into()
         }
-        Some("quit") => Answer { value: Value::ok(), close: true },
+        "quit" => Answer { value: Value::ok(), close: true },
         _ => Value::error("ERR not run: keel does not support MULTI, so commands before EXEC are refused")
             .into(),
     }

@@ -11,7 +11,7 @@ use super::command::{Shared, wrong_arity};
 use super::table::{COMMANDS, Spec, lookup};
 use crate::metrics::Protocol;
 
-const SECTIONS: [&str; 5] = ["server", "clients", "stats", "keyspace", "keel"];
+const SECTIONS: [&str; 6] = ["server", "clients", "memory", "stats", "keyspace", "keel"];
 
 /// `INFO [section …]`: `# Section` headers and `field:value` lines.
 pub(super) fn info(shared: &Shared, args: &[Vec<u8>]) -> Value {
@@ -49,11 +49,21 @@ pub(super) fn info(shared: &Shared, args: &[Vec<u8>]) -> Value {
                 field("maxclients", &shared.limits.connections_max);
                 field("blocked_clients", &0);
             }
+            // Redis counts its allocator's bytes; keel reports the process's
+            // resident memory, which redis-cli --stat shows as `mem`.
+            "memory" => {
+                if let Some(bytes) = resident_bytes() {
+                    field("used_memory", &bytes);
+                    field("used_memory_human", &human_bytes(bytes));
+                    field("used_memory_rss", &bytes);
+                }
+            }
             "stats" => {
                 field("total_connections_received", &metrics.connections_accepted(Protocol::Resp));
                 field("total_commands_processed", &metrics.commands_processed());
                 field("rejected_connections", &metrics.connections_refused(Protocol::Resp));
             }
+            // The keys this node stores, estimated (`NodeStatus::keys_estimate`).
             "keyspace" => {
                 if let Some(keys) = status.keys_estimate {
                     field("db0", &format!("keys={keys},expires=0,avg_ttl=0"));
@@ -72,6 +82,23 @@ pub(super) fn info(shared: &Shared, args: &[Vec<u8>]) -> Value {
         }
     }
     Value::text(out)
+}
+
+/// The process's resident set size, where the system reports it (Linux).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Bytes as Redis's `used_memory_human` writes them: `1.50M`.
+fn human_bytes(bytes: u64) -> String {
+    let units = [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+    match units.iter().find(|(_, size)| bytes >= *size) {
+        Some((unit, size)) => format!("{:.2}{unit}", bytes as f64 / *size as f64),
+        None => format!("{bytes}B"),
+    }
 }
 
 /// `CONFIG GET pattern …`; everything else is configured outside RESP.
@@ -196,6 +223,17 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_is_written_as_redis_writes_it() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1536), "1.50K");
+        assert_eq!(human_bytes(3 << 20), "3.00M");
+        assert_eq!(human_bytes(5 << 30), "5.00G");
+        if cfg!(target_os = "linux") {
+            assert!(resident_bytes().is_some_and(|bytes| bytes > 0));
+        }
+    }
 
     #[test]
     fn glob_matches_like_redis() {

@@ -6,6 +6,12 @@
 //! saw; DEL does the same with a tombstone. A write concurrent with the read
 //! is kept as a sibling rather than lost. Reads of a key with siblings return
 //! the first sibling in the node's order; `KEEL.GET` returns them all.
+//!
+//! Multi-key commands send one request per distinct key. MGET answers each
+//! key on its own, a failed key as an error element of the array (Redis's
+//! convention for per-element errors, as in EXEC replies), because keys
+//! live on different replicas and fail independently. Commands whose reply
+//! is one number (DEL, EXISTS) or one status (MSET) fail whole.
 
 use std::collections::BTreeMap;
 
@@ -63,16 +69,21 @@ async fn overwrite(
     Ok(seen.values.into_iter().next())
 }
 
-/// Deletes what a read at `consistency` sees. The context of the tombstone,
-/// or of the read when nothing was live and nothing was written.
-async fn remove(handle: Handle, key: Vec<u8>, consistency: Consistency) -> Result<(bool, Context), Value> {
+/// Deletes what a read at `consistency` sees. The value deleted (the first
+/// sibling), and the context of the tombstone, or of the read when nothing
+/// was live and nothing was written.
+async fn remove(
+    handle: Handle,
+    key: Vec<u8>,
+    consistency: Consistency,
+) -> Result<(Option<Vec<u8>>, Context), Value> {
     let seen = read(&handle, key.clone(), consistency).await?;
-    if seen.values.is_empty() {
-        return Ok((false, seen.context));
-    }
+    let Some(first) = seen.values.into_iter().next() else {
+        return Ok((None, seen.context));
+    };
     let context =
         write(&handle, Request::Delete { key, context: Some(seen.context), write: consistency }).await?;
-    Ok((true, context))
+    Ok((Some(first), context))
 }
 
 fn lost<T>() -> Result<T, Value> {
@@ -95,19 +106,42 @@ fn distinct(keys: Vec<Vec<u8>>) -> (Vec<Vec<u8>>, Vec<usize>) {
     (unique, positions)
 }
 
-async fn read_all(shared: &Shared, keys: Vec<Vec<u8>>) -> Result<Vec<Read>, Value> {
+/// Reads every key, each with its own outcome, in the order of `keys`.
+async fn read_each(shared: &Shared, keys: Vec<Vec<u8>>) -> Vec<Result<Read, Value>> {
     let handle = &shared.handle;
     let work = |key| {
         let handle = handle.clone();
         async move { read(&handle, key, DEFAULT).await }
     };
-    fan_out(keys, shared.limits.fanout_max as usize, work, lost).await.into_iter().collect()
+    fan_out(keys, shared.limits.fanout_max as usize, work, lost).await
+}
+
+/// The first sibling of `key`, what GET returns.
+async fn first_value(shared: &Shared, args: Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, Value> {
+    let key = args.into_iter().nth(1).unwrap_or_default();
+    Ok(read(&shared.handle, key, DEFAULT).await?.values.into_iter().next())
 }
 
 pub(super) async fn get(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
-    let key = args.into_iter().nth(1).unwrap_or_default();
-    match read(&shared.handle, key, DEFAULT).await {
-        Ok(found) => found.values.into_iter().next().map_or(Value::Null, Value::Bulk),
+    match first_value(shared, args).await {
+        Ok(value) => value.map_or(Value::Null, Value::Bulk),
+        Err(error) => error,
+    }
+}
+
+/// `TYPE key`: keel stores only strings, so `string` when a read finds a
+/// live value and `none` otherwise.
+pub(super) async fn type_of(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    match first_value(shared, args).await {
+        Ok(value) => Value::Simple(if value.is_some() { "string" } else { "none" }.into()),
+        Err(error) => error,
+    }
+}
+
+/// `STRLEN key`: the length of the value GET returns, 0 when there is none.
+pub(super) async fn strlen(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    match first_value(shared, args).await {
+        Ok(value) => Value::Integer(value.map_or(0, |value| value.len() as i64)),
         Err(error) => error,
     }
 }
@@ -147,6 +181,27 @@ pub(super) async fn set(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     }
 }
 
+/// `GETSET key value`: Redis's older spelling of `SET key value GET`.
+pub(super) async fn getset(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    let mut args = args.into_iter().skip(1);
+    let (key, value) = (args.next().unwrap_or_default(), args.next().unwrap_or_default());
+    match overwrite(shared.handle.clone(), key, value, true).await {
+        Ok(previous) => previous.map_or(Value::Null, Value::Bulk),
+        Err(error) => error,
+    }
+}
+
+/// `GETDEL key`: deletes what a read sees, as DEL does, and returns the
+/// value it deleted (the first sibling), or nil when there was none.
+pub(super) async fn getdel(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
+    let key = args.into_iter().nth(1).unwrap_or_default();
+    match remove(shared.handle.clone(), key, DEFAULT).await {
+        Ok((deleted, _)) => deleted.map_or(Value::Null, Value::Bulk),
+        Err(error) => error,
+    }
+}
+
+/// `DEL` and `UNLINK`, which differ in Redis only in when memory is freed.
 pub(super) async fn del(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     let (keys, _) = distinct(args.into_iter().skip(1).collect());
     let handle = &shared.handle;
@@ -155,8 +210,8 @@ pub(super) async fn del(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     let mut deleted = 0;
     for result in results {
         match result {
-            Ok((true, _)) => deleted += 1,
-            Ok((false, _)) => {}
+            Ok((Some(_), _)) => deleted += 1,
+            Ok((None, _)) => {}
             Err(error) => return error,
         }
     }
@@ -165,7 +220,8 @@ pub(super) async fn del(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
 
 pub(super) async fn exists(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     let (keys, positions) = distinct(args.into_iter().skip(1).collect());
-    match read_all(shared, keys).await {
+    let found: Result<Vec<Read>, Value> = read_each(shared, keys).await.into_iter().collect();
+    match found {
         // Redis counts a key named twice twice.
         Ok(found) => {
             Value::Integer(positions.iter().filter(|&&at| !found[at].values.is_empty()).count() as i64)
@@ -174,17 +230,15 @@ pub(super) async fn exists(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     }
 }
 
+/// Each key's first sibling, nil, or the error that key's read failed with.
 pub(super) async fn mget(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     let (keys, positions) = distinct(args.into_iter().skip(1).collect());
-    match read_all(shared, keys).await {
-        Ok(found) => Value::Array(
-            positions
-                .iter()
-                .map(|&at| found[at].values.first().cloned().map_or(Value::Null, Value::Bulk))
-                .collect(),
-        ),
-        Err(error) => error,
-    }
+    let found = read_each(shared, keys).await;
+    let answer = |at: usize| match &found[at] {
+        Ok(read) => read.values.first().cloned().map_or(Value::Null, Value::Bulk),
+        Err(error) => error.clone(),
+    };
+    Value::Array(positions.iter().map(|&at| answer(at)).collect())
 }
 
 pub(super) async fn mset(shared: &Shared, args: Vec<Vec<u8>>) -> Value {

@@ -13,6 +13,7 @@ mod command;
 mod describe;
 mod keys;
 mod parse;
+mod refused;
 mod server;
 mod table;
 mod value;

@@ -3,7 +3,8 @@
 //! One table serves three purposes: dispatch finds a command here, the arity
 //! check uses Redis's convention (a positive arity is exact, a negative one
 //! is a minimum, the name counted), and `COMMAND` / `COMMAND DOCS` describe
-//! exactly these commands to clients such as redis-cli.
+//! exactly these commands to clients such as redis-cli. Redis commands keel
+//! knows but does not run are in `refused`, with their reasons.
 
 /// How a command is described to clients.
 #[derive(Debug)]
@@ -28,7 +29,6 @@ impl Spec {
 }
 
 const READ: &[&str] = &["readonly", "fast"];
-const READ_SLOW: &[&str] = &["readonly"];
 const WRITE: &[&str] = &["write", "denyoom"];
 const CONNECTION: &[&str] = &["fast", "loading", "stale"];
 const SERVER: &[&str] = &["loading", "stale"];
@@ -62,21 +62,10 @@ pub const COMMANDS: &[Spec] = &[
     spec!("client", -2, CONNECTION, [0, 0, 0], "connection", "Names the connection and reports on it."),
     spec!("command", -1, SERVER, [0, 0, 0], "server", "Describes the commands keel supports."),
     spec!("config", -2, ADMIN, [0, 0, 0], "server", "Reads configuration parameters (GET only)."),
-    spec!("dbsize", 1, READ, [0, 0, 0], "server", "Estimates the number of live keys in the cluster."),
+    spec!("dbsize", 1, READ, [0, 0, 0], "server", "Estimates the number of keys stored on this node."),
     spec!("del", -2, WRITE, [1, -1, 1], "generic", "Deletes keys; returns how many held a value."),
-    spec!("discard", 1, CONNECTION, [0, 0, 0], "transactions", "Ends a refused MULTI block."),
     spec!("echo", 2, CONNECTION, [0, 0, 0], "connection", "Returns the given string."),
-    spec!(
-        "exec",
-        1,
-        CONNECTION,
-        [0, 0, 0],
-        "transactions",
-        "Aborts a refused MULTI block: keel has no transactions."
-    ),
     spec!("exists", -2, READ, [1, -1, 1], "generic", "Counts how many of the given keys hold a value."),
-    spec!("flushall", -1, WRITE, [0, 0, 0], "server", "Not supported: keel cannot delete every key."),
-    spec!("flushdb", -1, WRITE, [0, 0, 0], "server", "Not supported: keel cannot delete every key."),
     spec!(
         "get",
         2,
@@ -85,6 +74,8 @@ pub const COMMANDS: &[Spec] = &[
         "string",
         "Returns a key's value (the first sibling if there are several)."
     ),
+    spec!("getdel", 2, WRITE, [1, 1, 1], "string", "Deletes a key and returns the value it deleted."),
+    spec!("getset", 3, WRITE, [1, 1, 1], "string", "Sets a key's value and returns the value it replaced."),
     spec!(
         "hello",
         -1,
@@ -111,24 +102,15 @@ pub const COMMANDS: &[Spec] = &[
         "keel",
         "Writes a value with a causal context; returns the new context."
     ),
-    spec!("keys", 2, READ_SLOW, [0, 0, 0], "generic", "Not supported yet: keel has no key scans."),
     spec!("mget", -2, READ, [1, -1, 1], "string", "Returns the values of several keys."),
     spec!("mset", -3, WRITE, [1, -1, 2], "string", "Sets several keys (each write is separate, not atomic)."),
-    spec!(
-        "multi",
-        1,
-        CONNECTION,
-        [0, 0, 0],
-        "transactions",
-        "Refused: keel has no transactions; commands up to EXEC are not run."
-    ),
     spec!("ping", -1, CONNECTION, [0, 0, 0], "connection", "Answers PONG, or echoes the message."),
     spec!("quit", -1, CONNECTION, [0, 0, 0], "connection", "Closes the connection."),
-    spec!("scan", -2, READ_SLOW, [0, 0, 0], "generic", "Not supported yet: keel has no key scans."),
     spec!("select", 2, CONNECTION, [0, 0, 0], "connection", "Selects database 0, the only one."),
     spec!("set", -3, WRITE, [1, 1, 1], "string", "Sets a key's value, replacing what a read sees."),
-    spec!("unwatch", 1, CONNECTION, [0, 0, 0], "transactions", "Refused: keel has no transactions."),
-    spec!("watch", -2, CONNECTION, [0, 0, 0], "transactions", "Refused: keel has no transactions."),
+    spec!("strlen", 2, READ, [1, 1, 1], "string", "Returns the length of the value GET returns."),
+    spec!("type", 2, READ, [1, 1, 1], "generic", "Returns string if the key holds a value, else none."),
+    spec!("unlink", -2, WRITE, [1, -1, 1], "generic", "Deletes keys, as DEL does."),
 ];
 
 /// The command named `name`, compared without regard to ASCII case.

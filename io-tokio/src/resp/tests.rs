@@ -146,6 +146,7 @@ async fn node_errors_map_to_codes() {
         (ClientError::Overloaded { what: "queue".into(), limit: 3 }, "OVERLOADED node is overloaded"),
         (ClientError::SiblingsTooMany { count: 9, max: 8 }, "ERR key has 9 siblings"),
         (ClientError::StorageFailed { reason: "sync".into() }, "MISCONF node storage failed"),
+        (ClientError::Damaged { failed: 2 }, "CORRUPT the key is damaged: 2 of 2 replicas"),
     ];
     for (failure, prefix) in cases {
         backend.fail_with(Some(failure));
@@ -161,8 +162,6 @@ async fn unknown_commands_and_arity_use_redis_wording() {
     let mut client = Client::new();
     let reply = client.send("FOO a b").await;
     assert_eq!(error_text(&reply), "ERR unknown command 'FOO', with args beginning with: 'a' 'b' ");
-    let reply = client.send("INCR a").await;
-    assert_eq!(error_text(&reply), "ERR unknown command 'INCR', with args beginning with: 'a' ");
     assert_eq!(error_text(&client.send("GET").await), "ERR wrong number of arguments for 'get' command");
     assert_eq!(error_text(&client.send("GET a b").await), "ERR wrong number of arguments for 'get' command");
     let long = format!("FOO {}", "x".repeat(300));
@@ -238,6 +237,7 @@ async fn server_description_commands() {
         "# Server\r\n",
         "redis_version:",
         "# Clients\r\n",
+        "# Memory\r\n",
         "# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from {text}");
@@ -255,28 +255,133 @@ async fn server_description_commands() {
             .starts_with("ERR keel does not support CONFIG SET")
     );
     assert_eq!(client.send("COMMAND COUNT").await, Value::Integer(COMMANDS.len() as i64));
-    let Value::Array(infos) = client.send("COMMAND INFO get nosuch").await else { panic!("not an array") };
-    assert_eq!(infos[1], Value::Null);
+    let Value::Array(infos) = client.send("COMMAND INFO get nosuch lpush").await else {
+        panic!("not an array")
+    };
+    assert_eq!((&infos[1], &infos[2]), (&Value::Null, &Value::Null), "refused commands are not described");
     let Value::Array(get) = &infos[0] else { panic!("not an array") };
     assert_eq!(&get[..2], &[bulk("get"), Value::Integer(2)]);
     let Value::Map(docs) = client.send("COMMAND DOCS").await else { panic!("not a map") };
     assert_eq!(docs.len(), COMMANDS.len());
     let Value::Array(all) = client.send("COMMAND").await else { panic!("not an array") };
     assert_eq!(all.len(), COMMANDS.len());
+    // Every command listed runs: none answers with keel's refusal.
+    let Value::Array(names) = client.send("COMMAND LIST").await else { panic!("not an array") };
+    assert!(names.len() > 20);
+    for name in names {
+        let Value::Bulk(name) = name else { panic!("not a name") };
+        let name = String::from_utf8(name).expect("text");
+        let reply = client.send(&format!("{name} k v")).await;
+        let refused = matches!(&reply, Value::Error(text) if text.starts_with("ERR keel does not support"));
+        assert!(!refused, "{name} is listed but refused: {reply:?}");
+        client.session.in_refused_multi = false;
+    }
 }
 
 #[tokio::test]
-async fn unsupported_commands_say_why() {
+async fn known_redis_commands_keel_does_not_run_say_why() {
     let mut client = Client::new();
-    for (line, start) in [
-        ("FLUSHALL", "ERR keel does not support FLUSHALL"),
-        ("FLUSHDB", "ERR keel does not support FLUSHDB"),
-        ("SCAN 0", "ERR keel does not support SCAN yet"),
-        ("KEYS *", "ERR keel does not support KEYS yet"),
+    for (line, expected) in [
+        ("LPUSH k v", "ERR keel does not support LPUSH: keel stores strings; lists are not supported"),
+        ("incr k", "ERR keel does not support INCR: counters need CRDT counters, not implemented yet"),
+        ("DECRBY k 2", "ERR keel does not support DECRBY: counters need CRDT counters"),
+        ("EXPIRE k 10", "ERR keel does not support EXPIRE: keys cannot expire yet"),
+        ("SETEX k 10 v", "ERR keel does not support SETEX: keys cannot expire yet"),
+        ("TTL k", "ERR keel does not support TTL: keys cannot expire yet"),
+        ("SETNX k v", "ERR keel does not support SETNX: conditional writes need compare-and-set"),
+        ("APPEND k v", "ERR keel does not support APPEND: keel reads and writes whole values"),
+        ("GETRANGE k 0 1", "ERR keel does not support GETRANGE: keel reads and writes whole values"),
+        ("HSET k f v", "ERR keel does not support HSET: keel stores strings; hashes are not supported"),
+        ("SADD k m", "ERR keel does not support SADD: keel stores strings; sets are not supported"),
+        ("ZADD k 1 m", "ERR keel does not support ZADD: keel stores strings; sorted sets are not supported"),
+        ("XADD k * f v", "ERR keel does not support XADD: keel stores strings; streams are not supported"),
+        ("SUBSCRIBE news", "ERR keel does not support SUBSCRIBE: keel has no publish/subscribe"),
+        ("EVAL \"return 1\" 0", "ERR keel does not support EVAL: keel runs no server-side scripts"),
+        ("FLUSHALL", "ERR keel does not support FLUSHALL: deleting every key"),
+        ("FLUSHDB", "ERR keel does not support FLUSHDB: deleting every key"),
+        ("SCAN 0", "ERR keel does not support SCAN: key scans are not implemented yet"),
+        ("KEYS *", "ERR keel does not support KEYS: key scans are not implemented yet"),
+        ("RENAME a b", "ERR keel does not support RENAME: moving or copying values between keys"),
+        ("CLUSTER INFO", "ERR keel does not support CLUSTER: keel replicates every key"),
+        ("ACL WHOAMI", "ERR keel does not support ACL: keel has no users or passwords yet"),
+        ("WATCH a", "ERR keel does not support WATCH: transactions are not implemented"),
     ] {
         let reply = client.send(line).await;
-        assert!(error_text(&reply).starts_with(start), "{reply:?}");
+        assert!(error_text(&reply).starts_with(expected), "{line}: {reply:?}");
     }
+    // The arity of a refused command does not matter: it is refused whole.
+    assert!(error_text(&client.send("LPUSH").await).starts_with("ERR keel does not support LPUSH"));
+    assert_eq!(client.send("GET k").await, Value::Null, "no refused command wrote anything");
+}
+
+#[tokio::test]
+async fn type_and_strlen_describe_the_value_get_returns() {
+    let mut client = Client::new();
+    assert_eq!(client.send("TYPE k").await, Value::Simple("none".into()));
+    assert_eq!(client.send("STRLEN k").await, Value::Integer(0));
+    client.send("SET k hello").await;
+    assert_eq!(client.send("TYPE k").await, Value::Simple("string".into()));
+    assert_eq!(client.send("STRLEN k").await, Value::Integer(5));
+    client.send("SET k \"\"").await;
+    assert_eq!(client.send("TYPE k").await, Value::Simple("string".into()), "an empty value is a value");
+    assert_eq!(client.send("STRLEN k").await, Value::Integer(0));
+    // With siblings, the first: the one GET returns.
+    client.send("KEEL.PUT s abc CONTEXT \"\"").await;
+    client.send("KEEL.PUT s abcdef CONTEXT \"\"").await;
+    let Value::Bulk(first) = client.send("GET s").await else { panic!("no value") };
+    assert_eq!(client.send("STRLEN s").await, Value::Integer(first.len() as i64));
+    client.send("DEL k").await;
+    assert_eq!(client.send("TYPE k").await, Value::Simple("none".into()));
+    assert_eq!(error_text(&client.send("TYPE").await), "ERR wrong number of arguments for 'type' command");
+}
+
+#[tokio::test]
+async fn getset_getdel_and_unlink_are_set_get_and_del() {
+    let mut client = Client::new();
+    assert_eq!(client.send("GETSET k v1").await, Value::Null);
+    assert_eq!(client.send("GETSET k v2").await, bulk("v1"));
+    assert_eq!(client.send("GET k").await, bulk("v2"));
+    assert_eq!(client.send("GETDEL k").await, bulk("v2"));
+    assert_eq!(client.send("GET k").await, Value::Null);
+    assert_eq!(client.send("GETDEL k").await, Value::Null);
+    client.send("MSET a 1 b 2").await;
+    assert_eq!(client.send("UNLINK a b missing").await, Value::Integer(2));
+    assert_eq!(client.send("EXISTS a b").await, Value::Integer(0));
+}
+
+#[tokio::test]
+async fn mget_answers_each_key_on_its_own() {
+    let backend = MemoryBackend::new();
+    let mut client = Client::with_backend(backend.clone());
+    client.send("MSET a 1 damaged x far 3").await;
+    backend.fail_key(b"damaged", Some(ClientError::Damaged { failed: 3 }));
+    backend.fail_key(b"far", Some(ClientError::Unavailable { needed: 2, reachable: 1 }));
+    let Value::Array(reply) = client.send("MGET a damaged missing far a").await else {
+        panic!("not an array")
+    };
+    assert_eq!(reply.len(), 5);
+    assert_eq!((&reply[0], &reply[2], &reply[4]), (&bulk("1"), &Value::Null, &bulk("1")));
+    assert!(error_text(&reply[1]).starts_with("CORRUPT the key is damaged"), "{reply:?}");
+    assert!(error_text(&reply[3]).starts_with("UNAVAILABLE 2 replicas needed"), "{reply:?}");
+    // A per-element error is encoded inside the array, as Redis encodes EXEC's.
+    let bytes = Value::Array(reply).to_bytes(Version::Resp2);
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("*5\r\n$1\r\n1\r\n-CORRUPT "), "{text}");
+    // Commands answered with one number still fail whole.
+    assert!(error_text(&client.send("EXISTS a damaged").await).starts_with("CORRUPT"));
+}
+
+#[tokio::test]
+async fn empty_keys_are_refused_by_the_node_rule() {
+    let mut client = Client::new();
+    let refusal = "ERR the key is empty; keys are 1 to 8192 bytes; nothing was written";
+    assert_eq!(error_text(&client.send("SET \"\" v").await), refusal);
+    assert_eq!(error_text(&client.send("GET \"\"").await), refusal);
+    let Value::Array(reply) = client.send("MGET a \"\"").await else { panic!("not an array") };
+    assert_eq!((&reply[0], error_text(&reply[1])), (&Value::Null, refusal));
+    let reply = client.send("MSET \"\" v a 1").await;
+    assert_eq!(error_text(&reply), format!("{refusal} (MSET stored 1 of 2 keys)"));
+    assert_eq!(client.send("GET a").await, bulk("1"));
 }
 
 #[tokio::test]
@@ -284,7 +389,9 @@ async fn commands_are_counted() {
     let mut client = Client::new();
     client.send("GET a").await;
     client.send("NOPE").await;
+    client.send("LPUSH a b").await;
     let text = client.shared.handle.metrics().render();
+    assert!(text.contains("keel_resp_commands_total{command=\"lpush\",outcome=\"error\"} 1"), "{text}");
     assert!(text.contains("keel_resp_commands_total{command=\"get\",outcome=\"ok\"} 1"), "{text}");
     assert!(text.contains("keel_resp_commands_total{command=\"unknown\",outcome=\"error\"} 1"));
     assert!(text.contains("keel_requests_total{op=\"get\",outcome=\"not_found\"} 1"));
@@ -301,6 +408,8 @@ async fn transactions_are_refused_without_running_anything() {
     assert_eq!(client.send("GET a").await, Value::Null);
     client.send("MULTI").await;
     assert_eq!(client.send("DISCARD").await, Value::ok());
-    assert_eq!(error_text(&client.send("EXEC").await), "ERR EXEC without MULTI");
+    let exec = client.send("EXEC").await;
+    assert!(error_text(&exec).starts_with("ERR keel does not support EXEC: transactions"), "{exec:?}");
     assert!(error_text(&client.send("WATCH a").await).starts_with("ERR keel does not support WATCH"));
+    assert_eq!(client.send("SET a 2").await, Value::ok(), "outside MULTI, commands run again");
 }

@@ -32,7 +32,11 @@ pub struct NodeStatus {
     pub replicas: u8,
     /// Every node this node knows of, itself included.
     pub members: Vec<Member>,
-    /// Live keys across the cluster, when the node can estimate it cheaply.
+    /// Client keys stored on this node (its copies as a replica, not the
+    /// cluster's total), estimated from storage counts without a scan. It
+    /// errs high: a key overwritten since the last compaction counts once
+    /// per copy, and a deleted key counts until its tombstone is reaped.
+    /// `None` (JSON `null`) when the node has no estimate.
     pub keys_estimate: Option<u64>,
     /// Hints held for unreachable replicas.
     pub hints_pending: u64,

@@ -2,9 +2,10 @@
 //! tried with real clients) without a cluster.
 //!
 //! It keeps the semantics servers depend on: a write without a context
-//! becomes a sibling, a write with the context of a read replaces what that
-//! read saw, deletes with a context remove what it covers, and key and value
-//! limits are enforced. Versions are a single counter per key, which is exact
+//! replaces what is stored, a write with the empty context becomes a
+//! sibling, a write with the context of a read replaces what that read saw,
+//! deletes with a context remove what it covers, and the node's key rules
+//! (not empty, not over the limit) and value limit are enforced. Versions are a single counter per key, which is exact
 //! for one node and nothing more. It does not replicate or persist anything.
 
 use std::collections::BTreeMap;
@@ -28,6 +29,9 @@ struct State {
     value_bytes_max: u64,
     /// When set, every request fails with this error.
     failure: Option<ClientError>,
+    /// Requests for these keys fail with the error given, reads and writes
+    /// alike, as they would on a node whose replicas of those keys fail.
+    key_failures: BTreeMap<Vec<u8>, ClientError>,
 }
 
 #[derive(Debug, Default)]
@@ -45,7 +49,13 @@ impl MemoryBackend {
     }
 
     pub fn with_limits(key_bytes_max: u64, value_bytes_max: u64) -> MemoryBackend {
-        let state = State { keys: BTreeMap::new(), key_bytes_max, value_bytes_max, failure: None };
+        let state = State {
+            keys: BTreeMap::new(),
+            key_bytes_max,
+            value_bytes_max,
+            failure: None,
+            key_failures: BTreeMap::new(),
+        };
         MemoryBackend { state: Arc::new(Mutex::new(state)) }
     }
 
@@ -69,6 +79,16 @@ impl MemoryBackend {
         self.lock().failure = failure;
     }
 
+    /// Makes every later request for `key` fail with `failure`, or succeed
+    /// again with `None`.
+    pub fn fail_key(&self, key: &[u8], failure: Option<ClientError>) {
+        let mut state = self.lock();
+        match failure {
+            Some(failure) => state.key_failures.insert(key.to_vec(), failure),
+            None => state.key_failures.remove(key),
+        };
+    }
+
     /// Keys holding at least one live value.
     pub fn live_keys(&self) -> u64 {
         self.lock().keys.values().filter(|entry| !entry.siblings.is_empty()).count() as u64
@@ -76,7 +96,7 @@ impl MemoryBackend {
 
     pub fn apply(&self, request: Request) -> Reply {
         let mut state = self.lock();
-        if let Some(failure) = &state.failure {
+        if let Some(failure) = state.failure.as_ref().or_else(|| state.key_failures.get(request.key())) {
             return Reply::Failed(failure.clone());
         }
         if let Err(error) = state.check(&request) {
@@ -129,6 +149,9 @@ impl Default for MemoryBackend {
 impl State {
     fn check(&self, request: &Request) -> Result<(), ClientError> {
         let key_len = request.key().len() as u64;
+        if key_len == 0 {
+            return Err(ClientError::KeyEmpty { max: self.key_bytes_max });
+        }
         if key_len > self.key_bytes_max {
             return Err(ClientError::KeyTooLarge { len: key_len, max: self.key_bytes_max });
         }
@@ -257,5 +280,17 @@ mod tests {
         assert!(matches!(reply, Reply::Failed(ClientError::ValueTooLarge { len: 4, max: 3 })));
         let reply = backend.apply(put("k", "a", Some(Context(vec![1]))));
         assert!(matches!(reply, Reply::Failed(ClientError::BadContext { .. })));
+        assert!(matches!(backend.apply(get("")), Reply::Failed(ClientError::KeyEmpty { max: 2 })));
+    }
+
+    #[test]
+    fn a_failing_key_fails_alone() {
+        let backend = MemoryBackend::new();
+        backend.apply(put("a", "1", None));
+        backend.fail_key(b"a", Some(ClientError::Damaged { failed: 2 }));
+        assert_eq!(backend.apply(get("a")), Reply::Failed(ClientError::Damaged { failed: 2 }));
+        assert!(matches!(backend.apply(get("b")), Reply::NotFound { .. }));
+        backend.fail_key(b"a", None);
+        assert!(matches!(backend.apply(get("a")), Reply::Found { .. }));
     }
 }
