@@ -167,14 +167,16 @@ impl GetRequest {
     }
 
     /// Replicas that answered with less than the merged object, or with an
-    /// error (a corrupt copy is rewritten from the merged one): read repair
-    /// sends them the merged object.
+    /// error: read repair sends them the merged object. A corrupt copy is
+    /// rewritten from the readable ones even when those hold nothing: its
+    /// bytes cannot be read back whatever happens, and left alone it would
+    /// fail every read at `all` until a write replaced it.
     pub fn stale_replicas(&self) -> Vec<NodeId> {
-        if self.merged.is_empty() {
+        if self.answers.is_empty() {
             return Vec::new();
         }
         let stale = |object: &Option<Object>| match object {
-            None => true,
+            None => !self.merged.is_empty(),
             Some(object) => object.clone().merge(&self.merged),
         };
         let behind = self.answers.iter().filter(|(_, object)| stale(object)).map(|(node, _)| *node);
@@ -272,6 +274,21 @@ mod tests {
         request.record(NodeId(2), Ok(Some(object_with(2, "v"))));
         request.record(NodeId(3), Ok(Some(object_with(2, "v"))));
         assert_eq!(request.stale_replicas(), nodes(&[1]));
+    }
+
+    #[test]
+    fn a_failed_replica_is_repaired_when_the_readable_copies_hold_nothing() {
+        let tally = Tally::new(nodes(&[1, 2, 3]), 3);
+        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), tally, Instant::ZERO);
+        request.record(NodeId(1), Err(()));
+        request.record(NodeId(2), Ok(None));
+        request.record(NodeId(3), Ok(None));
+        assert_eq!(request.stale_replicas(), nodes(&[1]), "only the failed copy is rewritten");
+        let tally = Tally::new(nodes(&[1, 2]), 2);
+        let mut nobody_readable = GetRequest::new(RequestId(8), b"k".to_vec(), tally, Instant::ZERO);
+        nobody_readable.record(NodeId(1), Err(()));
+        nobody_readable.record(NodeId(2), Err(()));
+        assert!(nobody_readable.stale_replicas().is_empty(), "no readable copy to repair from");
     }
 
     #[test]

@@ -2,11 +2,17 @@
 //! the first bad record and never read past the input, and every record it
 //! returns must encode back to exactly the bytes it was read from.
 //!
+//! Replay past damage, as recovery does it, must never panic either, and every
+//! record it finds must encode back to exactly the bytes at its offset.
+//!
 //! Inputs whose first byte is odd are a recipe instead: a valid log is built
 //! from the rest, in the current format or in version 1, then cut short where
 //! the last byte says, as a torn write would; a current-format log may be
 //! followed by the zeros the writer preallocates. Replay must then return
-//! exactly the records that fit before the cut, and call the stop torn.
+//! exactly the records that fit before the cut, and call the stop torn. With
+//! bit 3 of the first byte set, one bit of a current-format log is flipped
+//! instead of cutting it: replay past the damage must return every record
+//! but at most the one the flip hit, in order.
 
 #![no_main]
 
@@ -40,6 +46,30 @@ fn replay(bytes: &[u8]) -> (Vec<Record<'_>>, Option<WalError>, usize) {
     (records, error, valid)
 }
 
+/// Replays as recovery does: past damage, on to the next record that passes
+/// its checksums. Checks each record against the bytes it was read from.
+fn replay_past_damage(bytes: &[u8]) -> Vec<Record<'_>> {
+    let mut reader = Reader::new(bytes, RECORD_BYTES_MAX);
+    let mut records = Vec::new();
+    loop {
+        let at = usize::try_from(reader.valid_len()).unwrap();
+        match reader.next() {
+            Some(Ok(record)) => {
+                let mut encoded = Vec::new();
+                wal::encode_as(reader.format(), record, &mut encoded);
+                assert_eq!(bytes.get(at..at + encoded.len()), Some(encoded.as_slice()), "record at {at}");
+                records.push(record);
+            }
+            None | Some(Err(WalError::Torn { .. })) => return records,
+            Some(Err(_)) => {
+                if reader.skip_damage().is_none() {
+                    return records;
+                }
+            }
+        }
+    }
+}
+
 /// Records from a recipe: `[key length][value length or 255 for a delete]` then the bytes.
 fn recipe(mut rest: &[u8]) -> Vec<Record<'_>> {
     let mut records = Vec::new();
@@ -63,6 +93,7 @@ fuzz_target!(|bytes: &[u8]| {
     let Some((&mode, rest)) = bytes.split_first() else { return };
     if mode % 2 == 0 {
         replay(rest);
+        replay_past_damage(rest);
         return;
     }
     let Some((&cut, rest)) = rest.split_last() else { return };
@@ -78,10 +109,21 @@ fuzz_target!(|bytes: &[u8]| {
         wal::encode_as(format, *record, &mut log);
         ends.push(log.len());
     }
+    if format == Format::V2 && mode & 8 != 0 {
+        let bit = (log.len() * 8 - 1) * usize::from(cut) / 255;
+        log[bit / 8] ^= 1 << (bit % 8);
+        let replayed = replay_past_damage(&log);
+        assert!(replayed.len() + 1 >= records.len(), "one flipped bit cost more than one record");
+        let mut originals = records.iter();
+        for record in &replayed {
+            assert!(originals.any(|original| original == record), "{record:?} was never written, or is out of order");
+        }
+        return;
+    }
     let cut_at = log.len() * usize::from(cut) / 255;
     log.truncate(cut_at);
     if format == Format::V2 && mode & 4 != 0 {
-        log.resize(cut_at + usize::from(mode >> 3) * 8, 0);
+        log.resize(cut_at + usize::from(mode >> 4) * 8, 0);
     }
     let (replayed, error, valid) = replay(&log);
     let whole = ends.iter().filter(|&&end| end <= cut_at).count();

@@ -24,7 +24,14 @@ const SUITE: std::ops::Range<u64> = 1_000..1_400;
 /// 392, 996 — a read at `all` with one corrupt copy failed as a timeout.
 /// 1502, 3689 — the storage check read the disk before asking whether it had
 /// been attacked, and its own reads rotted it (a checker bug).
-const REGRESSIONS: &[u64] = &[4, 8, 24, 392, 574, 799, 996, 1313, 1502, 1994, 2372, 3511, 3689, 6751];
+/// 181 — metadata that no longer read gave a new incarnation whose epochs
+/// restarted at 1, reusing epochs of records that survived (antichain).
+/// 2866 — a corrupt copy whose readable replicas held nothing was never
+/// repaired, so every read at `all` failed (availability).
+/// 4029 — an open that found a lost record and failed later (a directory
+/// sync) left the next open unaware of the loss (local storage).
+const REGRESSIONS: &[u64] =
+    &[4, 8, 24, 181, 392, 574, 799, 996, 1313, 1502, 1994, 2372, 2866, 3511, 3689, 4029, 6751];
 
 /// Runs `seeds` on every core; returns one summary per seed, in seed order.
 fn run_all(

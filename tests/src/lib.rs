@@ -25,9 +25,26 @@ pub fn keel_binary() -> PathBuf {
     binary
 }
 
-/// A free loopback port, found by binding port 0.
+/// A free loopback port.
+///
+/// Ports come from below Linux's ephemeral range (32768 and up), so no
+/// outgoing connection can take one between this check and the node's
+/// bind; a counter keeps the tests of one process apart, and the process
+/// id spreads concurrent test processes over the range.
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(u32::MAX, std::process::id() % SPAN, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let address = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if TcpListener::bind(address).is_ok() {
+            return address;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// A fresh, empty directory for one test.
@@ -105,9 +122,17 @@ impl Cluster {
     }
 
     fn spawn(&mut self, index: usize) {
+        let child = self.node_command(index).stderr(Stdio::inherit()).spawn().expect("start a keel node");
+        self.nodes[index].child = Some(child);
+    }
+
+    /// The command that starts node `index` as this cluster does, for a
+    /// test that runs it itself (with more flags, or its output captured).
+    pub fn node_command(&self, index: usize) -> Command {
         let peers: Vec<String> = self.nodes.iter().map(|node| format!("{}@{}", node.id, node.peer)).collect();
-        let node = &mut self.nodes[index];
-        let child = Command::new(keel_binary())
+        let node = &self.nodes[index];
+        let mut command = Command::new(keel_binary());
+        command
             .arg("node")
             .args(["--node", &node.id.to_string(), "--cluster", "e2e"])
             .args(["--replicas", &self.replicas.to_string()])
@@ -120,11 +145,8 @@ impl Cluster {
             .args(["--request-timeout-ms", "1000", "--log", "warn"])
             .args(&self.extra_args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start a keel node");
-        node.child = Some(child);
+            .stdout(Stdio::null());
+        command
     }
 
     /// Waits until node `index` answers `/health`.

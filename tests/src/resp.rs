@@ -47,3 +47,18 @@ pub fn redis_cli(address: SocketAddr, args: &[&str]) -> String {
         .expect("redis-cli is installed (the CI script installs redis-tools)");
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
+
+/// Feeds `commands` (RESP) to `redis-cli --pipe` and returns what it printed.
+pub fn redis_cli_pipe(address: SocketAddr, commands: &[u8]) -> String {
+    use std::process::Stdio;
+    let mut child = Command::new("redis-cli")
+        .args(["-h", &address.ip().to_string(), "-p", &address.port().to_string(), "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-cli is installed (the CI script installs redis-tools)");
+    child.stdin.take().expect("stdin").write_all(commands).expect("feed redis-cli");
+    let output = child.wait_with_output().expect("redis-cli output");
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}

@@ -101,8 +101,11 @@ fn a_restarted_node_is_repaired_by_reads() {
     assert_eq!(put(n1, "missed", b"while-down", "?w=2").status, 204);
     cluster.restart(2);
     assert!(eventually(Duration::from_secs(10), || sees(&cluster, 0, 3, "up")));
-    // A read at `all` sends the merged version to the replica that missed it.
+    // A read at `all` sends the merged version to the replica that missed
+    // it; the repair travels after the answer, so wait until it lands.
     assert_eq!(get(n1, "missed", "?r=all").text(), "while-down");
+    let n3_redis = cluster.nodes[2].redis;
+    assert!(eventually(Duration::from_secs(5), || redis_cli(n3_redis, &["DBSIZE"]) == "1"));
     cluster.kill_hard(0);
     cluster.kill_hard(1);
     let n3 = cluster.nodes[2].http;

@@ -68,7 +68,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         shutdown_grace: SHUTDOWN_GRACE,
         seed: None,
     };
-    let running = driver::start(driver_config, shutdown.clone()).await.map_err(|error| error.to_string())?;
+    let running = driver::start(driver_config, shutdown.clone()).await.map_err(start_error)?;
     announce(&settings, http.local_addr().ok(), redis.local_addr().ok(), running.peer_addr);
     let introspect: Arc<dyn Introspect> = Arc::new(running.introspect.clone());
     let http_limits = HttpLimits {
@@ -104,6 +104,18 @@ fn resp_limits(settings: &Settings) -> RespLimits {
         .request_bytes_max
         .max(u64::from(bulk_bytes_max) + u64::from(settings.key_bytes_max) + u64::from(headroom));
     RespLimits { connections_max: settings.connections_max, bulk_bytes_max, request_bytes_max, ..defaults }
+}
+
+/// Why the node did not start; a loss the operator must accept says how.
+fn start_error(error: driver::StartError) -> String {
+    let lost = matches!(&error, driver::StartError::Node(keel_core::node::OpenError::RecordsLost(_)));
+    let mut message = error.to_string();
+    if lost {
+        message.push_str(
+            "\nTo start without the lost records, pass --accept-data-loss (or set KEEL_ACCEPT_DATA_LOSS=true, or accept_data_loss = true in the config file).",
+        );
+    }
+    message
 }
 
 async fn bind(address: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {

@@ -40,6 +40,9 @@ pub struct Engine {
     pub(super) cache: BlockCache,
     /// Whether the compaction policy has a step to run; updated with the manifest.
     pub(super) compaction_due: bool,
+    /// What opening left to settle after it lost records; see
+    /// [`Engine::finish_recovery`].
+    pub(super) unsettled: Option<super::recovery::Unsettled>,
 }
 
 /// The WAL file being written and the bytes not yet written to it.

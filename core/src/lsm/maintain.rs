@@ -54,29 +54,39 @@ impl Engine {
     fn flush_inner(&mut self) -> Result<(), DiskError> {
         let seq = self.wal.seq + 1;
         let next_wal = WalWriter::create(&*self.disk, seq, &self.config, 0)?;
-        let id = self.manifest.next_table_id;
-        let mut writer = TableWriter::create(&*self.disk, id, &self.config)?;
-        for (key, value) in self.memtable.iter() {
-            writer.add(&*self.disk, key, value)?;
-        }
+        self.write_memtable(seq)?;
+        let old = core::mem::replace(&mut self.wal, next_wal);
+        self.remove_wals_before(seq, &old.file);
+        Ok(())
+    }
+
+    /// Writes the memtable (if it holds anything) to a level-0 table and
+    /// installs a manifest in which the log starts at WAL file `wal_first`
+    /// and every write so far is in a table; the memtable is empty after.
+    pub(super) fn write_memtable(&mut self, wal_first: u64) -> Result<(), DiskError> {
         let mut manifest = self.manifest.clone();
-        manifest.next_table_id = id + 1;
-        manifest.wal_first = seq;
+        manifest.wal_first = wal_first;
         manifest.flushed_lsn = self.last_lsn.0;
         let mut added = Vec::new();
-        if let Some((meta, table)) = writer.finish(&*self.disk)? {
-            if let Some(level0) = manifest.levels.first_mut() {
-                level0.insert(0, meta);
+        if !self.memtable.is_empty() {
+            let id = manifest.next_table_id;
+            let mut writer = TableWriter::create(&*self.disk, id, &self.config)?;
+            for (key, value) in self.memtable.iter() {
+                writer.add(&*self.disk, key, value)?;
             }
-            added.push(table);
+            manifest.next_table_id = id + 1;
+            if let Some((meta, table)) = writer.finish(&*self.disk)? {
+                if let Some(level0) = manifest.levels.first_mut() {
+                    level0.insert(0, meta);
+                }
+                added.push(table);
+            }
         }
         // The manifest's directory sync also makes the table and the new WAL durable.
         self.install(manifest, added, &[])?;
-        let old = core::mem::replace(&mut self.wal, next_wal);
         self.memtable = Memtable::new(self.memtable.hasher());
         self.durable_lsn = self.last_lsn;
         self.appended_lsn = self.last_lsn;
-        self.remove_wals_before(seq, &old.file);
         Ok(())
     }
 

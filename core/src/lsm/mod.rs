@@ -37,11 +37,14 @@ pub mod memtable;
 #[cfg(test)]
 mod model_tests;
 mod recovery;
+#[cfg(test)]
+mod recovery_tests;
 pub mod sstable;
 pub mod wal;
 
 pub use engine::Engine;
 pub use iter::Iter;
+pub use recovery::DAMAGED_KEPT_MAX;
 
 /// A key and its value, as scans return them.
 pub type Pair = (Vec<u8>, Vec<u8>);
@@ -89,6 +92,11 @@ pub struct EngineConfig {
     /// Compaction cuts its output into tables of about this size.
     pub table_bytes_target: u64,
     pub sync_policy: SyncPolicy,
+    /// Refuse to open, changing nothing on the disk, when recovery finds
+    /// that synced records were lost to damage ([`OpenError::RecordsLost`]).
+    /// An owner whose data has no other copy sets it, so that an operator
+    /// decides; with replicas to repair from, opening is the right choice.
+    pub refuse_lost_records: bool,
 }
 
 impl Default for EngineConfig {
@@ -107,6 +115,7 @@ impl Default for EngineConfig {
             level_size_ratio: 10,
             table_bytes_target: 32 << 20,
             sync_policy: SyncPolicy::Always,
+            refuse_lost_records: false,
         }
     }
 }
@@ -128,6 +137,10 @@ pub enum OpenError {
     Corrupt { file: String, reason: String },
     #[error("{file:?} cannot be read by this build: {reason}")]
     Unsupported { file: String, reason: String },
+    /// Recovery found synced records lost to damage, and the engine was
+    /// told to refuse rather than open without them. Nothing was changed.
+    #[error("{0}")]
+    RecordsLost(LossReport),
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -175,14 +188,84 @@ pub struct MaintenanceReport {
 pub struct RecoveryReport {
     pub wal_files_replayed: u32,
     pub records_replayed: u64,
-    /// WAL files whose replay stopped before their end, and why.
+    /// WAL files whose replay stopped before their end, and why: a torn
+    /// tail, or the Lsn where a later file takes over.
     pub wal_stops: Vec<(String, String)>,
-    /// Files removed as garbage: orphaned tables, WALs past a gap in the log.
+    /// Files removed: orphaned tables, WAL files whose records are in tables.
     pub files_removed: Vec<String>,
-    /// Replay stopped at damage rather than at a torn tail, or found a gap:
-    /// records that had been synced may be lost. The owner must not trust
-    /// its history to be complete (the node takes a new incarnation).
+    /// Where the log is damaged and what was lost there.
+    pub loss: LossReport,
+    /// WAL files with damage, kept as evidence under `<name>.damaged`.
+    pub files_kept_damaged: Vec<String>,
+    /// Records that had been synced may be lost (`loss.lost` is not
+    /// empty): the owner must not trust its history to be complete (the
+    /// node takes a new incarnation).
     pub log_damaged: bool,
+}
+
+/// Damage found in the write-ahead log, and the records it cost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LossReport {
+    pub damage: Vec<LogDamage>,
+    /// Lsns no readable record holds: synced writes lost to the damage.
+    pub lost: Vec<LostRecords>,
+}
+
+/// One bad record in a WAL file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogDamage {
+    pub file: String,
+    pub offset: u64,
+    pub reason: String,
+    /// Records after it in the same file that pass their own checksums,
+    /// and were replayed.
+    pub records_after: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostRecords {
+    /// These Lsns are missing between records that were read.
+    Range { first: Lsn, last: Lsn },
+    /// Damage at the end of the newest log: every record after this Lsn,
+    /// however many there were, is lost.
+    After(Lsn),
+}
+
+impl LossReport {
+    /// Records known lost, and whether an unknown number more may be.
+    pub fn lost_count(&self) -> (u64, bool) {
+        let mut count = 0u64;
+        let mut open_ended = false;
+        for lost in &self.lost {
+            match lost {
+                LostRecords::Range { first, last } => count += last.0 - first.0 + 1,
+                LostRecords::After(_) => open_ended = true,
+            }
+        }
+        (count, open_ended)
+    }
+}
+
+impl fmt::Display for LossReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (count, open_ended) = self.lost_count();
+        let more = if open_ended { " and every record after the last one read" } else { "" };
+        write!(f, "the write-ahead log is damaged: {count} synced records lost{more}")?;
+        for lost in &self.lost {
+            match lost {
+                LostRecords::Range { first, last } => write!(f, "; Lsn {first} to {last} missing")?,
+                LostRecords::After(after) => write!(f, "; nothing readable after Lsn {after}")?,
+            }
+        }
+        for damage in &self.damage {
+            write!(
+                f,
+                "; {} at offset {}: {} ({} records after it read back)",
+                damage.file, damage.offset, damage.reason, damage.records_after
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Numbers the node shows in its status and metrics.

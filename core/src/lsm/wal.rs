@@ -1,4 +1,4 @@
-//! Write-ahead log files: encoding, and a reader that stops at the first bad record.
+//! Write-ahead log files: encoding, and a reader that reports bad records and can skip past them.
 //!
 //! A file starts with a header, `[magic "keel-wal"][format version: u32][crc32c
 //! of the 12 bytes before: u32]`. The writer preallocates: it appends zeros in
@@ -18,6 +18,10 @@
 //!   zero, so a complete record that rotted is damage, never a torn tail;
 //! - the length has its own checksum, so a length that rotted is damage too,
 //!   not a record that seems to run on past what was written.
+//!
+//! After damage, [`Reader::skip_damage`] finds the next record that passes
+//! both its checksums, so one bad record costs that record and not the log
+//! after it; recovery decides what the gap means (`recovery.rs`).
 //!
 //! Files of format version 1 have no header, no end byte and no zeros after
 //! the last record; there a record running past the end of the file is torn
@@ -73,6 +77,19 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// The suffix of a WAL file kept as evidence of damage. Replay reads it as
+/// long as its records are not all in tables; after that it is only kept.
+pub const DAMAGED_SUFFIX: &str = ".damaged";
+
+/// The sequence number of a WAL file, and whether it is one kept as
+/// evidence of damage (`wal-<seq>.log.damaged`).
+pub fn parse_any_file_name(name: &str) -> Option<(u64, bool)> {
+    match name.strip_suffix(DAMAGED_SUFFIX) {
+        Some(log) => parse_file_name(log).map(|seq| (seq, true)),
+        None => parse_file_name(name).map(|seq| (seq, false)),
+    }
 }
 
 /// One logged write; `value` is `None` for a delete.
@@ -136,7 +153,9 @@ pub enum WalError {
     UnknownVersion { found: u32 },
 }
 
-/// Reads records from the front of a log; yields at most one error, then stops.
+/// Reads records from the front of a log; stops at the first error it
+/// yields. After damage (not a torn tail), [`Reader::skip_damage`] moves it
+/// on to the next whole record that passes its checksums, if there is one.
 #[derive(Clone, Debug)]
 pub struct Reader<'a> {
     bytes: &'a [u8],
@@ -145,8 +164,15 @@ pub struct Reader<'a> {
     record_bytes_max: u32,
     /// An error in the file header, yielded first.
     header_error: Option<WalError>,
+    /// Where the reader stopped at damage, and where the damaged record
+    /// ends when its length passed its own checksum.
+    damage: Option<(usize, Option<usize>)>,
     done: bool,
 }
+
+/// A bad record: the error, and where the record ends when its length can
+/// be trusted (it passed its own checksum).
+type Bad = (WalError, Option<usize>);
 
 impl<'a> Reader<'a> {
     pub fn new(bytes: &'a [u8], record_bytes_max: u32) -> Reader<'a> {
@@ -154,7 +180,52 @@ impl<'a> Reader<'a> {
             Ok((format, offset)) => (format, offset, None),
             Err(error) => (Format::V2, 0, Some(error)),
         };
-        Reader { bytes, format, offset, record_bytes_max, header_error, done: false }
+        // The magic matched and the rest of the header rotted: the records
+        // after it are still version 2's.
+        let damage =
+            matches!(header_error, Some(WalError::Checksum { .. })).then_some((0, Some(FILE_HEADER_BYTES)));
+        Reader { bytes, format, offset, record_bytes_max, header_error, damage, done: false }
+    }
+
+    /// Moves a reader that stopped at damage on to the next record that is
+    /// whole and passes both its checksums, and returns its offset; `None`
+    /// when there is none (the reader stays stopped), or when the reader did
+    /// not stop at damage.
+    ///
+    /// When the damaged record's length passed its own checksum the search
+    /// starts where that record ends, so it never looks inside the damaged
+    /// record's value, which a client chose; only a rotted length makes it
+    /// search byte by byte. A record found this way has passed two
+    /// independent crc32c checks, its end byte and a strict decode.
+    pub fn skip_damage(&mut self) -> Option<u64> {
+        let (at, end) = self.damage.take()?;
+        self.header_error = None;
+        let from = end.unwrap_or(at + 1);
+        let last = self.bytes.iter().rposition(|&byte| byte != 0)?;
+        let found = (from..=last).find(|&offset| self.record_at(offset).is_some())?;
+        self.offset = found;
+        self.done = false;
+        Some(found as u64)
+    }
+
+    /// The record that starts at `offset`, if a whole, valid one does.
+    fn record_at(&self, offset: usize) -> Option<(Record<'a>, usize)> {
+        let rest = self.bytes.get(offset..)?;
+        let (len_bytes, len_crc_bytes, crc_bytes) =
+            (rest.get(..4)?, rest.get(4..8)?, rest.get(8..HEADER_BYTES)?);
+        if crc32c::crc32c(len_bytes) != u32::from_le_bytes(to_array(len_crc_bytes)) {
+            return None;
+        }
+        let body_len = u32::from_le_bytes(to_array(len_bytes));
+        if body_len > self.record_bytes_max {
+            return None;
+        }
+        let body = rest.get(HEADER_BYTES..HEADER_BYTES.checked_add(body_len as usize)?)?;
+        if checksum(len_bytes, body) != u32::from_le_bytes(to_array(crc_bytes)) {
+            return None;
+        }
+        let record = decode_body(self.format, body).ok()?;
+        Some((record, HEADER_BYTES + body.len()))
     }
 
     /// The layout of the file being read.
@@ -169,15 +240,16 @@ impl<'a> Reader<'a> {
 
     /// The next record and the bytes it takes, `None` at a clean end of a
     /// preallocated log.
-    fn read_one(&self) -> Result<Option<(Record<'a>, usize)>, WalError> {
+    fn read_one(&self) -> Result<Option<(Record<'a>, usize)>, Bad> {
         let offset = self.offset as u64;
+        let torn = (WalError::Torn { offset }, None);
         let rest = self.bytes.get(self.offset..).unwrap_or_default();
         let v2 = self.format == Format::V2;
         let (Some(header), Some(len_bytes), Some(len_crc_bytes), Some(crc_bytes)) =
             (rest.get(..HEADER_BYTES), rest.get(..4), rest.get(4..8), rest.get(8..HEADER_BYTES))
         else {
             // In version 2 only a preallocation cut short ends a file here.
-            return if v2 && all_zero(rest) { Ok(None) } else { Err(WalError::Torn { offset }) };
+            return if v2 && all_zero(rest) { Ok(None) } else { Err(torn) };
         };
         if v2 && all_zero(header) {
             return Ok(None);
@@ -186,24 +258,25 @@ impl<'a> Reader<'a> {
         let after_header = rest.get(HEADER_BYTES..).unwrap_or_default();
         if crc32c::crc32c(len_bytes) != u32::from_le_bytes(to_array(len_crc_bytes)) {
             // A header cut short has nothing written after it.
-            let torn = v2 && all_zero(after_header);
-            return Err(if torn { WalError::Torn { offset } } else { WalError::Checksum { offset } });
+            let torn_here = v2 && all_zero(after_header);
+            return Err(if torn_here { torn } else { (WalError::Checksum { offset }, None) });
         }
         if body_len > self.record_bytes_max {
             // A checked length this large was never written by this build.
-            return Err(WalError::Malformed { offset, reason: "record longer than the limit" });
+            return Err((WalError::Malformed { offset, reason: "record longer than the limit" }, None));
         }
         let Some(body) = after_header.get(..body_len as usize) else {
-            return Err(WalError::Torn { offset });
+            return Err(torn);
         };
+        let end = Some(self.offset + HEADER_BYTES + body.len());
         if checksum(len_bytes, body) != u32::from_le_bytes(to_array(crc_bytes)) {
             // A record cut short has a zero end byte and nothing written after it.
             let rest_zero = all_zero(after_header.get(body.len()..).unwrap_or_default());
-            let torn = v2 && body.last() == Some(&0) && rest_zero;
-            return Err(if torn { WalError::Torn { offset } } else { WalError::Checksum { offset } });
+            let torn_here = v2 && body.last() == Some(&0) && rest_zero;
+            return Err(if torn_here { torn } else { (WalError::Checksum { offset }, end) });
         }
         let record =
-            decode_body(self.format, body).map_err(|reason| WalError::Malformed { offset, reason })?;
+            decode_body(self.format, body).map_err(|reason| (WalError::Malformed { offset, reason }, end))?;
         Ok(Some((record, HEADER_BYTES + body.len())))
     }
 }
@@ -228,8 +301,11 @@ impl<'a> Iterator for Reader<'a> {
                 self.done = true;
                 None
             }
-            Err(error) => {
+            Err((error, end)) => {
                 self.done = true;
+                if !matches!(error, WalError::Torn { .. }) {
+                    self.damage = Some((self.offset, end));
+                }
                 Some(Err(error))
             }
         }
@@ -248,7 +324,10 @@ fn detect(bytes: &[u8]) -> Result<(Format, usize), WalError> {
         // Empty, or created just before a crash that cut its header short.
         return if common == 0 { Ok((Format::V2, 0)) } else { Err(WalError::Torn { offset: 0 }) };
     }
-    if !bytes.starts_with(&MAGIC) {
+    // A version 1 file starts with a record's length and its checksum, never
+    // within a few bits of the magic: a magic that rotted is still version 2,
+    // and its records must not be read by version 1's rules.
+    if !near_magic(bytes) {
         return Ok((Format::V1, 0));
     }
     let (Some(covered), Some(version), Some(crc)) = (bytes.get(..12), bytes.get(8..12), bytes.get(12..16))
@@ -259,6 +338,12 @@ fn detect(bytes: &[u8]) -> Result<(Format, usize), WalError> {
         return Err(WalError::Checksum { offset: 0 });
     }
     Err(WalError::UnknownVersion { found: u32::from_le_bytes(to_array(version)) })
+}
+
+/// True when `bytes` start with the magic, up to three flipped bits.
+fn near_magic(bytes: &[u8]) -> bool {
+    let Some(head) = bytes.get(..MAGIC.len()) else { return false };
+    head.iter().zip(MAGIC).map(|(byte, expected)| (byte ^ expected).count_ones()).sum::<u32>() <= 3
 }
 
 fn decode_body(format: Format, body: &[u8]) -> Result<Record<'_>, &'static str> {
@@ -403,6 +488,71 @@ mod tests {
         }
     }
 
+    /// Every record, skipping damage, and how many times damage was skipped.
+    fn read_past_damage(bytes: &[u8]) -> (Vec<Record<'_>>, usize) {
+        let mut reader = Reader::new(bytes, 1 << 20);
+        let (mut records, mut skips) = (Vec::new(), 0);
+        loop {
+            match reader.next() {
+                Some(Ok(record)) => records.push(record),
+                Some(Err(_)) => {
+                    if reader.skip_damage().is_none() {
+                        return (records, skips);
+                    }
+                    skips += 1;
+                }
+                None => return (records, skips),
+            }
+        }
+    }
+
+    #[test]
+    fn one_flipped_bit_costs_at_most_the_record_it_hit() {
+        let (v2, ends) = sample();
+        let (v1, ends_v1) = sample_v1();
+        for (clean, ends, start) in [(padded(&v2), &ends, FILE_HEADER_BYTES), (v1.clone(), &ends_v1, 0)] {
+            for bit in 0..ends[2] * 8 {
+                let mut bytes = clean.clone();
+                bytes[bit / 8] ^= 1 << (bit % 8);
+                let (records, _) = read_past_damage(&bytes);
+                // The record the bit fell in, if it fell in one.
+                let hit = ends.iter().position(|&end| bit / 8 < end).filter(|_| bit / 8 >= start);
+                let expected: Vec<Record<'_>> =
+                    RECORDS.iter().enumerate().filter(|(at, _)| Some(*at) != hit).map(|(_, r)| *r).collect();
+                assert_eq!(records, expected, "bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn skipping_damage_never_looks_inside_a_record_whose_length_is_intact() {
+        // A value that holds a whole valid record of its own.
+        let mut forged = Vec::new();
+        encode(Record { lsn: Lsn(99), key: b"forged", value: Some(b"x") }, &mut forged);
+        let mut bytes = file_header().to_vec();
+        encode(Record { lsn: Lsn(1), key: b"a", value: Some(&forged) }, &mut bytes);
+        encode(Record { lsn: Lsn(2), key: b"b", value: Some(b"two") }, &mut bytes);
+        let padded = padded(&bytes);
+        // Rot in the first record's key: its length is intact.
+        let mut damaged = padded.clone();
+        damaged[FILE_HEADER_BYTES + HEADER_BYTES + 13] ^= 1;
+        let (records, skips) = read_past_damage(&damaged);
+        assert_eq!(skips, 1);
+        assert_eq!(records, vec![Record { lsn: Lsn(2), key: b"b", value: Some(b"two") }]);
+    }
+
+    #[test]
+    fn a_reader_that_stopped_at_a_torn_tail_or_a_clean_end_does_not_skip() {
+        let (v2, ends) = sample();
+        let mut reader = Reader::new(&v2[..ends[1] + 3], 1 << 20);
+        assert!(matches!(reader.by_ref().last(), Some(Err(WalError::Torn { .. }))));
+        assert_eq!(reader.skip_damage(), None);
+        let clean = padded(&v2);
+        let mut reader = Reader::new(&clean, 1 << 20);
+        assert_eq!(reader.by_ref().count(), 3);
+        assert_eq!(reader.skip_damage(), None);
+    }
+
     #[test]
     fn a_file_of_an_unknown_version_is_refused() {
         let mut header = file_header();
@@ -420,5 +570,8 @@ mod tests {
         assert!(file_name(9) < file_name(10));
         assert_eq!(parse_file_name("wal-1.log"), None);
         assert_eq!(parse_file_name("MANIFEST"), None);
+        assert_eq!(parse_any_file_name(&file_name(7)), Some((7, false)));
+        assert_eq!(parse_any_file_name(&(file_name(7) + DAMAGED_SUFFIX)), Some((7, true)));
+        assert_eq!(parse_file_name(&(file_name(7) + DAMAGED_SUFFIX)), None);
     }
 }

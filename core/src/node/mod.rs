@@ -51,8 +51,14 @@ pub enum OpenError {
     Ring(#[from] RingError),
     #[error("node {0} is not a member of the configured cluster")]
     NotAMember(NodeId),
+    /// Synced records were lost to damage and this node holds the only
+    /// copy of its keys; nothing on the disk was changed.
+    #[error(
+        "{0}. This node is the only replica of its keys, so nothing can restore them; it was left untouched. Open it with accept_data_loss to go on without them (the damaged file is then kept as evidence)"
+    )]
+    RecordsLost(lsm::LossReport),
     #[error("storage could not be opened: {0}")]
-    Storage(#[from] lsm::OpenError),
+    Storage(lsm::OpenError),
 }
 
 /// Counters a node keeps about its own work.
@@ -141,6 +147,15 @@ pub struct Node {
     stats: NodeStats,
 }
 
+impl From<lsm::OpenError> for OpenError {
+    fn from(error: lsm::OpenError) -> OpenError {
+        match error {
+            lsm::OpenError::RecordsLost(loss) => OpenError::RecordsLost(loss),
+            error => OpenError::Storage(error),
+        }
+    }
+}
+
 impl Node {
     /// Opens node `id`, recovering its data from `disk`. All randomness the
     /// node will ever use comes from `seed`.
@@ -157,7 +172,11 @@ impl Node {
             return Err(OpenError::NotAMember(id));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let store = Store::open(disk, config.engine.clone(), &mut rng)?;
+        // A key's only copy that lost synced records cannot be repaired:
+        // the operator decides whether to go on without them.
+        let mut engine = config.engine.clone();
+        engine.refuse_lost_records = ring.replica_count() == 1 && !config.accept_data_loss;
+        let store = Store::open(disk, engine, &mut rng)?;
         let boot = rng.next_u64();
         let peer_ids = ring.members().iter().map(|member| member.id).filter(|&peer| peer != id);
         let peers = Peers::new(peer_ids, now.mono);
@@ -218,10 +237,15 @@ impl Node {
         self.pending.is_empty() && self.sync_in_flight.is_none() && engine.durable_lsn() == engine.last_lsn()
     }
 
-    /// True when recovery found synced records lost to damage (and this
-    /// node therefore took a new incarnation).
-    pub fn recovered_from_damage(&self) -> bool {
-        self.store.engine().recovery().log_damaged
+    /// What opening the node's storage found and did, for its driver to log.
+    pub fn recovery(&self) -> &lsm::RecoveryReport {
+        self.store.engine().recovery()
+    }
+
+    /// Why the node's own metadata did not read at open, if it did not: the
+    /// node then took a new incarnation.
+    pub fn metadata_damage(&self) -> Option<&str> {
+        self.store.metadata_damage()
     }
 
     pub fn is_poisoned(&self) -> bool {

@@ -66,6 +66,8 @@ pub enum StoreError {
 pub struct Store {
     engine: Engine,
     meta: Meta,
+    /// Why the stored metadata did not read, when it did not.
+    metadata_damage: Option<String>,
     epoch_next: u64,
     /// Keys with writes not yet durable, and the Lsn of their last write.
     /// Only looked up, never iterated, so a hash map; its keys come from
@@ -90,13 +92,20 @@ impl Store {
         keys.set_stream(HASH_KEY_STREAM);
         let hasher = KeyedHasher::new(keys.next_u64(), keys.next_u64());
         let mut engine = Engine::open_keyed(disk, config, hasher)?;
-        let stored = match engine.get(META_KEY) {
-            Ok(Some(bytes)) => postcard::from_bytes::<Meta>(&bytes).ok(),
-            Ok(None) => None,
-            Err(error) => {
-                return Err(OpenError::Corrupt { file: "node metadata".into(), reason: error.to_string() });
+        // Metadata that no longer reads (a rotted table block) is as good as
+        // none: the node comes back as a new actor, which is always safe.
+        let mut metadata_damage = None;
+        let mut stored = None;
+        for _ in 0..META_READS_MAX {
+            match engine.get(META_KEY) {
+                Ok(bytes) => {
+                    stored = bytes.and_then(|bytes| postcard::from_bytes::<Meta>(&bytes).ok());
+                    metadata_damage = None;
+                    break;
+                }
+                Err(error) => metadata_damage = Some(error.to_string()),
             }
-        };
+        }
         // Without metadata, or with synced records lost to damage, this node
         // no longer knows every dot it issued: it becomes a new actor.
         // With periodic syncs a crash may have lost writes whose dots were
@@ -106,11 +115,18 @@ impl Store {
         let meta = match stored {
             Some(meta) if !fresh => meta,
             Some(meta) => Meta { incarnation: new_incarnation(rng, meta.incarnation), ..meta },
-            None => Meta { incarnation: rng.next_u32(), epoch_lease_end: 1 },
+            None if metadata_damage.is_none() => Meta { incarnation: rng.next_u32(), epoch_lease_end: 1 },
+            // Records that survived still name epochs of the lost lease as
+            // their `local_epoch`, and the new incarnation would issue dots
+            // from them as its own: its epochs must start past any of them.
+            // How far the old lease went is unknown, so they start at a
+            // random point of a range no lease ever reaches by counting.
+            None => Meta { incarnation: rng.next_u32(), epoch_lease_end: EPOCH_FAR + (rng.next_u64() >> 2) },
         };
         let mut store = Store {
             engine,
             meta,
+            metadata_damage,
             epoch_next: meta.epoch_lease_end,
             unsynced: hashbrown::HashMap::with_hasher(hasher),
             unsynced_order: VecDeque::new(),
@@ -126,11 +142,21 @@ impl Store {
                 reason: error.to_string(),
             })?;
         }
+        // A loss is settled only now, with the new incarnation in the same
+        // table: a crash before this finds the loss again, never a node that
+        // lost records under its old identity.
+        store.engine.finish_recovery()?;
         Ok(store)
     }
 
     pub fn incarnation(&self) -> u32 {
         self.meta.incarnation
+    }
+
+    /// Why the node's metadata did not read at open (it then took a new
+    /// incarnation), if it did not.
+    pub fn metadata_damage(&self) -> Option<&str> {
+        self.metadata_damage.as_deref()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -174,6 +200,17 @@ impl Store {
             self.record_buffer = bytes;
         }
         let lsn = written?;
+        if self.track_unsynced {
+            self.note_unsynced(key, lsn);
+        }
+        Ok(lsn)
+    }
+
+    /// Removes `key`'s record (an engine tombstone, dropped by compaction);
+    /// durable once a sync covers the returned Lsn.
+    pub fn remove(&mut self, key: &[u8]) -> Result<Lsn, StoreError> {
+        set_data_key(&mut self.key_buffer, key);
+        let lsn = self.engine.delete(&self.key_buffer)?;
         if self.track_unsynced {
             self.note_unsynced(key, lsn);
         }
@@ -234,6 +271,13 @@ impl Store {
         Ok(self.engine.put(META_KEY, &bytes)?)
     }
 }
+
+/// Reads of the metadata record before it is taken as damaged.
+const META_READS_MAX: usize = 4;
+
+/// Where epochs start after the metadata was lost: 2^40 epochs are 2^30
+/// leases, more than a node writes in its life.
+const EPOCH_FAR: u64 = 1 << 40;
 
 /// The generator stream the node's hash key is drawn from.
 const HASH_KEY_STREAM: u64 = 0x6861_7368;

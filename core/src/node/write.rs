@@ -386,8 +386,13 @@ impl Node {
             // the next time it coordinates a write.
             Err(_) => {
                 self.stats.corrupt_records_replaced += 1;
-                let record = Record { object: object.clone(), local_epoch: None };
-                self.store.write(key, &record).map_err(|_| ReplicaError::StorageFailed)?;
+                let replaced = if object.is_empty() {
+                    // The readable copies hold nothing: neither does this one now.
+                    self.store.remove(key)
+                } else {
+                    self.store.write(key, &Record { object: object.clone(), local_epoch: None })
+                };
+                replaced.map_err(|_| ReplicaError::StorageFailed)?;
                 return Ok(());
             }
         };

@@ -106,6 +106,10 @@ pub async fn start(config: DriverConfig, shutdown: CancellationToken) -> Result<
     let opened =
         tokio::task::spawn_blocking(move || Node::open(node_config, id, seed, boxed, clock.now())).await;
     let node = opened.map_err(|error| StartError::Recovery { dir, message: error.to_string() })??;
+    log_recovery(node.recovery());
+    if let Some(reason) = node.metadata_damage() {
+        tracing::error!(%reason, "the node's metadata is damaged: it starts as a new incarnation");
+    }
     // The transport outlives the shutdown signal: requests in flight still
     // need their replicas' answers. The driver stops it when it is done.
     let transport_stop = CancellationToken::new();
@@ -363,6 +367,32 @@ const TIMER_LATE_MAX: Duration = Duration::from_millis(1);
 /// A deadline that never comes, for a timer with nothing to wait for.
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// Damage in the log is said loudly, with where it is and what it cost: a
+/// storage engine never loses data silently.
+fn log_recovery(report: &keel_core::lsm::RecoveryReport) {
+    for damage in &report.loss.damage {
+        tracing::error!(
+            file = %damage.file,
+            offset = damage.offset,
+            reason = %damage.reason,
+            records_after = damage.records_after,
+            "damaged record in the write-ahead log; replay went on with the records after it"
+        );
+    }
+    if report.log_damaged {
+        let (lost, open_ended) = report.loss.lost_count();
+        tracing::error!(
+            lost,
+            open_ended,
+            loss = %report.loss,
+            "synced records were lost to damage: this node starts as a new incarnation and its replicas repair it"
+        );
+    }
+    for file in &report.files_kept_damaged {
+        tracing::warn!(%file, "a damaged write-ahead log file is kept as evidence; remove it once inspected");
+    }
 }
 
 fn log_event(event: &Event) {

@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use keel_core::client::{Consistency, Context, Reply, Request};
+use keel_core::client::{ClientError, Consistency, Context, Reply, Request};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, CONTEXT_HEADER};
@@ -69,7 +69,9 @@ pub(super) async fn put(
 }
 
 /// Without a context header, deletes what a read at the same consistency
-/// sees; deleting an absent key writes nothing.
+/// sees; deleting an absent key writes nothing. A key whose every copy is
+/// damaged has nothing readable: the delete goes without a context and the
+/// node replaces the damaged copies with it.
 pub(super) async fn delete(
     State(state): State<AppState>,
     uri: Uri,
@@ -83,6 +85,9 @@ pub(super) async fn delete(
             Reply::Found { context, .. } => context,
             Reply::NotFound { context } => {
                 return Ok((StatusCode::NO_CONTENT, context_header(&context)).into_response());
+            }
+            Reply::Failed(ClientError::Damaged { .. }) => {
+                return written(state.handle.call(Request::Delete { key, context: None, write }).await);
             }
             Reply::Failed(error) => return Err(error.into()),
             Reply::Written { .. } => return Err(ApiError::unexpected("a read with a write acknowledgement")),

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_core::client::{Consistency, Context, Reply, Request};
+use keel_core::client::{ClientError, Consistency, Context, Reply, Request};
 
 use super::Value;
 use super::command::{Shared, client_error, syntax_error};
@@ -32,6 +32,13 @@ struct Read {
 
 async fn read(handle: &Handle, key: Vec<u8>, consistency: Consistency) -> Result<Read, Value> {
     match handle.call(Request::Get { key, read: consistency }).await {
+        Reply::Failed(error) => Err(client_error(&error)),
+        reply => read_of(reply),
+    }
+}
+
+fn read_of(reply: Reply) -> Result<Read, Value> {
+    match reply {
         Reply::Found { values, context } => Ok(Read { values, context }),
         Reply::NotFound { context } => Ok(Read { values: Vec::new(), context }),
         Reply::Failed(error) => Err(client_error(&error)),
@@ -72,18 +79,36 @@ async fn overwrite(
 /// Deletes what a read at `consistency` sees. The value deleted (the first
 /// sibling), and the context of the tombstone, or of the read when nothing
 /// was live and nothing was written.
+///
+/// A key whose every copy is damaged has nothing readable to delete by
+/// context: the delete goes without one, and the node replaces the damaged
+/// copies with the tombstone. It counts as deleted, with no value to return.
 async fn remove(
     handle: Handle,
     key: Vec<u8>,
     consistency: Consistency,
-) -> Result<(Option<Vec<u8>>, Context), Value> {
-    let seen = read(&handle, key.clone(), consistency).await?;
+) -> Result<(Option<Removed>, Context), Value> {
+    let seen = match handle.call(Request::Get { key: key.clone(), read: consistency }).await {
+        Reply::Failed(ClientError::Damaged { .. }) => {
+            let context = write(&handle, Request::Delete { key, context: None, write: consistency }).await?;
+            return Ok((Some(Removed::Damaged), context));
+        }
+        reply => read_of(reply)?,
+    };
     let Some(first) = seen.values.into_iter().next() else {
         return Ok((None, seen.context));
     };
     let context =
         write(&handle, Request::Delete { key, context: Some(seen.context), write: consistency }).await?;
-    Ok((Some(first), context))
+    Ok((Some(Removed::Value(first)), context))
+}
+
+/// What a delete removed.
+enum Removed {
+    /// The first sibling of what the read saw.
+    Value(Vec<u8>),
+    /// Copies that no longer read.
+    Damaged,
 }
 
 fn lost<T>() -> Result<T, Value> {
@@ -196,7 +221,8 @@ pub(super) async fn getset(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
 pub(super) async fn getdel(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     let key = args.into_iter().nth(1).unwrap_or_default();
     match remove(shared.handle.clone(), key, DEFAULT).await {
-        Ok((deleted, _)) => deleted.map_or(Value::Null, Value::Bulk),
+        Ok((Some(Removed::Value(value)), _)) => Value::Bulk(value),
+        Ok((Some(Removed::Damaged) | None, _)) => Value::Null,
         Err(error) => error,
     }
 }

@@ -161,9 +161,17 @@ struct Host {
     disk_generation: u32,
     /// Failed attempts to open since the last success.
     open_failures: u32,
-    /// The node detected damage since its claims were last checked (its
-    /// disk was replaced, or it rewrote a corrupt copy from a replica).
-    damage_seen: bool,
+    /// The disk was replaced since the node's claims were last checked:
+    /// the node starts over with nothing it claimed.
+    disk_replaced: bool,
+    /// Faults that struck this disk up to the last check (bit rots, read
+    /// corruptions): what the next check may blame a loss on is the rest.
+    faults_checked: u64,
+    /// Corrupt copies the node replaced with fresh writes since the last
+    /// check, each of which may drop what it had claimed for its key.
+    copies_replaced: u64,
+    /// The incarnation the node had when it last opened.
+    incarnation: u32,
     /// Storage counters of the node's earlier lives.
     engine_totals: (u64, u64, u64),
     /// Under periodic syncs, a crash waits for the node's next input and
@@ -267,7 +275,10 @@ impl World {
                 sync_latency_ns: clocks.between(20_000, config.sync_us_max * 1_000),
                 disk_generation: 0,
                 open_failures: 0,
-                damage_seen: false,
+                disk_replaced: false,
+                faults_checked: 0,
+                copies_replaced: 0,
+                incarnation: 0,
                 engine_totals: (0, 0, 0),
                 crash_after_input: false,
             })
@@ -359,11 +370,15 @@ impl World {
                 if state.boot > 0 {
                     self.check_recovered(host);
                 }
+                let state = &mut self.hosts[host];
+                state.incarnation = state.node.as_ref().map_or(0, Node::incarnation);
                 self.drain(host);
             }
             // A failed sync or a corrupted read while opening may not happen
             // again: the supervisor tries a few more times.
-            Err(node::OpenError::Storage(_)) if transient && state.open_failures < 5 => {
+            Err(node::OpenError::Storage(_) | node::OpenError::RecordsLost(_))
+                if transient && state.open_failures < 5 =>
+            {
                 state.open_failures += 1;
                 let boot = state.boot;
                 self.at(self.now + 500 * MS, Event::Reopen { host, boot });
@@ -589,7 +604,7 @@ impl World {
         let Some(node) = self.hosts[host].node.take() else { return };
         let stats = node.stats();
         let engine = stats.engine;
-        self.hosts[host].damage_seen |= stats.corrupt_records_replaced > 0;
+        self.hosts[host].copies_replaced += stats.corrupt_records_replaced;
         let totals = &mut self.hosts[host].engine_totals;
         *totals =
             (totals.0 + engine.flushes, totals.1 + engine.compactions, totals.2 + engine.corruption_detected);
