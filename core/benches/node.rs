@@ -78,6 +78,10 @@ impl Bench {
                     let result = self.disk.sync(&request.file);
                     self.node.handle_input(now(self.now), Input::Synced { request, result });
                 }
+                Output::Job(job) => {
+                    let done = job.run(&self.disk);
+                    self.node.handle_input(now(self.now), Input::JobDone(done));
+                }
                 Output::Send { .. } | Output::Event(_) => {}
             }
         }

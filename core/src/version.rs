@@ -169,7 +169,10 @@ impl CausalContext {
         let mut n = self.vector_get(actor).unwrap_or(0);
         let start = self.cloud.partition_point(|dot| dot.actor < actor);
         let mut end = start;
-        while let Some(dot) = self.cloud.get(end).filter(|dot| dot.actor == actor && dot.counter <= n + 1) {
+        // Saturating: a client may hand back a vector entry at the largest counter.
+        while let Some(dot) =
+            self.cloud.get(end).filter(|dot| dot.actor == actor && dot.counter <= n.saturating_add(1))
+        {
             n = n.max(dot.counter);
             end += 1;
         }
@@ -399,7 +402,7 @@ impl Object {
             .context
             .cloud
             .iter()
-            .all(|dot| dot.counter > self.context.vector_get(dot.actor).unwrap_or(0) + 1);
+            .all(|dot| dot.counter > self.context.vector_get(dot.actor).unwrap_or(0).saturating_add(1));
         if !cloud_ok {
             return Err("context cloud holds a dot contiguous with its vector");
         }

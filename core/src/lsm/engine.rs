@@ -43,6 +43,35 @@ pub struct Engine {
     /// What opening left to settle after it lost records; see
     /// [`Engine::finish_recovery`].
     pub(super) unsettled: Option<super::recovery::Unsettled>,
+    /// The memtable a flush job is writing, newer than every table.
+    pub(super) frozen: Option<Frozen>,
+    pub(super) compacting: Option<super::maintain::Compacting>,
+    /// The next table id to hand out; the manifest records it at each change.
+    pub(super) next_table_id: u64,
+    pub(super) job_next: u64,
+    /// Files no manifest names any more, for the next removal job.
+    pub(super) obsolete: Vec<String>,
+    pub(super) removing: Option<super::job::JobId>,
+}
+
+/// How far past its flush size the memtable may grow while the previous one
+/// is still being flushed, before writes are refused as `Stalled`: this many
+/// times the flush size, and at least `STALL_SLACK_MIN` bytes past it, so
+/// small memtables do not stall on one slow flush.
+pub(super) const STALL_FACTOR: u64 = 4;
+pub(super) const STALL_SLACK_MIN: u64 = 4 << 20;
+
+/// A memtable handed to a flush job, readable until its table is installed.
+#[derive(Debug)]
+pub(super) struct Frozen {
+    pub job: super::job::JobId,
+    pub memtable: Arc<Memtable>,
+    /// Its newest record.
+    pub last_lsn: Lsn,
+    /// The WAL file that holds its newest records (synced when it froze).
+    pub wal_file: String,
+    /// The WAL file writes went to after it was frozen.
+    pub wal_next: u64,
 }
 
 /// The WAL file being written and the bytes not yet written to it.
@@ -150,14 +179,24 @@ impl Engine {
         if key.len() as u64 > u64::from(self.config.key_bytes_max) {
             return Err(WriteError::KeyTooLarge { len: key.len() as u64, max: self.config.key_bytes_max });
         }
-        // An owner that never calls `maintain` must not grow the memtable
-        // without bound. Flushing before the write, not after, keeps a write
-        // all-or-nothing: an error leaves nothing of it readable.
+        // An owner that never runs jobs must not grow the memtable without
+        // bound: flush inline. Flushing before the write, not after, keeps a
+        // write all-or-nothing: an error leaves nothing of it readable. While
+        // a flush job is still writing the previous memtable, the new one may
+        // grow further (`STALL_FACTOR`); then writes wait.
         if self.memtable.bytes() >= self.config.memtable_bytes_max.saturating_mul(2) {
-            self.flush().map_err(|error| match error {
-                super::MaintainError::Disk(error) => WriteError::Disk(error),
-                _ => WriteError::Poisoned,
-            })?;
+            let max = self.config.memtable_bytes_max;
+            let limit = max.saturating_mul(STALL_FACTOR).max(max.saturating_add(STALL_SLACK_MIN));
+            if self.frozen.is_some() {
+                if self.memtable.bytes() >= limit {
+                    return Err(WriteError::Stalled { limit });
+                }
+            } else {
+                self.flush().map_err(|error| match error {
+                    super::MaintainError::Disk(error) => WriteError::Disk(error),
+                    _ => WriteError::Poisoned,
+                })?;
+            }
         }
         let lsn = Lsn(self.last_lsn.0 + 1);
         wal::encode(Record { lsn, key, value }, &mut self.wal.buffer);
@@ -231,6 +270,9 @@ impl Engine {
         if let Some(entry) = self.memtable.get(key) {
             return Ok(entry.map(Cow::Borrowed));
         }
+        if let Some(entry) = self.frozen.as_ref().and_then(|frozen| frozen.memtable.get(key)) {
+            return Ok(entry.map(Cow::Borrowed));
+        }
         let hash = bloom::hash(key);
         let mut reads = Reads {
             disk: &*self.disk,
@@ -271,7 +313,9 @@ impl Engine {
             }
         }
         let (start, end) = (start.map(<[u8]>::to_vec), end.map(<[u8]>::to_vec));
-        let merge = Merge::new(Some(&self.memtable), runs, start, end, true);
+        let mut memtables = vec![&self.memtable];
+        memtables.extend(self.frozen.as_ref().map(|frozen| &*frozen.memtable));
+        let merge = Merge::new(&memtables, runs, start, end, true);
         let reads = Reads {
             disk: &*self.disk,
             cache: &mut self.cache,
@@ -338,9 +382,9 @@ impl Engine {
             Err(_) => self.poisoned = true,
         }
         if let Some(at) = self.wal_retired.iter().position(|file| *file == request.file) {
+            // Its contents live in a table now: remove it with the next removal job.
             let file = self.wal_retired.swap_remove(at);
-            // Its contents live in a table now; a leftover file is skipped at recovery.
-            let _ = self.disk.remove(&file);
+            self.obsolete.push(file);
         }
         assert!(self.durable_lsn <= self.last_lsn);
     }
@@ -368,15 +412,18 @@ impl Engine {
             self.manifest.tables().fold((0u64, 0u64), |(entries, tombstones), (_, table)| {
                 (entries.saturating_add(table.entries), tombstones.saturating_add(table.tombstones))
             });
+        // A memtable being flushed still holds memory and entries.
+        let frozen = self.frozen.as_ref().map(|frozen| &*frozen.memtable);
+        let frozen_sum = |count: &dyn Fn(&Memtable) -> u64| frozen.map_or(0, count);
         EngineStats {
-            memtable_bytes: self.memtable.bytes(),
+            memtable_bytes: self.memtable.bytes() + frozen_sum(&|m| m.bytes()),
             memtable_bytes_max: self.config.memtable_bytes_max,
             block_cache_bytes: self.cache.bytes(),
             block_cache_bytes_max: self.config.block_cache_bytes_max,
             block_cache_hits: self.cache.hits(),
             block_cache_misses: self.cache.misses(),
-            memtable_entries: self.memtable.len() as u64,
-            memtable_tombstones: self.memtable.tombstones() as u64,
+            memtable_entries: (self.memtable.len() as u64) + frozen_sum(&|m| m.len() as u64),
+            memtable_tombstones: (self.memtable.tombstones() as u64) + frozen_sum(&|m| m.tombstones() as u64),
             table_entries,
             table_tombstones,
             tables_per_level: levels.iter().map(|tables| tables.len() as u32).collect(),

@@ -31,7 +31,7 @@ pub(super) fn record_start(disk: &MemDisk, file: &str, records: u64, n: u64) -> 
 }
 
 /// Flushes and compacts after a few KiB.
-fn open_small(disk: &MemDisk) -> Engine {
+pub(super) fn open_small(disk: &MemDisk) -> Engine {
     Engine::open(Box::new(disk.clone()), small_config()).unwrap()
 }
 
@@ -456,8 +456,10 @@ fn a_sync_in_flight_across_a_flush_keeps_its_file() {
     assert!(disk.list().unwrap().contains(&request.file));
     disk.sync(&request.file).unwrap();
     engine.finish_sync(request.clone(), Ok(()));
-    assert!(!disk.list().unwrap().contains(&request.file));
+    assert!(disk.list().unwrap().contains(&request.file), "removed by the next removal job");
     assert_eq!(engine.durable_lsn(), Lsn(1));
+    engine.maintain().unwrap();
+    assert!(!disk.list().unwrap().contains(&request.file));
 }
 
 #[test]

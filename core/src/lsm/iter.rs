@@ -30,7 +30,7 @@ impl Item {
     }
 }
 
-/// A merge that borrows the memtable, if it has one, for `'m`.
+/// A merge that borrows its memtables, if it has any, for `'m`.
 #[derive(Debug)]
 pub struct Merge<'m> {
     sources: Vec<Source<'m>>,
@@ -65,10 +65,10 @@ struct TableSource {
 }
 
 impl<'m> Merge<'m> {
-    /// A merge over `(start, end)` of the memtable, if given, and `runs` of
-    /// tables, newest first.
+    /// A merge over `(start, end)` of `memtables` and `runs` of tables, all
+    /// newest first.
     pub fn new(
-        memtable: Option<&'m Memtable>,
+        memtables: &[&'m Memtable],
         runs: Vec<Vec<Arc<Table>>>,
         start: Bound<Vec<u8>>,
         end: Bound<Vec<u8>>,
@@ -79,7 +79,7 @@ impl<'m> Merge<'m> {
         if empty {
             return Merge { sources, skip_tombstones, started: true, tied: Vec::new() };
         }
-        if let Some(memtable) = memtable {
+        for memtable in memtables {
             let range = memtable.range(start.as_ref().map(Vec::as_slice), end.as_ref().map(Vec::as_slice));
             sources.push(Source::Memtable(MemSource { range, current: None }));
         }

@@ -1,80 +1,324 @@
-//! Flushes and compaction steps, run inline when the owner calls `maintain`.
+//! Flushes and compaction steps: handed out as jobs ([`super::job`]) and
+//! installed when they come back, or run inline by `maintain` for owners
+//! without an event loop.
 //!
 //! Both follow one order so that a crash at any point leaves a consistent
-//! tree: write and sync the new tables, sync the directory, install the new
-//! manifest atomically, and only then remove what it no longer names. Files a
-//! crash leaves behind are not in the manifest and are removed at recovery.
+//! tree: write and sync the new tables, sync the directory (the job does
+//! these), install the new manifest atomically, and only then remove what it
+//! no longer names. Files a crash leaves behind are not in the manifest and
+//! are removed at recovery.
 
 use std::sync::Arc;
 
 use super::compaction::{self, Choice};
-use super::engine::{Engine, WalWriter};
-use super::iter::Merge;
+use super::engine::{Engine, Frozen, WalWriter};
+use super::job::{COMPACTION_IDS, Job, JobDone, JobError, JobId, JobKind, Work};
 use super::manifest::{Manifest, TableMeta};
 use super::memtable::Memtable;
-use super::sstable::{Reads, Table, TableWriter};
-use super::{MaintainError, MaintenanceReport, ReadError, wal};
+use super::sstable::{Table, TableWriter};
+use super::{MaintainError, MaintenanceReport, wal};
 use crate::disk::DiskError;
 
+/// A compaction handed out and not yet installed.
+#[derive(Debug)]
+pub(super) struct Compacting {
+    pub id: JobId,
+    pub inputs: Vec<u64>,
+    pub to: usize,
+}
+
 impl Engine {
-    /// True when a flush or compaction is due.
+    /// True when a flush or compaction is due and none of its kind is in flight.
     pub fn needs_maintenance(&self) -> bool {
-        !self.poisoned && (self.memtable.bytes() >= self.config.memtable_bytes_max || self.compaction_due)
+        !self.poisoned
+            && ((self.flush_due() && self.frozen.is_none())
+                || (self.compaction_due && self.compacting.is_none())
+                || (!self.obsolete.is_empty() && self.removing.is_none()))
     }
 
-    /// Flushes a full memtable and runs at most one compaction step.
+    fn flush_due(&self) -> bool {
+        self.memtable.bytes() >= self.config.memtable_bytes_max
+    }
+
+    /// The next job due, if any: a flush of a full memtable first, then a
+    /// compaction step. At most one of each kind is in flight. A step that
+    /// only moves a table down a level needs no job and is done here.
+    /// Creating the next WAL file for a flush may fail: that poisons.
+    pub fn next_job(&mut self) -> Result<Option<Job>, MaintainError> {
+        if self.poisoned {
+            return Err(MaintainError::Poisoned);
+        }
+        if self.flush_due() && self.frozen.is_none() {
+            return self.begin_flush().map(Some);
+        }
+        if self.compaction_due && self.compacting.is_none() {
+            if let Some(job) = self.begin_compaction()? {
+                return Ok(Some(job));
+            }
+        }
+        if !self.obsolete.is_empty() && self.removing.is_none() {
+            let id = self.next_job_id();
+            self.removing = Some(id);
+            let files = core::mem::take(&mut self.obsolete);
+            return Ok(Some(Job { id, work: Work::Remove { files }, config: Arc::new(self.config.clone()) }));
+        }
+        Ok(None)
+    }
+
+    /// Freezes the memtable for a flush job and starts the next WAL file,
+    /// where writes go from now on. The frozen memtable stays readable, and
+    /// its records stay in the old WAL files, until its table is installed.
+    fn begin_flush(&mut self) -> Result<Job, MaintainError> {
+        // The old file gets every record of the frozen memtable, synced: at
+        // most one file ever holds unsynced records, so a crash that keeps
+        // some unsynced pages and loses others still leaves a prefix of the
+        // log. Under `always` that is one group commit's worth at most.
+        self.append_wal().map_err(|error| self.poison(error))?;
+        if self.durable_lsn < self.last_lsn {
+            self.disk.sync(&self.wal.file).map_err(|error| self.poison(error))?;
+            self.durable_lsn = self.last_lsn;
+        }
+        let seq = self.wal.seq + 1;
+        let next_wal =
+            WalWriter::create(&*self.disk, seq, &self.config, 0).map_err(|error| self.poison(error))?;
+        // Records acknowledged in the new file need its name to survive a crash.
+        self.disk.sync_dir().map_err(|error| self.poison(error))?;
+        let old = core::mem::replace(&mut self.wal, next_wal);
+        let fresh = Memtable::new(self.memtable.hasher());
+        let memtable = core::mem::replace(&mut self.memtable, fresh);
+        let memtable = Arc::new(memtable);
+        let id = self.next_job_id();
+        let table = self.next_table_id;
+        self.next_table_id += 1;
+        self.frozen = Some(Frozen {
+            job: id,
+            memtable: Arc::clone(&memtable),
+            last_lsn: self.last_lsn,
+            wal_file: old.file,
+            wal_next: seq,
+        });
+        Ok(Job { id, work: Work::Flush { memtable, table }, config: Arc::new(self.config.clone()) })
+    }
+
+    fn begin_compaction(&mut self) -> Result<Option<Job>, MaintainError> {
+        match compaction::choose(&self.manifest, &self.config) {
+            Choice::Nothing => {
+                self.compaction_due = false;
+                Ok(None)
+            }
+            Choice::Move { table, from } => {
+                self.move_down(table, from)?;
+                Ok(None)
+            }
+            Choice::Merge { from, to, inputs, drop_tombstones } => {
+                debug_assert!(from < to);
+                let tables: Vec<Arc<Table>> =
+                    inputs.iter().filter_map(|id| self.tables.get(id)).map(Arc::clone).collect();
+                assert_eq!(tables.len(), inputs.len(), "compaction inputs are open tables");
+                let id = self.next_job_id();
+                let first_table = self.next_table_id;
+                self.next_table_id += COMPACTION_IDS;
+                self.compacting = Some(Compacting { id, inputs, to });
+                let work = Work::Compact { inputs: tables, first_table, drop_tombstones };
+                Ok(Some(Job { id, work, config: Arc::new(self.config.clone()) }))
+            }
+        }
+    }
+
+    fn next_job_id(&mut self) -> JobId {
+        self.job_next += 1;
+        JobId(self.job_next)
+    }
+
+    /// Relinks a table one level down: a manifest change, no job.
+    fn move_down(&mut self, table: u64, from: usize) -> Result<(), MaintainError> {
+        let mut manifest = self.manifest.clone();
+        let deeper = from + 1 < manifest.levels.len();
+        let upper = manifest.levels.get_mut(from).filter(|_| deeper);
+        let found =
+            upper.and_then(|upper| upper.iter().position(|meta| meta.id == table).map(|at| upper.remove(at)));
+        let Some(meta) = found else {
+            // The policy named a table that is not there: wait for the tree
+            // to change rather than being asked again at once.
+            self.compaction_due = false;
+            return Ok(());
+        };
+        insert_sorted(&mut manifest, from + 1, meta);
+        self.install(manifest, Vec::new(), &[]).map_err(|error| self.poison(error))?;
+        self.counters.compactions += 1;
+        Ok(())
+    }
+
+    /// Installs what a job wrote: a short step, a manifest store at most.
+    /// A job whose work failed leaves the tree as it was: a read that
+    /// failed a checksum waits for the tree to change before compacting
+    /// again; a disk failure poisons the engine.
+    pub fn finish_job(&mut self, done: JobDone) -> Result<JobKind, MaintainError> {
+        self.counters.corruption_detected += done.corruption_detected;
+        let kind = if self.frozen.as_ref().is_some_and(|frozen| frozen.job == done.id) {
+            JobKind::Flush
+        } else if self.compacting.as_ref().is_some_and(|compacting| compacting.id == done.id) {
+            JobKind::Compaction
+        } else if self.removing == Some(done.id) {
+            self.removing = None;
+            return Ok(JobKind::Removal);
+        } else {
+            panic!("finish_job for a job not in flight: {:?}", done.id);
+        };
+        // A memtable whose flush failed stays frozen and readable: its
+        // records are in the synced log, and reads must still see them.
+        let outputs = match done.outcome {
+            _ if self.poisoned => {
+                // The engine no longer writes; its state is whatever recovery makes of the disk.
+                self.compacting.take_if(|_| kind == JobKind::Compaction);
+                return Err(MaintainError::Poisoned);
+            }
+            Ok(outputs) => outputs,
+            Err(JobError::Disk(error)) => {
+                self.compacting.take_if(|_| kind == JobKind::Compaction);
+                return Err(self.poison(error));
+            }
+            Err(JobError::Read(error)) => {
+                self.compacting = None;
+                // Retrying would read the same bad block; wait for the tree to change.
+                self.compaction_due = false;
+                return Err(MaintainError::Corrupt(error));
+            }
+        };
+        match kind {
+            JobKind::Flush => self.install_flush(outputs)?,
+            JobKind::Compaction => self.install_compaction(outputs)?,
+            JobKind::Removal => {}
+        }
+        Ok(kind)
+    }
+
+    fn install_flush(&mut self, outputs: Vec<(TableMeta, Table)>) -> Result<(), MaintainError> {
+        let Some(frozen) = self.frozen.as_ref() else { return Ok(()) };
+        let mut manifest = self.manifest.clone();
+        manifest.wal_first = frozen.wal_next;
+        manifest.flushed_lsn = frozen.last_lsn.0;
+        manifest.next_table_id = self.next_table_id;
+        let mut added = Vec::new();
+        for (meta, table) in outputs {
+            if let Some(level0) = manifest.levels.first_mut() {
+                level0.insert(0, meta);
+            }
+            added.push(table);
+        }
+        self.install(manifest, added, &[]).map_err(|error| self.poison(error))?;
+        let Some(frozen) = self.frozen.take() else { return Ok(()) };
+        // Everything the frozen memtable held is in a synced table now.
+        self.durable_lsn = self.durable_lsn.max(frozen.last_lsn);
+        self.appended_lsn = self.appended_lsn.max(frozen.last_lsn);
+        self.remove_wals_before(frozen.wal_next, &frozen.wal_file);
+        self.counters.flushes += 1;
+        Ok(())
+    }
+
+    fn install_compaction(&mut self, outputs: Vec<(TableMeta, Table)>) -> Result<(), MaintainError> {
+        let Some(compacting) = self.compacting.take() else { return Ok(()) };
+        let mut manifest = self.manifest.clone();
+        for level in &mut manifest.levels {
+            level.retain(|meta| !compacting.inputs.contains(&meta.id));
+        }
+        manifest.next_table_id = self.next_table_id;
+        let mut added = Vec::new();
+        for (meta, table) in outputs {
+            insert_sorted(&mut manifest, compacting.to, meta);
+            added.push(table);
+        }
+        self.install(manifest, added, &compacting.inputs).map_err(|error| self.poison(error))?;
+        self.obsolete.extend(compacting.inputs.iter().map(|id| super::sstable::file_name(*id)));
+        self.counters.compactions += 1;
+        Ok(())
+    }
+
+    /// Runs a job here and now: for owners without an event loop.
+    fn run_inline(&mut self, job: Job) -> Result<JobKind, MaintainError> {
+        let done = job.run(&*self.disk);
+        let kind = self.finish_job(done)?;
+        if self.removing.is_none() && !self.obsolete.is_empty() {
+            self.remove_obsolete_inline()?;
+        }
+        Ok(kind)
+    }
+
+    fn remove_obsolete_inline(&mut self) -> Result<(), MaintainError> {
+        let id = self.next_job_id();
+        self.removing = Some(id);
+        let files = core::mem::take(&mut self.obsolete);
+        let removal = Job { id, work: Work::Remove { files }, config: Arc::new(self.config.clone()) };
+        let done = removal.run(&*self.disk);
+        self.finish_job(done).map(|_| ())
+    }
+
+    /// Flushes a full memtable and runs at most one compaction step, inline.
     pub fn maintain(&mut self) -> Result<MaintenanceReport, MaintainError> {
         if self.poisoned {
             return Err(MaintainError::Poisoned);
         }
         let mut report = MaintenanceReport::default();
-        if self.memtable.bytes() >= self.config.memtable_bytes_max {
+        if self.flush_due() && self.frozen.is_none() {
             report.flushed = self.flush()?;
         }
         if self.compaction_due {
             report.compacted = self.compact_step()?;
         }
+        if self.removing.is_none() && !self.obsolete.is_empty() {
+            self.remove_obsolete_inline()?;
+        }
         Ok(report)
     }
 
-    /// Writes the memtable to a level-0 table and starts a new WAL file.
-    /// Returns false if the memtable was empty. A disk error poisons the engine.
+    /// Writes the memtable to a level-0 table inline and starts a new WAL
+    /// file. Returns false if the memtable was empty, or a flush job is
+    /// already in flight. A disk error poisons the engine.
     pub fn flush(&mut self) -> Result<bool, MaintainError> {
         if self.poisoned {
             return Err(MaintainError::Poisoned);
         }
-        if self.memtable.is_empty() {
+        if self.memtable.is_empty() || self.frozen.is_some() {
             return Ok(false);
         }
-        self.flush_inner().map_err(|error| self.poison(error))?;
-        self.counters.flushes += 1;
+        let job = self.begin_flush()?;
+        self.run_inline(job)?;
         Ok(true)
     }
 
-    fn flush_inner(&mut self) -> Result<(), DiskError> {
-        let seq = self.wal.seq + 1;
-        let next_wal = WalWriter::create(&*self.disk, seq, &self.config, 0)?;
-        self.write_memtable(seq)?;
-        let old = core::mem::replace(&mut self.wal, next_wal);
-        self.remove_wals_before(seq, &old.file);
-        Ok(())
+    /// Runs the compaction step the policy chooses, if any, inline; false
+    /// when there is none or one is already in flight.
+    pub fn compact_step(&mut self) -> Result<bool, MaintainError> {
+        if self.poisoned {
+            return Err(MaintainError::Poisoned);
+        }
+        if self.compacting.is_some() {
+            return Ok(false);
+        }
+        let compactions = self.counters.compactions;
+        if let Some(job) = self.begin_compaction()? {
+            self.run_inline(job)?;
+        }
+        Ok(self.counters.compactions > compactions)
     }
 
     /// Writes the memtable (if it holds anything) to a level-0 table and
     /// installs a manifest in which the log starts at WAL file `wal_first`
     /// and every write so far is in a table; the memtable is empty after.
+    /// Inline: only opening, which settles what it replayed, uses it.
     pub(super) fn write_memtable(&mut self, wal_first: u64) -> Result<(), DiskError> {
         let mut manifest = self.manifest.clone();
         manifest.wal_first = wal_first;
         manifest.flushed_lsn = self.last_lsn.0;
         let mut added = Vec::new();
         if !self.memtable.is_empty() {
-            let id = manifest.next_table_id;
+            let id = self.next_table_id;
+            self.next_table_id += 1;
             let mut writer = TableWriter::create(&*self.disk, id, &self.config)?;
             for (key, value) in self.memtable.iter() {
                 writer.add(&*self.disk, key, value)?;
             }
-            manifest.next_table_id = id + 1;
+            manifest.next_table_id = self.next_table_id;
             if let Some((meta, table)) = writer.finish(&*self.disk)? {
                 if let Some(level0) = manifest.levels.first_mut() {
                     level0.insert(0, meta);
@@ -98,8 +342,7 @@ impl Engine {
             if self.sync_in_flight.as_ref().is_some_and(|request| request.file == name) {
                 self.wal_retired.push(name);
             } else {
-                // Leftovers are harmless: recovery skips WAL files below `wal_first`.
-                let _ = self.disk.remove(&name);
+                self.obsolete.push(name);
             }
         }
     }
@@ -124,131 +367,6 @@ impl Engine {
         self.poisoned = true;
         MaintainError::Disk(error)
     }
-
-    /// Runs the compaction step the policy chooses, if any.
-    pub fn compact_step(&mut self) -> Result<bool, MaintainError> {
-        if self.poisoned {
-            return Err(MaintainError::Poisoned);
-        }
-        match compaction::choose(&self.manifest, &self.config) {
-            Choice::Nothing => Ok(false),
-            Choice::Move { table, from } => {
-                let mut manifest = self.manifest.clone();
-                let (Some(upper), Some(_)) =
-                    (manifest.levels.get_mut(from), self.manifest.levels.get(from + 1))
-                else {
-                    return Ok(false);
-                };
-                let Some(at) = upper.iter().position(|meta| meta.id == table) else { return Ok(false) };
-                let meta = upper.remove(at);
-                insert_sorted(&mut manifest, from + 1, meta);
-                self.install(manifest, Vec::new(), &[]).map_err(|error| self.poison(error))?;
-                self.counters.compactions += 1;
-                Ok(true)
-            }
-            Choice::Merge { from, to, inputs, drop_tombstones } => {
-                let result = self.merge_tables(from, to, &inputs, drop_tombstones);
-                if let Err(MaintainError::Corrupt(_)) = result {
-                    // Retrying would read the same bad block; wait for the tree to change.
-                    self.compaction_due = false;
-                }
-                result?;
-                self.counters.compactions += 1;
-                Ok(true)
-            }
-        }
-    }
-
-    fn merge_tables(
-        &mut self,
-        from: usize,
-        to: usize,
-        inputs: &[u64],
-        drop_tombstones: bool,
-    ) -> Result<(), MaintainError> {
-        debug_assert!(from < to);
-        let runs: Vec<Vec<Arc<Table>>> =
-            inputs.iter().filter_map(|id| self.tables.get(id)).map(|table| vec![Arc::clone(table)]).collect();
-        if runs.len() != inputs.len() {
-            return Err(MaintainError::Corrupt(ReadError::Corrupt {
-                file: String::from("MANIFEST"),
-                offset: 0,
-                reason: String::from("compaction input is not open"),
-            }));
-        }
-        let mut merge = Merge::new(None, runs, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, false);
-        let mut outputs: Vec<(TableMeta, Table)> = Vec::new();
-        let mut manifest = self.manifest.clone();
-        let result = self.write_merged(&mut merge, &mut manifest, drop_tombstones, &mut outputs);
-        if let Err(error) = result {
-            for (meta, _) in &outputs {
-                let _ = self.disk.remove(&super::sstable::file_name(meta.id));
-            }
-            return Err(match error {
-                MergeFailure::Read(error) => MaintainError::Corrupt(error),
-                MergeFailure::Disk(error) => self.poison(error),
-            });
-        }
-        for level in &mut manifest.levels {
-            level.retain(|meta| !inputs.contains(&meta.id));
-        }
-        let mut added = Vec::new();
-        for (meta, table) in outputs {
-            insert_sorted(&mut manifest, to, meta);
-            added.push(table);
-        }
-        self.install(manifest, added, inputs).map_err(|error| self.poison(error))?;
-        for id in inputs {
-            let _ = self.disk.remove(&super::sstable::file_name(*id));
-        }
-        Ok(())
-    }
-
-    /// Streams the merge into tables of about `table_bytes_target` each.
-    fn write_merged(
-        &mut self,
-        merge: &mut Merge<'_>,
-        manifest: &mut Manifest,
-        drop_tombstones: bool,
-        outputs: &mut Vec<(TableMeta, Table)>,
-    ) -> Result<(), MergeFailure> {
-        let disk = &*self.disk;
-        let mut reads = Reads {
-            disk,
-            cache: &mut self.cache,
-            corruption_detected: &mut self.counters.corruption_detected,
-            fill_cache: false,
-        };
-        let mut writer: Option<TableWriter> = None;
-        while let Some(item) = merge.next(&mut reads).map_err(MergeFailure::Read)? {
-            if drop_tombstones && item.is_tombstone() {
-                continue;
-            }
-            let current = match &mut writer {
-                Some(current) => current,
-                None => {
-                    let id = manifest.next_table_id;
-                    manifest.next_table_id += 1;
-                    writer.insert(TableWriter::create(disk, id, &self.config).map_err(MergeFailure::Disk)?)
-                }
-            };
-            current.add_encoded(disk, &item.key, item.flags, &item.value).map_err(MergeFailure::Disk)?;
-            if current.bytes() >= self.config.table_bytes_target {
-                if let Some(done) = writer.take() {
-                    outputs.extend(done.finish(disk).map_err(MergeFailure::Disk)?);
-                }
-            }
-        }
-        if let Some(done) = writer.take() {
-            outputs.extend(done.finish(disk).map_err(MergeFailure::Disk)?);
-        }
-        disk.sync_dir().map_err(MergeFailure::Disk)
-    }
-}
-
-enum MergeFailure {
-    Read(ReadError),
-    Disk(DiskError),
 }
 
 /// Inserts a table into a sorted level (1 and deeper).

@@ -31,6 +31,9 @@ mod engine;
 #[cfg(test)]
 mod engine_tests;
 pub mod iter;
+pub mod job;
+#[cfg(test)]
+mod job_tests;
 mod maintain;
 pub mod manifest;
 pub mod memtable;
@@ -154,6 +157,12 @@ pub enum WriteError {
     ValueTooLarge { len: u64, max: u32 },
     #[error("disk error while writing: {0}")]
     Disk(DiskError),
+    /// Definite: the memtable reached `limit` bytes, twice its flush size,
+    /// while the previous one is still being written to a table. Retry shortly.
+    #[error(
+        "storage is behind: the memtable is at {limit} bytes while the previous one is still being flushed"
+    )]
+    Stalled { limit: u64 },
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

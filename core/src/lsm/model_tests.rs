@@ -1,5 +1,6 @@
 //! The engine against a `BTreeMap` model under random puts, deletes, syncs,
-//! flushes, compactions, failed syncs, crashes and reopens.
+//! flushes, compactions (inline, or as jobs that finish in any order while
+//! writes go on), failed syncs, crashes and reopens.
 //!
 //! The model tracks the state at the durable Lsn and the writes after it.
 //! After a crash that drops unsynced bytes the engine must equal the model at
@@ -27,6 +28,8 @@ enum Op {
     FailSync,
     Maintain,
     Flush,
+    BeginJob,
+    FinishJob { oldest: bool },
     Crash { torn: bool },
     Reopen,
 }
@@ -41,8 +44,10 @@ impl Arbitrary for Op {
             70..74 => Op::BeginSync,
             74..78 => Op::FinishSync,
             78..79 => Op::FailSync,
-            79..88 => Op::Maintain,
-            88..92 => Op::Flush,
+            79..83 => Op::Maintain,
+            83..85 => Op::Flush,
+            85..89 => Op::BeginJob,
+            89..92 => Op::FinishJob { oldest: bool::arbitrary(g) },
             92..97 => Op::Crash { torn: bool::arbitrary(g) },
             _ => Op::Reopen,
         }
@@ -111,8 +116,11 @@ struct Harness {
     engine: Engine,
     model: Model,
     in_flight: Option<SyncRequest>,
-    /// Flush count when the sync in flight began: a flush since then means the
-    /// sync is on a retired WAL file and covers nothing newer.
+    /// Jobs handed out and not yet finished.
+    jobs: Vec<job::Job>,
+    /// Flush count when the sync in flight began: a flush since then (or a
+    /// flush job begun, `u64::MAX`) means the sync is on a retired WAL file
+    /// and covers nothing newer.
     in_flight_flushes: u64,
     /// What the last successful disk sync covered: everything appended by then.
     disk_synced: Lsn,
@@ -159,6 +167,29 @@ impl Harness {
             Op::Flush => {
                 let _ = self.engine.flush();
             }
+            Op::BeginJob if self.engine.needs_maintenance() => match self.engine.next_job() {
+                Ok(Some(job)) => {
+                    if job.kind() == job::JobKind::Flush {
+                        // Writes go to a new WAL file now: a sync in flight covers none of them.
+                        self.in_flight_flushes = u64::MAX;
+                    }
+                    self.jobs.push(job);
+                }
+                Ok(None) => {}
+                Err(MaintainError::Poisoned) => {}
+                Err(error) => return Err(format!("next job: {error}")),
+            },
+            Op::BeginJob => {}
+            Op::FinishJob { oldest } => {
+                if !self.jobs.is_empty() {
+                    let job = self.jobs.remove(if oldest { 0 } else { self.jobs.len() - 1 });
+                    let done = job.run(&self.disk);
+                    match self.engine.finish_job(done) {
+                        Ok(_) | Err(MaintainError::Poisoned) => {}
+                        Err(error) => return Err(format!("finish job: {error}")),
+                    }
+                }
+            }
             Op::Crash { torn } => {
                 self.disk.crash(if torn { CrashMode::TornTail } else { CrashMode::DropUnsynced });
                 self.reopen(if torn { Expect::Between } else { Expect::Synced })?;
@@ -177,6 +208,8 @@ impl Harness {
         match result {
             Ok(lsn) => self.model.pending.push((lsn, key.to_vec(), value.clone())),
             Err(WriteError::Poisoned) if self.engine.is_poisoned() => return Ok(()),
+            // A flush job is behind: nothing was written.
+            Err(WriteError::Stalled { .. }) => return Ok(()),
             Err(error) => return Err(format!("write failed: {error}")),
         }
         let got = self.engine.get(key).map_err(|e| format!("get: {e}"))?;
@@ -191,6 +224,7 @@ impl Harness {
         let synced = self.engine.durable_lsn().max(self.disk_synced);
         let appended = self.engine.appended_lsn();
         self.in_flight = None;
+        self.jobs.clear();
         self.engine =
             Engine::open(Box::new(self.disk.clone()), config()).map_err(|e| format!("open: {e}"))?;
         let recovered = self.engine.last_lsn();
@@ -231,6 +265,7 @@ fn run(ops: Vec<Op>, seed: u64) -> Result<EngineStats, String> {
         engine,
         model: Model::default(),
         in_flight: None,
+        jobs: Vec::new(),
         in_flight_flushes: 0,
         disk_synced: Lsn(0),
     };

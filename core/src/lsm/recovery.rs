@@ -109,7 +109,14 @@ pub(super) fn open(
         cache,
         compaction_due,
         unsettled: None,
+        frozen: None,
+        compacting: None,
+        next_table_id: 0,
+        job_next: 0,
+        obsolete: Vec::new(),
+        removing: None,
     };
+    engine.next_table_id = engine.manifest.next_table_id;
     engine.settle(replay)?;
     Ok(engine)
 }

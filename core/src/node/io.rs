@@ -4,6 +4,7 @@ use crate::NodeId;
 use crate::client::{Reply, Request, RequestId};
 use crate::disk::DiskError;
 use crate::lsm::SyncRequest;
+use crate::lsm::job::{Job, JobDone};
 use crate::message::Message;
 
 /// An event for the node to handle.
@@ -16,6 +17,8 @@ pub enum Input {
     Client { id: RequestId, request: Request },
     /// The outcome of an `Output::Sync` the node asked for.
     Synced { request: SyncRequest, result: Result<(), DiskError> },
+    /// A job the node handed out, done (`Job::run`).
+    JobDone(JobDone),
 }
 
 /// Something the driver must do for the node.
@@ -32,6 +35,11 @@ pub enum Output {
     /// Make the named file durable (fsync), off the event loop if need be,
     /// then hand the result back as `Input::Synced`. At most one is in flight.
     Sync(SyncRequest),
+    /// Long storage work (a flush, a compaction): run it off the event loop
+    /// with `Job::run` on the node's disk and hand the result back as
+    /// `Input::JobDone`. The node keeps serving meanwhile; a few may be in
+    /// flight at once, and they finish in any order.
+    Job(Job),
     /// Something worth logging or counting; needs no action.
     Event(Event),
 }

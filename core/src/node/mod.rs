@@ -276,6 +276,11 @@ impl Node {
             Input::Message { from, message } => self.on_message(from, message),
             Input::Client { id, request } => self.on_client(id, request),
             Input::Synced { request, result } => self.on_synced(request, result),
+            Input::JobDone(done) => {
+                if let Err(error) = self.store.engine_mut().finish_job(done) {
+                    self.maintenance_failed(error);
+                }
+            }
         }
         self.after_event();
     }
@@ -477,16 +482,25 @@ impl Node {
         }
     }
 
+    fn maintenance_failed(&mut self, error: lsm::MaintainError) {
+        if self.store.engine().is_poisoned() {
+            self.storage_failure.get_or_insert_with(|| format!("storage maintenance failed: {error}"));
+        } else {
+            let reason = error.to_string();
+            self.outputs.push_back(Output::Event(Event::MaintenanceFailed { reason }));
+        }
+    }
+
     /// Work common to the end of every event: release what became durable,
     /// start the next sync, and run the engine's maintenance.
     fn after_event(&mut self) {
-        if self.store.engine().needs_maintenance() && !self.store.engine().is_poisoned() {
-            if let Err(error) = self.store.engine_mut().maintain() {
-                if self.store.engine().is_poisoned() {
-                    self.storage_failure = Some(format!("storage maintenance failed: {error}"));
-                } else {
-                    let reason = error.to_string();
-                    self.outputs.push_back(Output::Event(Event::MaintenanceFailed { reason }));
+        while self.store.engine().needs_maintenance() {
+            match self.store.engine_mut().next_job() {
+                Ok(Some(job)) => self.outputs.push_back(Output::Job(job)),
+                Ok(None) => {}
+                Err(error) => {
+                    self.maintenance_failed(error);
+                    break;
                 }
             }
         }

@@ -80,6 +80,10 @@ impl Cluster {
                         self.held_syncs.push((index, request));
                     }
                 }
+                Output::Job(job) => {
+                    let done = job.run(&self.disks[index]);
+                    self.nodes[index].handle_input(at(self.now), Input::JobDone(done));
+                }
                 Output::Event(_) => {}
             }
         }

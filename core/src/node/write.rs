@@ -3,10 +3,11 @@
 
 use super::dedup::Admission;
 use super::durability::Deferred;
-use super::store::Record;
+use super::store::{Record, StoreError};
 use super::{Node, Pending};
 use crate::NodeId;
 use crate::client::{ClientError, Consistency, Context, Reply, Request};
+use crate::lsm::WriteError;
 use crate::message::{Message, ReplicaError, Tag};
 use crate::quorum::Tally;
 use crate::request::{Origin, PutRequest};
@@ -265,8 +266,7 @@ impl Node {
             return Err(ClientError::SiblingsTooMany { count: siblings as u64, max }.into());
         }
         record.local_epoch = Some(epoch);
-        let lsn =
-            self.store.write(&write.key, &record).map_err(|error| storage_failed(&error.to_string()))?;
+        let lsn = self.store.write(&write.key, &record).map_err(write_failed)?;
         let mut reply_context = seen;
         reply_context.insert(dot);
         if primaries == [self.id] && self.sync_interval().is_some() {
@@ -400,6 +400,17 @@ impl Node {
             self.store.write(key, &record).map_err(|_| ReplicaError::StorageFailed)?;
         }
         Ok(())
+    }
+}
+
+/// A write the store refused: storage that is behind is a limit the
+/// client may retry after; anything else is a storage failure.
+fn write_failed(error: StoreError) -> ClientError {
+    match error {
+        StoreError::Write(WriteError::Stalled { limit }) => {
+            ClientError::Overloaded { what: "memtable bytes while a flush runs".into(), limit }
+        }
+        error => storage_failed(&error.to_string()),
     }
 }
 

@@ -330,3 +330,18 @@ fn no_write_is_lost_unless_a_later_write_saw_it() {
     }
     QuickCheck::new().tests(2000).quickcheck(property as fn(History) -> bool);
 }
+
+/// Found by the `causal_context` fuzz target: a client may hand back a
+/// vector entry at the largest counter, which joining must not overflow on.
+#[test]
+fn joining_a_vector_at_the_largest_counter_keeps_the_normal_form() {
+    let mut held = CausalContext::new();
+    held.insert(dot(1, 3));
+    let sent = CausalContext { vector: vec![(actor(1), u64::MAX)], cloud: Vec::new() };
+    held.join(&sent);
+    assert_eq!(held.cloud_len(), 0, "the cloud dot is covered by the vector");
+    assert_eq!(held.max_counter(actor(1)), u64::MAX);
+    let mut object = Object::new();
+    assert!(object.write(actor(2), &held, live("v"), 0).is_some());
+    assert_eq!(object.invariants(), Ok(()));
+}

@@ -21,6 +21,7 @@ use std::time::Duration;
 use keel_core::client::{ClientError, Reply, RequestId};
 use keel_core::disk::{Disk, DiskError};
 use keel_core::lsm::SyncRequest;
+use keel_core::lsm::job::{Job, JobDone};
 use keel_core::node::{self, Event, Input, Node, Output};
 use keel_core::{NodeId, Now};
 use thiserror::Error;
@@ -124,6 +125,7 @@ pub async fn start(config: DriverConfig, shutdown: CancellationToken) -> Result<
     let mut addresses = config.peers.clone();
     addresses.insert(config.node, peer_addr);
     let (synced_sender, synced) = mpsc::unbounded_channel();
+    let (jobs_sender, jobs_done) = mpsc::unbounded_channel();
     let driver = Driver {
         node,
         clock,
@@ -134,6 +136,8 @@ pub async fn start(config: DriverConfig, shutdown: CancellationToken) -> Result<
         calls,
         synced,
         synced_sender,
+        jobs_done,
+        jobs_sender,
         metrics: handle.metrics().clone(),
         waiting: HashMap::new(),
         request_next: 0,
@@ -156,6 +160,9 @@ struct Driver {
     calls: mpsc::Receiver<Call>,
     synced: mpsc::UnboundedReceiver<(SyncRequest, Result<(), DiskError>)>,
     synced_sender: mpsc::UnboundedSender<(SyncRequest, Result<(), DiskError>)>,
+    /// Flushes and compactions done on blocking threads (a few at most).
+    jobs_done: mpsc::UnboundedReceiver<JobDone>,
+    jobs_sender: mpsc::UnboundedSender<JobDone>,
     metrics: Arc<Metrics>,
     /// Callers waiting for the reply to each request handed to the node.
     /// A hash map: one insert and one removal per request, cheaper than a
@@ -225,6 +232,15 @@ impl Driver {
                 }
                 Some((request, result)) = self.synced.recv() => {
                     self.node.handle_input(self.clock.now(), Input::Synced { request, result });
+                }
+                Some(done) = self.jobs_done.recv() => {
+                    let started = std::time::Instant::now();
+                    self.node.handle_input(self.clock.now(), Input::JobDone(done));
+                    self.drain();
+                    let elapsed_ms = started.elapsed().as_millis();
+                    if elapsed_ms >= 20 {
+                        tracing::warn!(elapsed_ms, "installing a storage job held the event loop");
+                    }
                 }
                 Some(inbound) = self.inbound.recv() => {
                     let input = Input::Message { from: inbound.from, message: inbound.message };
@@ -300,6 +316,7 @@ impl Driver {
                     }
                 }
                 Output::Sync(request) => self.sync(request),
+                Output::Job(job) => self.run_job(job),
                 Output::Event(event) => log_event(&event),
             }
         }
@@ -323,6 +340,21 @@ impl Driver {
                 tracing::warn!(file = %request.file, elapsed_ms, "slow disk: an fsync took over a second");
             }
             let _ = done.send((request, result));
+        });
+    }
+
+    /// A flush or compaction on a blocking thread: the event loop keeps
+    /// serving while it writes. Its result comes back as an input.
+    fn run_job(&self, job: Job) {
+        let disk = self.disk.clone();
+        let done = self.jobs_sender.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let (kind, bytes) = (job.kind(), job.bytes());
+            let result = job.run(&disk);
+            let elapsed_ms = started.elapsed().as_millis();
+            tracing::debug!(?kind, bytes, elapsed_ms, "storage job done");
+            let _ = done.send(result);
         });
     }
 

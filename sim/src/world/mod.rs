@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use keel_core::NodeId;
 use keel_core::client::RequestId;
 use keel_core::disk::{CrashMode, Disk, MemDisk};
+use keel_core::lsm::job::{Job, JobId};
 use keel_core::lsm::{SyncPolicy, SyncRequest};
 use keel_core::message::Message;
 use keel_core::node::{self, Input, Node, Output};
@@ -29,6 +30,9 @@ use crate::rng::{SimRng, Stream, splitmix};
 use crate::trace::Trace;
 
 const MS: u64 = 1_000_000;
+/// What a storage job costs in simulated time per byte it reads or writes
+/// (about 100 MB/s), on top of one sync.
+const JOB_NS_PER_BYTE: u64 = 10;
 /// A run that processes more events than this is stuck in a loop.
 const EVENTS_MAX: u64 = 50_000_000;
 
@@ -73,6 +77,8 @@ pub struct RunStats {
     pub messages_sent: u64,
     pub messages_lost: u64,
     pub syncs: u64,
+    /// Flushes and compactions handed out as jobs.
+    pub jobs: u64,
     pub crashes: u64,
     pub ops: u64,
     pub ops_failed: u64,
@@ -109,6 +115,12 @@ enum Event {
         boot: u32,
         request: SyncRequest,
     },
+    /// A flush or compaction the node handed out is done.
+    JobDone {
+        host: usize,
+        boot: u32,
+        job: JobId,
+    },
     ClientWake {
         client: usize,
     },
@@ -143,6 +155,7 @@ impl Event {
             Event::Stage(_) => 8,
             Event::Restart { .. } => 9,
             Event::Reopen { .. } => 10,
+            Event::JobDone { .. } => 11,
         }
     }
 }
@@ -174,6 +187,8 @@ struct Host {
     incarnation: u32,
     /// Storage counters of the node's earlier lives.
     engine_totals: (u64, u64, u64),
+    /// Jobs handed out by the node and not yet done.
+    jobs: Vec<Job>,
     /// Under periodic syncs, a crash waits for the node's next input and
     /// strikes right after it, before any timer due at that instant (the
     /// burst's write-out) runs: the moment a reply shown too early is lost.
@@ -279,6 +294,7 @@ impl World {
                 faults_checked: 0,
                 copies_replaced: 0,
                 incarnation: 0,
+                jobs: Vec::new(),
                 engine_totals: (0, 0, 0),
                 crash_after_input: false,
             })
@@ -338,6 +354,7 @@ impl World {
             Event::Deliver { from, to, bytes } => self.deliver(from, to, &bytes),
             Event::Timer { host, boot } => self.fire_timer(host, boot),
             Event::SyncDone { host, boot, request } => self.complete_sync(host, boot, request),
+            Event::JobDone { host, boot, job } => self.complete_job(host, boot, job),
             Event::ClientWake { client } => self.client_wake(client),
             Event::ClientGiveUp { op } => self.client_give_up(op),
             Event::FaultStart(index) => self.fault_start(index),
@@ -424,6 +441,17 @@ impl World {
                     self.stats.syncs += 1;
                     self.at(self.now + latency, Event::SyncDone { host, boot, request });
                 }
+                Output::Job(job) => {
+                    // Done after time in proportion to its bytes, while the
+                    // node serves; like a sync, it meets the disk's faults
+                    // when it completes.
+                    let state = &mut self.hosts[host];
+                    let (boot, id) = (state.boot, job.id);
+                    let cost = state.sync_latency_ns + job.bytes().saturating_mul(JOB_NS_PER_BYTE);
+                    state.jobs.push(job);
+                    self.stats.jobs += 1;
+                    self.at(self.now + cost, Event::JobDone { host, boot, job: id });
+                }
                 Output::Event(node::Event::ReadRepair { replicas }) => {
                     self.stats.read_repairs += replicas.len() as u64;
                 }
@@ -478,6 +506,17 @@ impl World {
         let result = self.hosts[host].disk.sync(&request.file);
         self.trace.record(&[u64::from(result.is_ok())]);
         self.input(host, Input::Synced { request, result });
+    }
+
+    fn complete_job(&mut self, host: usize, boot: u32, id: JobId) {
+        let state = &mut self.hosts[host];
+        if state.boot != boot || state.node.is_none() {
+            return;
+        }
+        let Some(at) = state.jobs.iter().position(|job| job.id == id) else { return };
+        let job = state.jobs.swap_remove(at);
+        let done = job.run(&state.disk);
+        self.input(host, Input::JobDone(done));
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, message: &Message) {
@@ -611,6 +650,11 @@ impl World {
         drop(node);
         self.stats.crashes += 1;
         let state = &mut self.hosts[host];
+        // Jobs in flight die in the middle: what they wrote stays on the
+        // disk, synced or not, for the crash to tear and recovery to remove.
+        for job in std::mem::take(&mut state.jobs) {
+            let _ = job.run(&state.disk);
+        }
         state.boot += 1;
         state.timer_at = None;
         state.disk.crash(mode);

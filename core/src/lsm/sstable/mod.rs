@@ -239,6 +239,11 @@ impl Table {
         self.index.partition_point(|entry| entry.last_key.as_slice() < key)
     }
 
+    /// The size of the table's file.
+    pub fn file_bytes(&self) -> u64 {
+        self.footer.index_offset + u64::from(self.footer.index_len) + FOOTER_BYTES as u64
+    }
+
     /// Memory held by the index and the filter.
     pub fn memory_bytes(&self) -> u64 {
         let index: usize = self.index.iter().map(|entry| entry.last_key.len() + 40).sum();

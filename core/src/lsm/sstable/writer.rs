@@ -9,6 +9,11 @@ use crate::lsm::manifest::TableMeta;
 
 /// Encoded bytes gathered in memory before one append.
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// A table being written is synced every this many bytes, not only at the
+/// end: a large table left dirty in the page cache makes the kernel throttle
+/// every writer on the machine, and makes each fsync (the log's too) wait
+/// for it, while the node's event loop must keep going.
+const SYNC_EVERY_BYTES: u64 = 4 << 20;
 
 /// Writes one table, appending in large chunks; `finish` syncs it.
 #[derive(Debug)]
@@ -107,8 +112,12 @@ impl TableWriter {
         self.index.push(IndexEntry { last_key, offset, len });
         if self.out.len() >= WRITE_CHUNK_BYTES {
             disk.append(&self.file, &self.out)?;
+            let before = self.written;
             self.written += self.out.len() as u64;
             self.out.clear();
+            if before / SYNC_EVERY_BYTES != self.written / SYNC_EVERY_BYTES {
+                disk.sync(&self.file)?;
+            }
         }
         Ok(())
     }

@@ -1,0 +1,183 @@
+//! Flushes and compactions as jobs: the engine serves while they run, they
+//! finish in either order, and a crash in the middle loses nothing synced.
+
+use super::engine_tests::{key, open_small, small_config};
+use super::job::{Job, JobKind};
+use super::*;
+use std::ops::Bound;
+
+use crate::disk::{CrashMode, Disk, MemDisk};
+
+/// Writes until a flush is due, with values that name their round.
+fn fill(engine: &mut Engine, round: u32) {
+    let mut i = 0;
+    while engine.memtable.bytes() < engine.config().memtable_bytes_max {
+        engine.put(&key(i), format!("round {round}").as_bytes()).unwrap();
+        i += 1;
+    }
+}
+
+/// The next flush or compaction; removals of obsolete files are run on the way.
+fn next(engine: &mut Engine) -> Job {
+    loop {
+        let job = engine.next_job().unwrap().expect("a job is due");
+        if job.kind() != JobKind::Removal {
+            return job;
+        }
+        let done = job.run(&*engine.disk);
+        assert_eq!(engine.finish_job(done).unwrap(), JobKind::Removal);
+    }
+}
+
+/// An engine with two flushed tables in level 0, which makes a compaction due.
+fn due_for_compaction(seed: u64) -> (MemDisk, EngineConfig, Engine) {
+    let disk = MemDisk::new(seed);
+    let config = EngineConfig { l0_tables_max: 2, ..small_config() };
+    let mut engine = Engine::open(Box::new(disk.clone()), config.clone()).unwrap();
+    for round in 1..=2 {
+        fill(&mut engine, round);
+        let flush = next(&mut engine);
+        let done = flush.run(&disk);
+        engine.finish_job(done).unwrap();
+    }
+    (disk, config, engine)
+}
+
+#[test]
+fn a_memtable_being_flushed_stays_readable_and_writes_go_on() {
+    let disk = MemDisk::new(1);
+    let mut engine = open_small(&disk);
+    fill(&mut engine, 1);
+    let flush = next(&mut engine);
+    assert_eq!(flush.kind(), JobKind::Flush);
+    assert!(flush.bytes() > 0);
+    assert!(!engine.needs_maintenance(), "one flush at a time");
+    // While the job runs: the frozen memtable answers, newer writes win.
+    assert_eq!(engine.get(&key(0)).unwrap(), Some(b"round 1".to_vec()));
+    engine.put(&key(0), b"newer").unwrap();
+    engine.delete(&key(1)).unwrap();
+    assert_eq!(engine.get(&key(0)).unwrap(), Some(b"newer".to_vec()));
+    assert_eq!(engine.get(&key(1)).unwrap(), None);
+    let scan = engine.scan(Bound::Unbounded, Bound::Unbounded, 3).unwrap();
+    assert_eq!(scan[0], (key(0), b"newer".to_vec()));
+    assert_eq!(scan[1].0, key(2), "the delete hides the frozen value");
+    let done = flush.run(&disk);
+    assert_eq!(engine.finish_job(done).unwrap(), JobKind::Flush);
+    assert_eq!(engine.stats().flushes, 1);
+    assert_eq!(engine.stats().tables_per_level[0], 1);
+    assert_eq!(engine.get(&key(0)).unwrap(), Some(b"newer".to_vec()));
+    assert_eq!(engine.get(&key(2)).unwrap(), Some(b"round 1".to_vec()));
+}
+
+#[test]
+fn a_crash_before_the_flush_is_installed_recovers_from_the_logs() {
+    for mode in [CrashMode::DropUnsynced, CrashMode::TornTail] {
+        let disk = MemDisk::new(2);
+        let mut engine = open_small(&disk);
+        fill(&mut engine, 1);
+        let flush = next(&mut engine);
+        // Freezing synced the old log: everything written so far survives.
+        let frozen_last = engine.last_lsn();
+        assert_eq!(engine.durable_lsn(), frozen_last);
+        engine.put(b"after", b"freeze").unwrap();
+        engine.sync_now().unwrap();
+        // The job wrote its table, but the node crashed before installing it.
+        let _lost = flush.run(&disk);
+        drop(engine);
+        disk.crash(mode);
+        let mut engine = open_small(&disk);
+        assert_eq!(engine.last_lsn(), Lsn(frozen_last.0 + 1), "{mode:?}");
+        assert_eq!(engine.get(&key(0)).unwrap(), Some(b"round 1".to_vec()));
+        assert_eq!(engine.get(b"after").unwrap(), Some(b"freeze".to_vec()));
+        assert_eq!(engine.stats().tables_per_level[0], 1, "the open settles the logs into one table");
+    }
+}
+
+#[test]
+fn a_flush_and_a_compaction_finish_in_either_order() {
+    for compaction_first in [false, true] {
+        let (disk, config, mut engine) = due_for_compaction(3);
+        let compaction = next(&mut engine);
+        assert_eq!(compaction.kind(), JobKind::Compaction);
+        fill(&mut engine, 3);
+        let flush = next(&mut engine);
+        assert_eq!(flush.kind(), JobKind::Flush);
+        let (first, second) = if compaction_first { (compaction, flush) } else { (flush, compaction) };
+        let first = first.run(&disk);
+        let second = second.run(&disk);
+        engine.finish_job(first).unwrap();
+        engine.finish_job(second).unwrap();
+        // The newest round wins in both orders, and after a restart.
+        assert_eq!(engine.get(&key(0)).unwrap(), Some(b"round 3".to_vec()), "{compaction_first}");
+        assert_eq!(engine.stats().compactions, 1);
+        drop(engine);
+        disk.crash(CrashMode::DropUnsynced);
+        let mut engine = Engine::open(Box::new(disk.clone()), config).unwrap();
+        assert_eq!(engine.get(&key(0)).unwrap(), Some(b"round 3".to_vec()), "{compaction_first}");
+        let names = disk.list().unwrap();
+        let tables = names.iter().filter(|name| sstable::parse_file_name(name).is_some()).count();
+        assert_eq!(tables, engine.stats().tables_per_level.iter().sum::<u32>() as usize, "{names:?}");
+    }
+}
+
+#[test]
+fn writes_stall_only_far_past_the_flush_size_while_a_flush_runs() {
+    let disk = MemDisk::new(4);
+    let config = EngineConfig { memtable_bytes_max: 2 << 20, ..small_config() };
+    let mut engine = Engine::open(Box::new(disk.clone()), config).unwrap();
+    let value = vec![7; 64 << 10];
+    let mut i = 0;
+    while !engine.needs_maintenance() {
+        engine.put(&key(i), &value).unwrap();
+        i += 1;
+    }
+    let flush = next(&mut engine);
+    let stalled = loop {
+        match engine.put(&key(i), &value) {
+            Ok(_) => i += 1,
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(stalled, WriteError::Stalled { limit: 8 << 20 });
+    assert!(engine.stats().memtable_bytes >= 8 << 20);
+    let done = flush.run(&disk);
+    engine.finish_job(done).unwrap();
+    engine.put(&key(i), &value).expect("the stall ends with the flush");
+}
+
+#[test]
+fn a_compaction_over_a_corrupt_block_leaves_the_tree_and_waits() {
+    let (disk, _, mut engine) = due_for_compaction(5);
+    let compaction = next(&mut engine);
+    let table = disk.list().unwrap().into_iter().find(|name| name.ends_with(".sst")).unwrap();
+    disk.corrupt_at(&table, 20, 1).unwrap();
+    let done = compaction.run(&disk);
+    assert!(matches!(engine.finish_job(done), Err(MaintainError::Corrupt(_))));
+    assert!(!engine.is_poisoned());
+    // No retry until the tree changes: at most old logs left to remove.
+    while let Some(job) = engine.next_job().unwrap() {
+        assert_eq!(job.kind(), JobKind::Removal, "no retry until the tree changes");
+        let done = job.run(&disk);
+        engine.finish_job(done).unwrap();
+    }
+    assert_eq!(engine.stats().tables_per_level[0], 2);
+    let tables = disk.list().unwrap().into_iter().filter(|name| name.ends_with(".sst")).count();
+    assert_eq!(tables, 2, "the job removed what it wrote");
+}
+
+#[test]
+fn a_flush_that_fails_poisons_but_its_memtable_stays_readable() {
+    let disk = MemDisk::new(6);
+    let mut engine = open_small(&disk);
+    fill(&mut engine, 1);
+    let flush = next(&mut engine);
+    engine.put(b"newer", b"value").unwrap();
+    disk.set_faults(crate::disk::Faults { sync_fail_per_million: 1_000_000, ..Default::default() });
+    let done = flush.run(&disk);
+    disk.set_faults(crate::disk::Faults::default());
+    assert!(matches!(engine.finish_job(done), Err(MaintainError::Disk(_))));
+    assert!(engine.is_poisoned());
+    // Reads keep working on everything written, frozen or not.
+    assert_eq!(engine.get(&key(0)).unwrap(), Some(b"round 1".to_vec()));
+    assert_eq!(engine.get(b"newer").unwrap(), Some(b"value".to_vec()));
+}
