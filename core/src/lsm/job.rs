@@ -11,8 +11,8 @@
 //! written stays readable until its table is installed, and the inputs of a
 //! compaction until its outputs replace them.
 //!
-//! At most one flush and one compaction are in flight. That is enough for
-//! correctness without locks: a flush only adds a table to level 0, newest
+//! At most one flush, one compaction and one removal of obsolete files are
+//! in flight. That is enough for correctness without locks: a flush only adds a table to level 0, newest
 //! first, and a compaction only replaces its own inputs, so whichever
 //! installs first, the other's edit still applies to the manifest it finds.
 //! Range scans for anti-entropy and streaming will be jobs of the same kind.

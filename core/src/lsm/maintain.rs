@@ -57,12 +57,17 @@ impl Engine {
             }
         }
         if !self.obsolete.is_empty() && self.removing.is_none() {
-            let id = self.next_job_id();
-            self.removing = Some(id);
-            let files = core::mem::take(&mut self.obsolete);
-            return Ok(Some(Job { id, work: Work::Remove { files }, config: Arc::new(self.config.clone()) }));
+            return Ok(Some(self.begin_removal()));
         }
         Ok(None)
+    }
+
+    /// Hands the files no manifest names any more to a removal job.
+    fn begin_removal(&mut self) -> Job {
+        let id = self.next_job_id();
+        self.removing = Some(id);
+        let files = core::mem::take(&mut self.obsolete);
+        Job { id, work: Work::Remove { files }, config: Arc::new(self.config.clone()) }
     }
 
     /// Freezes the memtable for a flush job and starts the next WAL file,
@@ -245,10 +250,7 @@ impl Engine {
     }
 
     fn remove_obsolete_inline(&mut self) -> Result<(), MaintainError> {
-        let id = self.next_job_id();
-        self.removing = Some(id);
-        let files = core::mem::take(&mut self.obsolete);
-        let removal = Job { id, work: Work::Remove { files }, config: Arc::new(self.config.clone()) };
+        let removal = self.begin_removal();
         let done = removal.run(&*self.disk);
         self.finish_job(done).map(|_| ())
     }
