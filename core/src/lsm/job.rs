@@ -113,7 +113,9 @@ impl Job {
         let mut corruption_detected = 0;
         let mut outputs = Vec::new();
         let result = match &self.work {
-            Work::Flush { memtable, table } => flush(disk, &self.config, memtable, *table, &mut outputs),
+            Work::Flush { memtable, table } => write_table(disk, &self.config, memtable, *table)
+                .map(|written| outputs.extend(written))
+                .map_err(JobError::Disk),
             Work::Compact { inputs, first_table, drop_tombstones } => {
                 let mut reads = Reads {
                     disk,
@@ -145,19 +147,18 @@ impl Job {
     }
 }
 
-fn flush(
+/// Writes `memtable` to table `id`, synced; `None` when it is empty.
+pub(super) fn write_table(
     disk: &dyn Disk,
     config: &EngineConfig,
     memtable: &Memtable,
     id: u64,
-    outputs: &mut Vec<(TableMeta, Table)>,
-) -> Result<(), JobError> {
-    let mut writer = TableWriter::create(disk, id, config).map_err(JobError::Disk)?;
+) -> Result<Option<(TableMeta, Table)>, DiskError> {
+    let mut writer = TableWriter::create(disk, id, config)?;
     for (key, value) in memtable.iter() {
-        writer.add(disk, key, value).map_err(JobError::Disk)?;
+        writer.add(disk, key, value)?;
     }
-    outputs.extend(writer.finish(disk).map_err(JobError::Disk)?);
-    Ok(())
+    writer.finish(disk)
 }
 
 /// Streams the merge into tables of about `table_bytes_target` each.

@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use super::compaction::{self, Choice};
 use super::engine::{Engine, Frozen, WalWriter};
-use super::job::{COMPACTION_IDS, Job, JobDone, JobError, JobId, JobKind, Work};
+use super::job::{COMPACTION_IDS, Job, JobDone, JobError, JobId, JobKind, Work, write_table};
 use super::manifest::{Manifest, TableMeta};
 use super::memtable::Memtable;
-use super::sstable::{Table, TableWriter};
+use super::sstable::Table;
 use super::{MaintainError, MaintenanceReport, wal};
 use crate::disk::DiskError;
 
@@ -67,7 +67,7 @@ impl Engine {
         let id = self.next_job_id();
         self.removing = Some(id);
         let files = core::mem::take(&mut self.obsolete);
-        Job { id, work: Work::Remove { files }, config: Arc::new(self.config.clone()) }
+        self.job(id, Work::Remove { files })
     }
 
     /// Freezes the memtable for a flush job and starts the next WAL file,
@@ -102,7 +102,7 @@ impl Engine {
             wal_file: old.file,
             wal_next: seq,
         });
-        Ok(Job { id, work: Work::Flush { memtable, table }, config: Arc::new(self.config.clone()) })
+        Ok(self.job(id, Work::Flush { memtable, table }))
     }
 
     fn begin_compaction(&mut self) -> Result<Option<Job>, MaintainError> {
@@ -125,9 +125,13 @@ impl Engine {
                 self.next_table_id += COMPACTION_IDS;
                 self.compacting = Some(Compacting { id, inputs, to });
                 let work = Work::Compact { inputs: tables, first_table, drop_tombstones };
-                Ok(Some(Job { id, work, config: Arc::new(self.config.clone()) }))
+                Ok(Some(self.job(id, work)))
             }
         }
+    }
+
+    fn job(&self, id: JobId, work: Work) -> Job {
+        Job { id, work, config: Arc::new(self.config.clone()) }
     }
 
     fn next_job_id(&mut self) -> JobId {
@@ -316,12 +320,8 @@ impl Engine {
         if !self.memtable.is_empty() {
             let id = self.next_table_id;
             self.next_table_id += 1;
-            let mut writer = TableWriter::create(&*self.disk, id, &self.config)?;
-            for (key, value) in self.memtable.iter() {
-                writer.add(&*self.disk, key, value)?;
-            }
             manifest.next_table_id = self.next_table_id;
-            if let Some((meta, table)) = writer.finish(&*self.disk)? {
+            if let Some((meta, table)) = write_table(&*self.disk, &self.config, &self.memtable, id)? {
                 if let Some(level0) = manifest.levels.first_mut() {
                     level0.insert(0, meta);
                 }
