@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use keel_sim::config::PERIODIC_SYNC_MS;
 use keel_sim::report::{failure_report, summary_line};
 use keel_sim::shrink::shrink;
 use keel_sim::{FaultKind, RunResult, SimConfig, run};
@@ -29,14 +30,17 @@ pub struct SimArgs {
     /// bit rot (one copy on a rotting disk cannot be restored).
     #[arg(long)]
     replicas: Option<u8>,
-    /// The nodes' fsync policy. With "periodic" they sync every 100
-    /// simulated ms and acknowledge once the kernel has a write; crashes
-    /// are then of the process only (the machine keeps what it was handed),
-    /// and failed syncs are left out.
-    #[arg(long, value_enum, default_value = "always")]
-    fsync: Fsync,
+    /// Pin the nodes' fsync policy instead of drawing it from the seed (a
+    /// third of seeds draw "periodic"). With "periodic" they sync every 100
+    /// simulated ms and acknowledge once the kernel has a write; a crash is
+    /// then of the process (the kernel keeps what it was handed) or a power
+    /// loss (what was not synced is lost, and writes acknowledged since the
+    /// last sync may be lost with it); failed syncs are left out.
+    #[arg(long, value_enum)]
+    fsync: Option<Fsync>,
     /// Pin the faults: a comma-separated list (drop, duplicate, reorder,
-    /// partition, one-way, clog, crash, clock-skew), or "none".
+    /// partition, one-way, clog, crash, clock-skew, read-corruption,
+    /// bit-rot, sync-failure, pause, wipe), or "none".
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<String>>,
     /// Pin the number of client operations of the safety phase.
@@ -56,9 +60,6 @@ enum Fsync {
     Periodic,
 }
 
-/// The sync interval of `--fsync periodic` runs, in simulated milliseconds.
-const PERIODIC_SYNC_MS: u64 = 100;
-
 fn parse_range(text: &str) -> Result<Range<u64>, String> {
     let (start, end) = text.split_once("..").ok_or("expected A..B, e.g. 1..1000")?;
     let start: u64 = start.parse().map_err(|error| format!("bad range start {start:?}: {error}"))?;
@@ -71,7 +72,7 @@ fn parse_range(text: &str) -> Result<Range<u64>, String> {
 
 impl SimArgs {
     fn config(&self, seed: u64) -> Result<SimConfig, String> {
-        let mut config = SimConfig::from_seed(seed);
+        let mut config = SimConfig::drawn(seed);
         if let Some(nodes) = self.nodes {
             config = config.with_nodes(nodes);
         }
@@ -84,25 +85,39 @@ impl SimArgs {
             } else {
                 names.iter().map(|name| name.parse::<FaultKind>()).collect::<Result<Vec<_>, _>>()?
             };
-            if self.replicas.is_some_and(|replicas| replicas < 2) && kinds.contains(&FaultKind::BitRot) {
-                return Err("bit rot needs two replicas or more: one copy on a rotting disk cannot be \
-                            restored, so no property could hold"
+            let loses_copies = kinds.contains(&FaultKind::BitRot) || kinds.contains(&FaultKind::Wipe);
+            if self.replicas.is_some_and(|replicas| replicas < 2) && loses_copies {
+                return Err("bit rot and wipes need two replicas or more: one copy on a rotting or \
+                            wiped disk cannot be restored, so no property could hold"
                     .into());
             }
-            if self.fsync == Fsync::Periodic && kinds.contains(&FaultKind::SyncFailure) {
+            if self.fsync == Some(Fsync::Periodic) && kinds.contains(&FaultKind::SyncFailure) {
                 return Err("sync failures cannot be simulated with --fsync periodic: after a failed \
                             fsync the kernel may drop what it was handed, so acknowledged writes may \
                             be lost by design"
                     .into());
             }
             config = config.with_faults_only(&kinds);
+            // Asked for by name: a drawn single replica must not drop them.
+            if loses_copies && self.replicas.is_none() {
+                let replicas = config.replicas.max(2);
+                config = config.with_replicas(replicas);
+            }
         }
         if let Some(replicas) = self.replicas {
+            if let Some(nodes) = self.nodes.filter(|&nodes| u64::from(replicas) > nodes) {
+                return Err(format!(
+                    "--replicas {replicas} needs at least {replicas} nodes, not --nodes {nodes}"
+                ));
+            }
             config = config.with_replicas(replicas);
         }
-        if self.fsync == Fsync::Periodic {
-            config = config.with_periodic_syncs(PERIODIC_SYNC_MS);
+        match self.fsync {
+            Some(Fsync::Periodic) => config = config.with_periodic_syncs(PERIODIC_SYNC_MS),
+            Some(Fsync::Always) => config = config.with_always_syncs(),
+            None => {}
         }
+        let config = config.settled();
         config.validate()?;
         Ok(config)
     }
@@ -160,7 +175,8 @@ fn print_shrunk(failing: RunResult) {
 fn stats_line(result: &RunResult) -> String {
     let stats = &result.stats;
     format!(
-        "simulated {:.1}s: {} events, {} messages ({} lost), {} syncs, {} crashes, {} ops ({} failed, {} indeterminate), \
+        "simulated {:.1}s: {} events, {} messages ({} lost), {} syncs, {} crashes ({} power losses), {} pauses, \
+         {} wipes, {} ops ({} failed, {} indeterminate, {} acknowledged writes excused by power losses or wipes), \
          {} read repairs\nstorage: {} flushes, {} compactions, {} corruptions caught; injected {} read corruptions, \
          {} bit rots, {} sync failures, {} torn tails; {} restarts after failed syncs, {} disks replaced",
         stats.sim_ns as f64 / 1e9,
@@ -169,9 +185,13 @@ fn stats_line(result: &RunResult) -> String {
         stats.messages_lost,
         stats.syncs,
         stats.crashes,
+        stats.power_losses,
+        stats.pauses,
+        stats.wipes,
         stats.ops,
         stats.ops_failed,
         stats.ops_indeterminate,
+        stats.writes_excused,
         stats.read_repairs,
         stats.flushes,
         stats.compactions,

@@ -143,6 +143,14 @@ impl CausalContext {
         self.cloud.len()
     }
 
+    /// Every dot held, as runs of counters per actor: `1..=n` for each
+    /// vector entry, then each cloud dot on its own. For checkers that
+    /// model contexts without this type's logic.
+    pub fn runs(&self) -> impl Iterator<Item = (Actor, core::ops::RangeInclusive<u64>)> + '_ {
+        let vector = self.vector.iter().map(|&(actor, n)| (actor, 1..=n));
+        vector.chain(self.cloud.iter().map(|dot| (dot.actor, dot.counter..=dot.counter)))
+    }
+
     fn vector_get(&self, actor: Actor) -> Option<u64> {
         let at = self.vector.binary_search_by_key(&actor, |&(held, _)| held).ok()?;
         Some(self.vector[at].1)

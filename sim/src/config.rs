@@ -33,10 +33,16 @@ pub enum FaultKind {
     BitRot,
     /// Syncs that fail; the node refuses writes until it is restarted.
     SyncFailure,
+    /// Nodes that stop the world for longer than the failure timeout: they
+    /// keep their state and resume with stale timers and a backlog.
+    Pause,
+    /// One node's data lost for good: it restarts on an empty disk under a
+    /// new incarnation.
+    Wipe,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Drop,
         FaultKind::Duplicate,
         FaultKind::Reorder,
@@ -48,7 +54,13 @@ impl FaultKind {
         FaultKind::ReadCorruption,
         FaultKind::BitRot,
         FaultKind::SyncFailure,
+        FaultKind::Pause,
+        FaultKind::Wipe,
     ];
+
+    /// The faults of the first draw, whose on/off coins come from the
+    /// configuration stream in this order.
+    const CLASSIC: usize = 11;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -63,6 +75,8 @@ impl FaultKind {
             FaultKind::ReadCorruption => "read-corruption",
             FaultKind::BitRot => "bit-rot",
             FaultKind::SyncFailure => "sync-failure",
+            FaultKind::Pause => "pause",
+            FaultKind::Wipe => "wipe",
         }
     }
 }
@@ -102,6 +116,10 @@ pub struct FaultMix {
     pub bit_rot_per_million: u32,
     /// Failed syncs, per million syncs.
     pub sync_fail_per_million: u32,
+    /// Pauses in the safety phase, when pauses are enabled.
+    pub pause_count: u32,
+    /// Times the wiped node loses its data, when wipes are enabled.
+    pub wipe_count: u32,
 }
 
 impl FaultMix {
@@ -120,6 +138,8 @@ impl FaultMix {
             read_corrupt_per_million: 0,
             bit_rot_per_million: 0,
             sync_fail_per_million: 0,
+            pause_count: 0,
+            wipe_count: 0,
         }
     }
 }
@@ -132,6 +152,9 @@ pub struct StorageMix {
     pub block_bytes: u32,
     pub block_cache_bytes_max: u64,
     pub l0_tables_max: u32,
+    pub table_bytes_target: u64,
+    pub level_base_bytes: u64,
+    pub level_size_ratio: u32,
 }
 
 /// The client workload's shape.
@@ -174,13 +197,89 @@ pub struct SimConfig {
     pub sync_interval_ms: Option<u64>,
 }
 
+/// The sync interval of runs drawn with `--fsync periodic`, in simulated ms.
+pub const PERIODIC_SYNC_MS: u64 = 100;
+
 impl SimConfig {
-    /// Draws a whole configuration from `seed`.
+    /// Draws a whole configuration from `seed`: the classic draw, then the
+    /// swarm over everything a deployment chooses (replica count, cluster
+    /// size, fsync policy), the storage shape, the run's length and key
+    /// space, and the faults added since. Those come from a stream of their
+    /// own, so the classic draw stays what it was.
     pub fn from_seed(seed: u64) -> SimConfig {
+        SimConfig::drawn(seed).settled()
+    }
+
+    /// `from_seed` before the draws are reconciled (see `settled`): pins
+    /// go in between, so pinning one choice leaves the rest of the draw alone.
+    pub fn drawn(seed: u64) -> SimConfig {
+        let mut config = SimConfig::classic(seed);
+        let mut rng = SimRng::new(seed, Stream::Swarm);
+        // N from 1 to 5, each as often as the others.
+        config.replicas = rng.between(1, 5) as u8;
+        config.nodes = if rng.below(20) == 0 {
+            u64::from(config.replicas)
+        } else {
+            rng.between(u64::from(config.replicas).max(3), 8)
+        };
+        for kind in [FaultKind::Pause, FaultKind::Wipe] {
+            if rng.below(100) < 50 {
+                config.faults.enabled.push(kind);
+            }
+        }
+        config.faults.pause_count = rng.between(1, 4) as u32;
+        config.faults.wipe_count = rng.between(1, 2) as u32;
+        // Mostly tiny, so that flushes and compactions (and crashes in them)
+        // happen in most runs; now and then large enough that none does.
+        let memtable = *rng.pick(&[1 << 10, 1 << 10, 2 << 10, 2 << 10, 4 << 10, 4 << 10, 8 << 10, 256 << 10]);
+        config.storage = StorageMix {
+            memtable_bytes_max: memtable,
+            block_bytes: *rng.pick(&[128, 256, 1024, 4096]),
+            block_cache_bytes_max: *rng.pick(&[0, 8 << 10, 1 << 20]),
+            l0_tables_max: rng.between(2, 3) as u32,
+            table_bytes_target: memtable.max(4 << 10) * rng.between(1, 2),
+            level_base_bytes: memtable * rng.between(2, 8),
+            level_size_ratio: rng.between(2, 8) as u32,
+        };
+        // Most runs are as long as ever; some much shorter, some much longer,
+        // with as many more operations and faults.
+        config.safety_ms = *rng.pick(&[5_000, 20_000, 20_000, 20_000, 60_000, 120_000]);
+        let scale = (config.safety_ms / 20_000).max(1) as u32;
+        config.workload.ops = (config.workload.ops * config.safety_ms as u32 / 20_000).max(60);
+        config.faults.scheduled_count *= scale;
+        config.faults.crash_count *= scale;
+        config.faults.pause_count *= scale;
+        if rng.below(5) == 0 {
+            config.workload.keys = rng.between(30, 300) as u32;
+        }
+        if rng.below(3) == 0 {
+            config.sync_interval_ms = Some(PERIODIC_SYNC_MS);
+        }
+        config
+    }
+
+    /// Reconciles the draws and pins: the cluster holds N nodes at least,
+    /// and the faults that no property could survive are left out (see
+    /// `with_replicas` and `with_periodic_syncs`).
+    pub fn settled(mut self) -> SimConfig {
+        let replicas = self.replicas;
+        self = self.with_replicas(replicas);
+        if let Some(interval_ms) = self.sync_interval_ms {
+            self = self.with_periodic_syncs(interval_ms);
+        }
+        self
+    }
+
+    /// The draw of earlier releases: three to seven nodes, N mostly 3, every
+    /// write synced, one storage shape family and 20 simulated seconds. Kept
+    /// so that the seeds that once found a bug run the configuration they
+    /// found it in.
+    pub fn classic(seed: u64) -> SimConfig {
         let mut rng = SimRng::new(seed, Stream::Config);
         let nodes = rng.between(3, 7);
         let replicas = (*rng.pick(&[2u8, 3, 3, 3, 3, 5])).min(nodes as u8);
-        let enabled: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|_| rng.below(100) < 60).collect();
+        let enabled: Vec<FaultKind> =
+            FaultKind::ALL[..FaultKind::CLASSIC].iter().copied().filter(|_| rng.below(100) < 60).collect();
         let per_million = |rng: &mut SimRng, max: u64| rng.between(1_000, max) as u32;
         let faults = FaultMix {
             drop_per_million: per_million(&mut rng, 100_000),
@@ -191,13 +290,19 @@ impl SimConfig {
             read_corrupt_per_million: rng.between(1_000, 20_000) as u32,
             bit_rot_per_million: rng.between(5_000, 50_000) as u32,
             sync_fail_per_million: rng.between(500, 10_000) as u32,
+            pause_count: 0,
+            wipe_count: 0,
             enabled,
         };
+        let memtable_bytes_max = *rng.pick(&[2 << 10, 4 << 10, 16 << 10, 256 << 10]);
         let storage = StorageMix {
-            memtable_bytes_max: *rng.pick(&[2 << 10, 4 << 10, 16 << 10, 256 << 10]),
+            memtable_bytes_max,
             block_bytes: *rng.pick(&[256, 1024, 4096]),
             block_cache_bytes_max: *rng.pick(&[0, 8 << 10, 1 << 20]),
             l0_tables_max: rng.between(2, 4) as u32,
+            table_bytes_target: memtable_bytes_max.max(4 << 10),
+            level_base_bytes: memtable_bytes_max * 4,
+            level_size_ratio: 4,
         };
         let workload = WorkloadMix {
             clients: rng.between(2, 6) as u32,
@@ -235,13 +340,15 @@ impl SimConfig {
         self
     }
 
-    /// Pins the replica count N. With one replica a rotting disk loses what
-    /// it acknowledged and no other copy can restore it, so bit rot is left
-    /// out of such runs: the properties could not hold.
+    /// Pins the replica count N, growing the cluster to N nodes if need be.
+    /// With one replica, a rotting or wiped disk loses what it acknowledged
+    /// and no other copy can restore it, so bit rot and wipes are left out
+    /// of such runs: the properties could not hold.
     pub fn with_replicas(mut self, replicas: u8) -> SimConfig {
         self.replicas = replicas;
+        self.nodes = self.nodes.max(u64::from(replicas));
         if replicas < 2 {
-            self.faults.enabled.retain(|kind| *kind != FaultKind::BitRot);
+            self.faults.enabled.retain(|kind| !matches!(kind, FaultKind::BitRot | FaultKind::Wipe));
         }
         self
     }
@@ -256,6 +363,12 @@ impl SimConfig {
         self
     }
 
+    /// Every write waits for its fsync.
+    pub fn with_always_syncs(mut self) -> SimConfig {
+        self.sync_interval_ms = None;
+        self
+    }
+
     pub fn with_ops(mut self, ops: u32) -> SimConfig {
         self.workload.ops = ops;
         self
@@ -263,20 +376,35 @@ impl SimConfig {
 
     /// The one disk that rots, when bit rot is on.
     pub fn bad_disk(&self) -> Option<u64> {
-        self.faults.has(FaultKind::BitRot).then(|| self.seed % self.nodes + 1)
+        self.faults.has(FaultKind::BitRot).then(|| self.bad_node())
     }
 
-    /// Writes need this many acknowledgements at least. A rotting disk can
-    /// lose what it acknowledged, so with bit rot every write must also be
-    /// acknowledged by a healthy replica.
+    /// The one node whose data is wiped, when wipes are on: the same as the
+    /// rotting disk's, so that at most one node loses what it acknowledged.
+    pub fn wiped_node(&self) -> Option<u64> {
+        self.faults.has(FaultKind::Wipe).then(|| self.bad_node())
+    }
+
+    fn bad_node(&self) -> u64 {
+        self.seed % self.nodes + 1
+    }
+
+    /// Whether some node may lose what it acknowledged (a rotting or wiped disk).
+    fn loses_acknowledged(&self) -> bool {
+        self.faults.has(FaultKind::BitRot) || self.faults.has(FaultKind::Wipe)
+    }
+
+    /// Writes need this many acknowledgements at least. A rotting or wiped
+    /// disk loses what it acknowledged, so with either every write must also
+    /// be acknowledged by a healthy replica.
     pub fn write_replicas_min(&self) -> u8 {
-        if self.faults.has(FaultKind::BitRot) { 2.min(self.replicas) } else { 1 }
+        if self.loses_acknowledged() { 2.min(self.replicas) } else { 1 }
     }
 
     /// Whether property 7 holds for this run: R + W > N everywhere, and no
     /// disk that may lose acknowledged data.
     pub fn strict_checked(&self) -> bool {
-        self.workload.strict && !self.faults.has(FaultKind::BitRot)
+        self.workload.strict && !self.loses_acknowledged()
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -299,13 +427,15 @@ impl fmt::Display for SimConfig {
         let workload = &self.workload;
         write!(
             f,
-            "nodes={} N={} clients={} keys={} ops={} strict={} sync<={}us faults=[{}]",
+            "nodes={} N={} clients={} keys={} ops={} strict={} run={}s memtable={}B sync<={}us faults=[{}]",
             self.nodes,
             self.replicas,
             workload.clients,
             workload.keys,
             workload.ops,
             workload.strict,
+            self.safety_ms / 1000,
+            self.storage.memtable_bytes_max,
             self.sync_us_max,
             faults.join(",")
         )?;
@@ -336,6 +466,28 @@ mod tests {
         for kind in FaultKind::ALL {
             let on = (0..100).filter(|&seed| SimConfig::from_seed(seed).faults.has(kind)).count();
             assert!(on > 20 && on < 90, "{kind} on in {on} of 100 seeds");
+        }
+    }
+
+    #[test]
+    fn the_swarm_draws_every_deployment_choice_and_keeps_runs_possible() {
+        let configs: Vec<SimConfig> = (0..1000).map(SimConfig::from_seed).collect();
+        for replicas in 1..=5u8 {
+            let drawn = configs.iter().filter(|config| config.replicas == replicas).count();
+            assert!((150..250).contains(&drawn), "N={replicas} in {drawn} of 1000 seeds");
+        }
+        let periodic = configs.iter().filter(|config| config.sync_interval_ms.is_some()).count();
+        assert!((250..420).contains(&periodic), "periodic syncs in {periodic} of 1000 seeds");
+        assert!(configs.iter().any(|config| config.safety_ms > 20_000 && config.workload.ops > 400));
+        assert!(configs.iter().any(|config| config.workload.keys > 100));
+        for config in &configs {
+            assert!(config.nodes >= u64::from(config.replicas));
+            if config.replicas < 2 {
+                assert!(!config.faults.has(FaultKind::BitRot) && !config.faults.has(FaultKind::Wipe));
+            }
+            if config.sync_interval_ms.is_some() {
+                assert!(!config.faults.has(FaultKind::SyncFailure));
+            }
         }
     }
 

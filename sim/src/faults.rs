@@ -16,9 +16,19 @@ pub enum Fault {
     OneWay { from: Vec<NodeId>, to: Vec<NodeId> },
     /// Messages from `from` to `to` take `delay_ms` longer.
     Clog { from: NodeId, to: NodeId, delay_ms: u64 },
-    /// The node crashes and restarts when the fault ends. With `torn`, each
-    /// file keeps a random part of its unsynced tail.
-    Crash { node: NodeId, torn: bool },
+    /// The node crashes and restarts when the fault ends. With
+    /// `power_loss` the machine goes down too and every file loses what was
+    /// not synced (with `torn`, each keeps a random part of its unsynced
+    /// tail); without it, only the process dies and the kernel keeps what it
+    /// was handed. Under `--fsync always` every crash is a power loss.
+    Crash { node: NodeId, torn: bool, power_loss: bool },
+    /// The node stops the world (a long GC pause, a frozen VM) and resumes
+    /// when the fault ends, with stale timers and a backlog of everything
+    /// that arrived meanwhile.
+    Pause { node: NodeId },
+    /// The node's data is lost for good: it goes down and, when the fault
+    /// ends, restarts on an empty disk under a new incarnation.
+    Wipe { node: NodeId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,12 +45,18 @@ impl fmt::Display for ScheduledFault {
             Fault::Partition { side } => write!(f, "partition {side:?} | rest"),
             Fault::OneWay { from, to } => write!(f, "one-way {from:?} -x-> {to:?}"),
             Fault::Clog { from, to, delay_ms } => write!(f, "clog {from} -> {to} +{delay_ms}ms"),
-            Fault::Crash { node, torn } => {
-                write!(f, "crash {node}{}", if *torn { " (torn tail)" } else { "" })
+            Fault::Crash { node, torn, power_loss } => {
+                let what = if *power_loss { "power loss" } else { "process crash" };
+                write!(f, "{what} {node}{}", if *torn && *power_loss { " (torn tail)" } else { "" })
             }
+            Fault::Pause { node } => write!(f, "pause {node}"),
+            Fault::Wipe { node } => write!(f, "wipe {node}"),
         }
     }
 }
+
+/// The shortest pause: past the nodes' failure timeout (1.5 s).
+const PAUSE_MS_MIN: u64 = 2_000;
 
 /// Draws the scheduled faults of `config`'s seed.
 pub fn schedule(config: &SimConfig) -> Vec<ScheduledFault> {
@@ -66,8 +82,35 @@ pub fn schedule(config: &SimConfig) -> Vec<ScheduledFault> {
         for _ in 0..config.faults.crash_count {
             let at_ms = rng.below(start_max);
             let duration_ms = rng.between(100, 4_000);
-            let fault = Fault::Crash { node: *rng.pick(&nodes), torn: rng.coin() };
+            let fault = Fault::Crash { node: *rng.pick(&nodes), torn: rng.coin(), power_loss: true };
             faults.push(ScheduledFault { at_ms, duration_ms, fault });
+        }
+    }
+    // Drawn after the faults above, so their draws stay what they were.
+    if config.sync_interval_ms.is_some() {
+        for fault in &mut faults {
+            if let Fault::Crash { power_loss, .. } = &mut fault.fault {
+                *power_loss = rng.coin();
+            }
+        }
+    }
+    if config.faults.has(FaultKind::Pause) {
+        for _ in 0..config.faults.pause_count {
+            let at_ms = rng.below(start_max);
+            // Longer than the failure timeout, so that peers mark it down.
+            let duration_ms = rng.between(PAUSE_MS_MIN, 8_000);
+            faults.push(ScheduledFault {
+                at_ms,
+                duration_ms,
+                fault: Fault::Pause { node: *rng.pick(&nodes) },
+            });
+        }
+    }
+    if let Some(node) = config.wiped_node() {
+        for _ in 0..config.faults.wipe_count {
+            let at_ms = rng.below(start_max);
+            let duration_ms = rng.between(100, 4_000);
+            faults.push(ScheduledFault { at_ms, duration_ms, fault: Fault::Wipe { node: NodeId(node) } });
         }
     }
     faults.sort_by_key(|fault| fault.at_ms);
@@ -116,7 +159,15 @@ mod tests {
                     }
                     Fault::OneWay { .. } => FaultKind::OneWay,
                     Fault::Clog { .. } => FaultKind::Clog,
-                    Fault::Crash { .. } => FaultKind::Crash,
+                    Fault::Crash { power_loss, .. } => {
+                        assert!(power_loss || config.sync_interval_ms.is_some());
+                        FaultKind::Crash
+                    }
+                    Fault::Pause { .. } => FaultKind::Pause,
+                    Fault::Wipe { node } => {
+                        assert_eq!(Some(node.0), config.wiped_node());
+                        FaultKind::Wipe
+                    }
                 };
                 assert!(config.faults.has(kind), "seed {seed}: {kind} scheduled but off");
             }

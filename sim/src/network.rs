@@ -116,12 +116,7 @@ mod tests {
             enabled: kinds.to_vec(),
             drop_per_million: 500_000,
             duplicate_per_million: 500_000,
-            reorder_per_million: 0,
-            scheduled_count: 0,
-            crash_count: 0,
-            read_corrupt_per_million: 0,
-            bit_rot_per_million: 0,
-            sync_fail_per_million: 0,
+            ..FaultMix::none()
         }
     }
 

@@ -14,6 +14,8 @@ pub enum Stream {
     Workload,
     Nodes,
     Disks,
+    /// The swarm's draws added after the first (`SimConfig::drawn`).
+    Swarm,
 }
 
 #[derive(Clone, Debug)]

@@ -32,6 +32,7 @@ const SUITE: std::ops::Range<u64> = 1_000..1_400;
 /// sync) left the next open unaware of the loss (local storage).
 /// 8783, 15371 — a flush job that failed dropped its frozen memtable, so the
 /// poisoned node served older values until restarted (strict quorum).
+/// They run the draw they were found with (`SimConfig::classic`).
 const REGRESSIONS: &[u64] =
     &[4, 8, 24, 181, 392, 574, 799, 996, 1313, 1502, 1994, 2372, 2866, 3511, 3689, 4029, 6751, 8783, 15371];
 
@@ -96,6 +97,12 @@ fn simulation_suite_passes_with_every_fault() {
     assert!(injected.flushes > 1_000 && injected.compactions > 300, "storage engines barely worked");
     assert!(injected.corruptions_caught > 100, "only {} corruptions caught", injected.corruptions_caught);
     assert!(injected.bit_rots > 10 && injected.sync_failures > 100 && injected.torn_tails > 100);
+    assert!(injected.pauses > 100 && injected.wipes > 50 && injected.power_losses > 50);
+    for replicas in 1..=5 {
+        let seeds = injected.replicas.iter().filter(|&&drawn| drawn == replicas).count();
+        assert!(seeds >= 50, "N={replicas} drawn in only {seeds} seeds");
+    }
+    assert!(injected.periodic >= 80, "periodic syncs drawn in only {} seeds", injected.periodic);
 }
 
 #[derive(Default)]
@@ -112,6 +119,11 @@ struct Injected {
     bit_rots: u64,
     sync_failures: u64,
     torn_tails: u64,
+    pauses: u64,
+    wipes: u64,
+    power_losses: u64,
+    replicas: Vec<u8>,
+    periodic: u64,
 }
 
 impl Injected {
@@ -128,6 +140,11 @@ impl Injected {
         self.bit_rots += result.stats.bit_rots;
         self.sync_failures += result.stats.sync_failures;
         self.torn_tails += result.stats.torn_tails;
+        self.pauses += result.stats.pauses;
+        self.wipes += result.stats.wipes;
+        self.power_losses += result.stats.power_losses;
+        self.replicas.push(result.config.replicas);
+        self.periodic += u64::from(result.config.sync_interval_ms.is_some());
     }
 }
 
@@ -145,34 +162,59 @@ fn single_replica_runs_pass_with_every_other_fault() {
     assert_all_pass(&run_all_with(1..301, single, |_| {}));
     // Seeds that failed before those fixes.
     let fixed = [645, 1052, 1241, 1364, 1757, 1936, 2065];
-    assert_all_pass(&run_all_with(fixed.into_iter(), single, |_| {}));
-    let fixed_cluster = |seed| SimConfig::from_seed(seed).with_replicas(1);
+    let classic_single = |seed| SimConfig::classic(seed).with_nodes(1).with_replicas(1);
+    assert_all_pass(&run_all_with(fixed.into_iter(), classic_single, |_| {}));
+    let fixed_cluster = |seed| SimConfig::classic(seed).with_replicas(1);
     assert_all_pass(&run_all_with([1883].into_iter(), fixed_cluster, |_| {}));
 }
 
 /// Under periodic syncs a node may show a write once the kernel has it, so
-/// a crash of the process must lose nothing shown. Crashes here strike right
-/// after an input, before the burst's write-out: a node that answered before
-/// its write-out fails hundreds of these seeds.
+/// a crash of the process must lose nothing shown. Process crashes strike
+/// right after an input, before the burst's write-out: a node that answered
+/// before its write-out fails hundreds of these seeds. Power losses may lose
+/// writes acknowledged since the last sync, and only those: without that
+/// allowance 14 of seeds 1..2000 fail, with it none.
 #[test]
-fn periodic_sync_runs_lose_nothing_shown_to_a_process_crash() {
+fn periodic_sync_runs_lose_only_what_a_power_loss_may() {
     let periodic = |seed| SimConfig::from_seed(seed).with_periodic_syncs(100);
     let crashes = AtomicU64::new(0);
+    let power_losses = AtomicU64::new(0);
     let count = |result: &RunResult| {
-        crashes.fetch_add(result.stats.crashes, Ordering::Relaxed);
+        crashes.fetch_add(result.stats.crashes - result.stats.power_losses, Ordering::Relaxed);
+        power_losses.fetch_add(result.stats.power_losses, Ordering::Relaxed);
     };
     assert_all_pass(&run_all_with(1..301, periodic, count));
     assert!(crashes.load(Ordering::Relaxed) > 100, "processes crashed {crashes:?} times");
+    assert!(power_losses.load(Ordering::Relaxed) > 100, "power lost {power_losses:?} times");
     let single = |seed| SimConfig::from_seed(seed).with_replicas(1).with_periodic_syncs(100);
     assert_all_pass(&run_all_with(1..301, single, |_| {}));
     // 660: both reads of a log at restart were corrupted in flight, and
     // replay kept the shorter prefix, dropping an acknowledged delete.
-    assert_all_pass(&run_all_with([660].into_iter(), single, |_| {}));
+    let classic_single = |seed| SimConfig::classic(seed).with_replicas(1).with_periodic_syncs(100);
+    assert_all_pass(&run_all_with([660].into_iter(), classic_single, |_| {}));
+}
+
+/// `--ops N` runs N operations, however long that takes; the storage shape
+/// drawn per seed makes most runs flush and compact.
+#[test]
+fn runs_do_all_their_operations_and_reach_storage_work() {
+    let reached = AtomicU64::new(0);
+    let inspect = |result: &RunResult| {
+        assert_eq!(result.stats.ops, u64::from(result.config.workload.ops), "seed {}", result.config.seed);
+        if result.stats.flushes > 0 && result.stats.compactions > 0 {
+            reached.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    assert_all_pass(&run_all_with(1..201, SimConfig::from_seed, inspect));
+    let reached = reached.load(Ordering::Relaxed);
+    assert!(reached >= 140, "only {reached} of 200 runs flushed and compacted");
+    let long = |seed| SimConfig::from_seed(seed).with_ops(3_000);
+    assert_all_pass(&run_all_with(1..5, long, |result| assert_eq!(result.stats.ops, 3_000)));
 }
 
 #[test]
 fn regression_seeds_pass() {
-    assert_all_pass(&run_all(REGRESSIONS.iter().copied(), |_| {}));
+    assert_all_pass(&run_all_with(REGRESSIONS.iter().copied(), SimConfig::classic, |_| {}));
 }
 
 #[test]

@@ -8,6 +8,8 @@
 mod availability;
 mod causality;
 mod final_state;
+pub(crate) mod model;
+pub(crate) mod placement;
 mod reads;
 mod strict;
 

@@ -215,6 +215,8 @@ impl World {
                 self.at(self.now + think, Event::ClientWake { client });
                 if phase == Phase::Liveness {
                     self.liveness_progress();
+                } else {
+                    self.safety_progress();
                 }
             }
             Phase::Repair | Phase::Final => self.check_done(),

@@ -16,11 +16,12 @@ use keel_core::lsm::{SyncPolicy, SyncRequest};
 use keel_core::message::Message;
 use keel_core::node::{self, Input, Node, Output};
 use keel_core::ring::Member;
-use keel_core::version::{Dot, Value};
+use keel_core::version::Dot;
 
 use self::clients::Client;
 use self::liveness::Stage;
-use crate::check::{self, Property, Setting, Violation};
+use crate::check::placement::Placement;
+use crate::check::{self, Property, Setting, Violation, model};
 use crate::clock::Clock;
 use crate::config::{FaultKind, SimConfig};
 use crate::faults::{Fault, ScheduledFault};
@@ -33,6 +34,8 @@ const MS: u64 = 1_000_000;
 /// What a storage job costs in simulated time per byte it reads or writes
 /// (about 100 MB/s), on top of one sync.
 const JOB_NS_PER_BYTE: u64 = 10;
+/// Vnodes of each (equally weighted) node.
+const VNODES_PER_NODE: u32 = 16;
 /// A run that processes more events than this is stuck in a loop.
 const EVENTS_MAX: u64 = 50_000_000;
 
@@ -80,6 +83,13 @@ pub struct RunStats {
     /// Flushes and compactions handed out as jobs.
     pub jobs: u64,
     pub crashes: u64,
+    /// Crashes that took the machine down under periodic syncs.
+    pub power_losses: u64,
+    pub pauses: u64,
+    pub wipes: u64,
+    /// Acknowledged writes that power losses or wipes may have lost, which
+    /// the checkers therefore took as indeterminate.
+    pub writes_excused: u64,
     pub ops: u64,
     pub ops_failed: u64,
     pub ops_indeterminate: u64,
@@ -114,6 +124,7 @@ enum Event {
         host: usize,
         boot: u32,
         request: SyncRequest,
+        asked_ns: u64,
     },
     /// A flush or compaction the node handed out is done.
     JobDone {
@@ -193,6 +204,21 @@ struct Host {
     /// strikes right after it, before any timer due at that instant (the
     /// burst's write-out) runs: the moment a reply shown too early is lost.
     crash_after_input: bool,
+    /// The node is stopped (a pause fault): what arrives waits in `backlog`.
+    paused: bool,
+    backlog: Vec<Input>,
+    /// When the node last asked for a sync that then succeeded: everything
+    /// it wrote before survives a power loss.
+    synced_asked_ns: u64,
+}
+
+/// A node lost what it held since `durable_before_ns` (a power loss under
+/// periodic syncs, or a wipe): writes it acknowledged since may be lost.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Loss {
+    pub node: NodeId,
+    pub at_ns: u64,
+    pub durable_before_ns: u64,
 }
 
 pub(crate) struct World {
@@ -216,6 +242,12 @@ pub(crate) struct World {
     /// never carry two values.
     dots: BTreeMap<Dot, u64>,
     claims: storage::Claims,
+    /// Power losses and wipes: where acknowledged writes may be lost.
+    losses: Vec<Loss>,
+    /// Each key's replicas, as the checkers compute them.
+    placement: Placement,
+    /// The safety phase's time is up, but not all its operations have run.
+    heal_deferred: bool,
     violations: Vec<Violation>,
     stats: RunStats,
     stage: Stage,
@@ -256,7 +288,7 @@ impl World {
             ..node::Config::default()
         };
         node_config.ring.replicas = config.replicas;
-        node_config.ring.vnodes_per_weight = 16;
+        node_config.ring.vnodes_per_weight = VNODES_PER_NODE;
         let storage = &config.storage;
         let engine = &mut node_config.engine;
         engine.memtable_bytes_max = storage.memtable_bytes_max;
@@ -267,9 +299,9 @@ impl World {
         // every seed's run.
         engine.wal_preallocate_bytes = u64::from(storage.block_bytes);
         engine.l0_tables_max = storage.l0_tables_max;
-        engine.table_bytes_target = storage.memtable_bytes_max.max(4 << 10);
-        engine.level_base_bytes = storage.memtable_bytes_max * 4;
-        engine.level_size_ratio = 4;
+        engine.table_bytes_target = storage.table_bytes_target;
+        engine.level_base_bytes = storage.level_base_bytes;
+        engine.level_size_ratio = storage.level_size_ratio;
         engine.compress_values_over_bytes = 512;
         if let Some(interval_ms) = config.sync_interval_ms {
             engine.sync_policy = SyncPolicy::Periodic { interval_ms };
@@ -297,12 +329,18 @@ impl World {
                 jobs: Vec::new(),
                 engine_totals: (0, 0, 0),
                 crash_after_input: false,
+                paused: false,
+                backlog: Vec::new(),
+                synced_asked_ns: 0,
             })
             .collect::<Vec<Host>>();
         for host in &hosts {
             host.disk.set_faults(storage::disk_faults(&config, host.id));
         }
         let clients = (0..config.workload.clients).map(|_| Client::new()).collect();
+        let config_periodic = config.sync_interval_ms.is_some();
+        let ids: Vec<NodeId> = hosts.iter().map(|host| host.id).collect();
+        let placement = Placement::new(&ids, VNODES_PER_NODE, config.replicas);
         World {
             network: Network::new(seed, config.faults.clone()),
             workload: SimRng::new(seed, Stream::Workload),
@@ -320,7 +358,10 @@ impl World {
             request_next: 0,
             schedule,
             dots: BTreeMap::new(),
-            claims: storage::Claims::default(),
+            claims: storage::Claims::new(config_periodic),
+            losses: Vec::new(),
+            placement,
+            heal_deferred: false,
             violations: Vec::new(),
             stats: RunStats::default(),
             stage: Stage::Safety,
@@ -353,7 +394,9 @@ impl World {
         match event {
             Event::Deliver { from, to, bytes } => self.deliver(from, to, &bytes),
             Event::Timer { host, boot } => self.fire_timer(host, boot),
-            Event::SyncDone { host, boot, request } => self.complete_sync(host, boot, request),
+            Event::SyncDone { host, boot, request, asked_ns } => {
+                self.complete_sync(host, boot, request, asked_ns)
+            }
             Event::JobDone { host, boot, job } => self.complete_job(host, boot, job),
             Event::ClientWake { client } => self.client_wake(client),
             Event::ClientGiveUp { op } => self.client_give_up(op),
@@ -376,6 +419,7 @@ impl World {
     fn open_node(&mut self, host: usize) {
         let seed = self.node_seeds.u64();
         let transient = self.transient_disk_faults();
+        let disks_max = self.disks_max();
         let state = &mut self.hosts[host];
         let now = state.clock.now(self.now);
         let disk = Box::new(state.disk.clone());
@@ -401,7 +445,7 @@ impl World {
                 self.at(self.now + 500 * MS, Event::Reopen { host, boot });
             }
             // The bad disk no longer opens: an operator replaces it.
-            Err(_) if self.config.bad_disk() == Some(state.id.0) && state.disk_generation < 3 => {
+            Err(_) if self.config.bad_disk() == Some(state.id.0) && state.disk_generation < disks_max => {
                 self.replace_disk(host);
                 self.open_node(host);
             }
@@ -415,6 +459,12 @@ impl World {
     /// Hands `input` to the host's node, if it is up, and carries out the
     /// outputs.
     fn input(&mut self, host: usize, input: Input) {
+        if self.hosts[host].paused {
+            if self.hosts[host].node.is_some() {
+                self.hosts[host].backlog.push(input);
+            }
+            return;
+        }
         let now = self.hosts[host].clock.now(self.now);
         let Some(node) = self.hosts[host].node.as_mut() else { return };
         node.handle_input(now, input);
@@ -431,7 +481,7 @@ impl World {
             match output {
                 Output::Send { to, message } => {
                     let from = self.hosts[host].id;
-                    self.claims.sent(from, to, &message);
+                    self.claims.sent(from, to, &message, self.now);
                     self.send(from, to, &message);
                 }
                 Output::Reply { id, reply } => self.on_reply(host, id, reply),
@@ -439,7 +489,8 @@ impl World {
                     let state = &self.hosts[host];
                     let (boot, latency) = (state.boot, state.sync_latency_ns);
                     self.stats.syncs += 1;
-                    self.at(self.now + latency, Event::SyncDone { host, boot, request });
+                    let asked_ns = self.now;
+                    self.at(self.now + latency, Event::SyncDone { host, boot, request, asked_ns });
                 }
                 Output::Job(job) => {
                     // Done after time in proportion to its bytes, while the
@@ -492,6 +543,10 @@ impl World {
             return;
         }
         state.timer_at = None;
+        // A stopped node misses its timers; it looks at the time on resuming.
+        if state.paused {
+            return;
+        }
         let now = state.clock.now(self.now);
         if let Some(node) = state.node.as_mut() {
             node.handle_timeout(now);
@@ -499,12 +554,17 @@ impl World {
         }
     }
 
-    fn complete_sync(&mut self, host: usize, boot: u32, request: SyncRequest) {
+    fn complete_sync(&mut self, host: usize, boot: u32, request: SyncRequest, asked_ns: u64) {
         if self.hosts[host].boot != boot || self.hosts[host].node.is_none() {
             return;
         }
         let result = self.hosts[host].disk.sync(&request.file);
         self.trace.record(&[u64::from(result.is_ok())]);
+        if result.is_ok() {
+            let state = &mut self.hosts[host];
+            state.synced_asked_ns = state.synced_asked_ns.max(asked_ns);
+            self.claims.synced(state.id, asked_ns);
+        }
         self.input(host, Input::Synced { request, result });
     }
 
@@ -565,7 +625,7 @@ impl World {
             _ => return,
         };
         for sibling in object.siblings() {
-            let hash = value_hash(&sibling.value);
+            let hash = model::value_hash(&sibling.value);
             let known = *self.dots.entry(sibling.dot).or_insert(hash);
             if known != hash {
                 let message = format!("dot {:?} carries two different values", sibling.dot);
@@ -587,12 +647,30 @@ impl World {
             }
             Fault::OneWay { from, to } => self.network.block(from, to),
             Fault::Clog { from, to, delay_ms } => self.network.clog(*from, *to, *delay_ms),
-            Fault::Crash { node, .. } if self.config.sync_interval_ms.is_some() => {
+            Fault::Crash { node, power_loss: false, .. } => {
                 self.hosts[(node.0 - 1) as usize].crash_after_input = true;
             }
-            Fault::Crash { node, torn } => {
+            Fault::Crash { node, torn, power_loss: true } => {
+                let host = (node.0 - 1) as usize;
+                if self.config.sync_interval_ms.is_some() && self.hosts[host].node.is_some() {
+                    let durable_before_ns = self.hosts[host].synced_asked_ns;
+                    self.losses.push(Loss { node: *node, at_ns: self.now, durable_before_ns });
+                    self.claims.lose_unsynced(*node);
+                    self.stats.power_losses += 1;
+                }
                 let mode = if *torn { CrashMode::TornTail } else { CrashMode::DropUnsynced };
-                self.crash((node.0 - 1) as usize, mode);
+                self.crash(host, mode);
+            }
+            Fault::Pause { node } => {
+                self.hosts[(node.0 - 1) as usize].paused = true;
+                self.stats.pauses += 1;
+            }
+            Fault::Wipe { node } => {
+                let host = (node.0 - 1) as usize;
+                self.stats.wipes += 1;
+                self.losses.push(Loss { node: *node, at_ns: self.now, durable_before_ns: 0 });
+                self.crash(host, CrashMode::DropUnsynced);
+                self.replace_disk(host);
             }
         }
         self.at(self.now + fault.duration_ms * MS, Event::FaultEnd(index));
@@ -610,14 +688,40 @@ impl World {
             }
             Fault::OneWay { from, to } => self.network.unblock(&from, &to),
             Fault::Clog { from, to, delay_ms } => self.network.unclog(from, to, delay_ms),
-            Fault::Crash { node, .. } => {
+            Fault::Crash { node, .. } | Fault::Wipe { node } => {
                 let host = (node.0 - 1) as usize;
                 self.hosts[host].crash_after_input = false;
                 if self.hosts[host].node.is_none() {
                     self.open_node(host);
                 }
             }
+            Fault::Pause { node } => self.resume((node.0 - 1) as usize),
         }
+    }
+
+    /// A paused node goes on: it takes in its backlog in arrival order, then
+    /// its timers, late.
+    pub(super) fn resume(&mut self, host: usize) {
+        if !std::mem::take(&mut self.hosts[host].paused) {
+            return;
+        }
+        for input in std::mem::take(&mut self.hosts[host].backlog) {
+            self.input(host, input);
+        }
+        let state = &mut self.hosts[host];
+        let now = state.clock.now(self.now);
+        if let Some(node) = state.node.as_mut() {
+            state.timer_at = None;
+            node.handle_timeout(now);
+            self.drain(host);
+        }
+    }
+
+    /// How many disks the bad node may go through: a few for every 20
+    /// simulated seconds of rot, and one for each wipe.
+    fn disks_max(&self) -> u32 {
+        let rot_periods = (self.config.safety_ms / 20_000).max(1) as u32;
+        3 * rot_periods + self.config.faults.wipe_count
     }
 
     /// Whether disk faults that may not repeat are on this run.
@@ -649,6 +753,9 @@ impl World {
             (totals.0 + engine.flushes, totals.1 + engine.compactions, totals.2 + engine.corruption_detected);
         drop(node);
         self.stats.crashes += 1;
+        if mode == CrashMode::ProcessOnly {
+            self.claims.keep_unsynced(self.hosts[host].id);
+        }
         let state = &mut self.hosts[host];
         // Jobs in flight die in the middle: what they wrote stays on the
         // disk, synced or not, for the crash to tear and recovery to remove.
@@ -657,6 +764,8 @@ impl World {
         }
         state.boot += 1;
         state.timer_at = None;
+        state.paused = false;
+        state.backlog.clear();
         state.disk.crash(mode);
         let lost: Vec<(usize, RequestId)> =
             self.owners.keys().filter(|(owner, _)| *owner == host).copied().collect();
@@ -686,6 +795,7 @@ impl World {
                 self.stats.corruption_detected += engine.corruption_detected;
             }
         }
+        self.excuse_lost_acknowledgements();
         let setting = Setting { replicas: self.config.replicas, strict: self.config.strict_checked() };
         let mut violations = self.violations;
         violations.extend(check::check(&self.history, setting));
@@ -714,13 +824,4 @@ impl World {
             stats: self.stats,
         }
     }
-}
-
-fn value_hash(value: &Value) -> u64 {
-    let mut trace = Trace::default();
-    match value {
-        Value::Live(bytes) => trace.record_bytes(bytes),
-        Value::Tombstone => trace.record(&[u64::MAX]),
-    }
-    trace.finish()
 }

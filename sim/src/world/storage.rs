@@ -14,36 +14,91 @@ use keel_core::version::{Object, Value};
 use super::liveness::Stage;
 use super::{Event, MS, World};
 use crate::check::Property;
+use crate::check::model::Version;
 use crate::config::{FaultKind, SimConfig};
-use crate::history::{ReadValue, decode_value, key_bytes};
+use crate::history::{Action, Outcome, ReadValue, decode_value, key_bytes};
 use crate::rng::splitmix;
 
 /// What each node has said is durable, per key: the join of every object
 /// it acknowledged (as a replica) or replicated (as the coordinator, which
 /// sends only after its own sync). Its recovered copy must include it.
+///
+/// Under periodic syncs a node acknowledges once the kernel has a write, so
+/// a claim becomes durable only when a sync the node asked for after it
+/// succeeds; until then it survives a process crash but not a power loss.
 #[derive(Debug, Default)]
 pub(crate) struct Claims {
-    durable: BTreeMap<(NodeId, Vec<u8>), Object>,
+    durable: BTreeMap<(NodeId, Vec<u8>), Version>,
     /// Replicate messages delivered and not yet acknowledged: what an
     /// acknowledgement from the replica would vouch for.
     delivered: BTreeMap<(NodeId, NodeId, Tag), (Vec<u8>, Object)>,
+    periodic: bool,
+    /// Under periodic syncs: claims not yet covered by a sync, with when
+    /// they were made, in that order.
+    unsynced: Vec<(NodeId, u64, Vec<u8>, Version)>,
 }
 
 impl Claims {
-    fn claim(&mut self, node: NodeId, key: &[u8], object: &Object) {
-        self.durable.entry((node, key.to_vec())).or_default().merge(object);
+    pub(crate) fn new(periodic: bool) -> Claims {
+        Claims { periodic, ..Claims::default() }
     }
 
-    /// A message `from` sends to `to` (seen when it is sent).
-    pub(crate) fn sent(&mut self, from: NodeId, to: NodeId, message: &Message) {
+    fn claim(&mut self, node: NodeId, key: &[u8], object: &Object, now: u64) {
+        let version = Version::of(object);
+        if self.periodic {
+            self.unsynced.push((node, now, key.to_vec(), version));
+        } else {
+            self.make_durable(node, key, &version);
+        }
+    }
+
+    fn make_durable(&mut self, node: NodeId, key: &[u8], version: &Version) {
+        let held = self.durable.entry((node, key.to_vec())).or_default();
+        *held = held.join(version);
+    }
+
+    /// A message `from` sends to `to` at `now` (seen when it is sent).
+    pub(crate) fn sent(&mut self, from: NodeId, to: NodeId, message: &Message, now: u64) {
         match message {
-            Message::Replicate { key, object, .. } => self.claim(from, key, object),
+            Message::Replicate { key, object, .. } => self.claim(from, key, object, now),
             Message::ReplicateAck { tag, result: Ok(()) } => {
                 if let Some((key, object)) = self.delivered.remove(&(from, to, *tag)) {
-                    self.claim(from, &key, &object);
+                    self.claim(from, &key, &object, now);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A sync `node` asked for at `asked_ns` succeeded: what it claimed
+    /// before then is durable.
+    pub(crate) fn synced(&mut self, node: NodeId, asked_ns: u64) {
+        self.settle(node, |made_ns| made_ns <= asked_ns, true);
+    }
+
+    /// `node`'s process died and its machine stayed up: the kernel keeps
+    /// what the node handed it, and writes it out.
+    pub(crate) fn keep_unsynced(&mut self, node: NodeId) {
+        self.settle(node, |_| true, true);
+    }
+
+    /// `node`'s machine lost power: what it claimed since its last sync
+    /// may be gone.
+    pub(crate) fn lose_unsynced(&mut self, node: NodeId) {
+        self.settle(node, |_| true, false);
+    }
+
+    /// Takes `node`'s unsynced claims made when `due` says, keeping them as
+    /// durable or dropping them.
+    fn settle(&mut self, node: NodeId, due: impl Fn(u64) -> bool, keep: bool) {
+        let (taken, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsynced)
+            .into_iter()
+            .partition(|(owner, made_ns, _, _)| *owner == node && due(*made_ns));
+        self.unsynced = rest;
+        if keep {
+            for (node, _, key, version) in taken {
+                self.make_durable(node, &key, &version);
+            }
         }
     }
 
@@ -57,18 +112,19 @@ impl Claims {
     /// Forgets what `node` claimed: its disk was replaced.
     fn forget(&mut self, node: NodeId) {
         self.durable.retain(|(owner, _), _| *owner != node);
+        self.unsynced.retain(|(owner, ..)| *owner != node);
     }
 
     /// `node` lost part of `key` to damage it detected: from now on it
     /// claims what it holds, until repair restores the rest.
     fn reset(&mut self, node: NodeId, key: &[u8], held: Option<Object>) {
         match held {
-            Some(object) => self.durable.insert((node, key.to_vec()), object),
+            Some(object) => self.durable.insert((node, key.to_vec()), Version::of(&object)),
             None => self.durable.remove(&(node, key.to_vec())),
         };
     }
 
-    fn of(&self, node: NodeId) -> impl Iterator<Item = (&Vec<u8>, &Object)> {
+    fn of(&self, node: NodeId) -> impl Iterator<Item = (&Vec<u8>, &Version)> {
         self.durable
             .range((node, Vec::new())..)
             .take_while(move |((owner, _), _)| *owner == node)
@@ -147,7 +203,7 @@ impl World {
         // identity could issue the same dots again).
         let incarnation = state.node.as_ref().map_or(state.incarnation, Node::incarnation);
         let detected = replaced > 0 || incarnation != state.incarnation;
-        let claims: Vec<(Vec<u8>, Object)> =
+        let claims: Vec<(Vec<u8>, Version)> =
             self.claims.of(id).map(|(key, object)| (key.clone(), object.clone())).collect();
         let Some(node) = self.hosts[host].node.as_mut() else { return };
         let mut lost = Vec::new();
@@ -155,7 +211,7 @@ impl World {
         for (key, claimed) in &claims {
             match node.local_object(key) {
                 Ok(held) => {
-                    if held.clone().unwrap_or_default().merge(claimed) {
+                    if !Version::of(&held.clone().unwrap_or_default()).includes(claimed) {
                         lost.push((key.clone(), held));
                     }
                 }
@@ -190,6 +246,47 @@ impl World {
         // what it holds, until repair brings the rest back.
         for (key, held) in lost {
             self.claims.reset(id, &key, held);
+        }
+    }
+}
+
+impl World {
+    /// Acknowledged writes that power losses (under periodic syncs) or wipes
+    /// may have lost become indeterminate for the checkers, and no others.
+    ///
+    /// A write is lost only if every replica that acknowledged it lost it:
+    /// at least as many distinct nodes as the write needed acknowledgements
+    /// must each have lost their data after the write began, while still
+    /// holding something written after the node's last successful sync
+    /// before that loss that the write may be part of (it finished after
+    /// that sync was asked for). Any write with fewer such nodes has a
+    /// durable copy somewhere and must survive.
+    pub(super) fn excuse_lost_acknowledgements(&mut self) {
+        if self.losses.is_empty() {
+            return;
+        }
+        for op in &mut self.history.ops {
+            if !op.acknowledged() {
+                continue;
+            }
+            let (Action::Put { write, .. } | Action::Delete { write, .. }) = op.action else { continue };
+            let needed = write.required(self.config.replicas).unwrap_or(1);
+            let completed_ns = op.completed_ns.unwrap_or(op.invoked_ns);
+            let mut nodes: Vec<NodeId> = self
+                .losses
+                .iter()
+                .filter(|loss| loss.at_ns > op.invoked_ns && completed_ns > loss.durable_before_ns)
+                .map(|loss| loss.node)
+                .collect();
+            nodes.sort();
+            nodes.dedup();
+            if nodes.len() >= usize::from(needed) {
+                self.stats.writes_excused += 1;
+                op.outcome = Outcome::Indeterminate(format!(
+                    "acknowledged, then {} lost what was not yet durable ({nodes:?})",
+                    if nodes.len() == 1 { "its replica" } else { "its replicas" }
+                ));
+            }
         }
     }
 }
