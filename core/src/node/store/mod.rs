@@ -101,15 +101,16 @@ pub struct Store {
 
 impl Store {
     /// Opens the engine and this node's metadata; a disk without metadata
-    /// is a new incarnation with a random identity.
-    /// A directory of an older layout is migrated to the current one; a
-    /// newer one is refused before anything is written.
+    /// is a new incarnation with a random identity. A directory of an older
+    /// layout is migrated to the current one; one of a newer layout is
+    /// refused before the store writes anything.
     pub fn open(disk: Box<dyn Disk>, config: EngineConfig, rng: &mut ChaCha8Rng) -> Result<Store, OpenError> {
         // From a stream of its own: the draws below stay what they were.
         let mut keys = rng.clone();
         keys.set_stream(HASH_KEY_STREAM);
         let hasher = KeyedHasher::new(keys.next_u64(), keys.next_u64());
-        let config = EngineConfig { key_bytes_max: config.key_bytes_max.saturating_add(POSITION_BYTES), ..config };
+        let config =
+            EngineConfig { key_bytes_max: config.key_bytes_max.saturating_add(POSITION_BYTES), ..config };
         let mut engine = Engine::open_keyed(disk, config, hasher)?;
         let layout = format::read(&mut engine)?;
         // Metadata that no longer reads (a rotted table block) is as good as
