@@ -24,7 +24,10 @@ use thiserror::Error;
 
 pub use self::config::{Config, ConfigError};
 pub use self::io::{Event, Input, Output};
-pub use self::store::{Record, StoreError};
+pub use self::store::{
+    Migration, RECORD_KEY_HEADER_BYTES, Record, STORAGE_FORMAT, ScanChunk, ScanCursor, ScanLimit,
+    ScannedRecord, StoreError, encode_record_key,
+};
 
 use self::dedup::SeenForwards;
 use self::durability::{Barrier, Deferred};
@@ -36,7 +39,7 @@ use crate::disk::{Disk, DiskError};
 use crate::lsm::{self, EngineStats, Lsn, SyncRequest};
 use crate::message::{Message, Tag};
 use crate::request::{GetRequest, Origin, PutRequest};
-use crate::ring::{Ring, RingError};
+use crate::ring::{PlacedKey, PositionRange, Ring, RingError};
 use crate::time::{Instant, Now};
 use crate::version::Object;
 use crate::{FixedHasher, NodeId};
@@ -267,7 +270,25 @@ impl Node {
     /// This node's stored copy of `key`, for inspection by tests, the
     /// simulator and operators. It may include writes not yet durable.
     pub fn local_object(&mut self, key: &[u8]) -> Result<Option<Object>, StoreError> {
-        Ok(self.store.read(key)?.map(|record| record.object))
+        Ok(self.store.read(PlacedKey::new(key))?.map(|record| record.object))
+    }
+
+    /// This node's stored records at the ring positions of `range`, in ring
+    /// order, a bounded chunk at a time: see `Store::scan_range`. It may
+    /// include writes not yet durable.
+    pub fn scan_range(
+        &mut self,
+        range: PositionRange,
+        after: Option<&ScanCursor>,
+        limit: ScanLimit,
+    ) -> Result<ScanChunk, StoreError> {
+        self.store.scan_range(range, after, limit)
+    }
+
+    /// What opening did to bring a data directory of an older layout up to
+    /// date, for its driver to log.
+    pub fn storage_migration(&self) -> Option<Migration> {
+        self.store.migration()
     }
 
     pub fn handle_input(&mut self, now: Now, input: Input) {

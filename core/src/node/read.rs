@@ -8,13 +8,15 @@ use crate::client::{ClientError, Consistency, Reply, RequestId};
 use crate::message::{Message, ReplicaError, Tag};
 use crate::quorum::Tally;
 use crate::request::{GetRequest, read_reply};
+use crate::ring::PlacedKey;
 use crate::version::Object;
 
 impl Node {
     /// Any node coordinates a get: reading issues no dots.
     pub(super) fn coordinate_get(&mut self, client: RequestId, key: Vec<u8>, read: Consistency) {
         self.stats.gets += 1;
-        let primaries = self.ring.preference_list(&key).to_vec();
+        let placed = PlacedKey::new(&key);
+        let primaries = self.ring.range_at(placed.position()).preference.to_vec();
         let needed = match read.required(count(primaries.len())) {
             Ok(needed) => needed,
             Err(error) => return self.reply(client, Reply::Failed(error)),
@@ -26,7 +28,7 @@ impl Node {
             return self.reply(client, Reply::Failed(ClientError::Unavailable { needed, reachable }));
         }
         if primaries == [self.id] {
-            if let Some(reply) = self.read_local_now(&key) {
+            if let Some(reply) = self.read_local_now(placed) {
                 return self.reply(client, reply);
             }
         }
@@ -36,7 +38,7 @@ impl Node {
         self.track(tag, Pending::Get(GetRequest::new(client, key.clone(), tally, deadline)));
         for node in asked {
             if node == self.id {
-                self.read_local(tag, &key);
+                self.read_local(tag, placed);
             } else {
                 self.send(node, Message::Read { tag, key: key.clone() });
             }
@@ -46,8 +48,8 @@ impl Node {
     /// The answer to a read of a key whose one replica is this node, when
     /// its copy is readable and durable: no other copy to wait for, merge or
     /// repair, so no request to track. `None` leaves it to the full path.
-    fn read_local_now(&mut self, key: &[u8]) -> Option<Reply> {
-        if self.store.pending_lsn(key).is_some() {
+    fn read_local_now(&mut self, key: PlacedKey<'_>) -> Option<Reply> {
+        if self.store.pending_lsn(key.key()).is_some() {
             return None;
         }
         let record = self.store.read(key).ok()?;
@@ -55,10 +57,10 @@ impl Node {
         Some(read_reply(&object))
     }
 
-    fn read_local(&mut self, tag: Tag, key: &[u8]) {
+    fn read_local(&mut self, tag: Tag, key: PlacedKey<'_>) {
         match self.store.read(key) {
             Ok(record) => {
-                let lsn = self.store.pending_lsn(key);
+                let lsn = self.store.pending_lsn(key.key());
                 let object = record.map(|record| record.object);
                 self.when_durable(lsn, Deferred::LocalRead { tag, object });
             }
@@ -70,7 +72,7 @@ impl Node {
     /// not yet durable is sent only once it is.
     pub(super) fn on_read(&mut self, from: NodeId, tag: Tag, key: Vec<u8>) {
         self.stats.replica_reads += 1;
-        match self.store.read(&key) {
+        match self.store.read(PlacedKey::new(&key)) {
             Ok(record) => {
                 let lsn = self.store.pending_lsn(&key);
                 let object = record.map(|record| record.object);
@@ -128,7 +130,7 @@ impl Node {
         for &node in &stale {
             if node == self.id {
                 // Best effort, as for a repair from a peer.
-                let _ = self.merge_local(&request.key, &request.merged);
+                let _ = self.merge_local(PlacedKey::new(&request.key), &request.merged);
             } else {
                 let message = Message::Repair { key: request.key.clone(), object: request.merged.clone() };
                 self.send(node, message);

@@ -583,3 +583,35 @@ fn a_primary_with_a_damaged_copy_hands_the_write_to_one_with_a_readable_copy() {
         assert_eq!(values(&cluster.get(via, "k", Consistency::All)), ["new"]);
     }
 }
+
+/// Each vnode range a node replicates is one scan of its storage, and the
+/// ranges together give back exactly the keys placed on it.
+#[test]
+fn a_node_reads_each_of_its_ranges_with_one_scan() {
+    let mut cluster = Cluster::new(4, 2);
+    let keys: Vec<String> = (0..120).map(|i| format!("key-{i}")).collect();
+    for key in &keys {
+        assert!(matches!(cluster.put(1, key, key, None, Consistency::All), Reply::Written { .. }));
+    }
+    let limit = crate::node::ScanLimit { records_max: usize::MAX, bytes_max: u64::MAX };
+    for node in &mut cluster.nodes {
+        let (ring, id) = (node.ring().clone(), node.id());
+        let mut expected: Vec<&String> =
+            keys.iter().filter(|key| ring.preference_list(key.as_bytes()).contains(&id)).collect();
+        expected.sort();
+        let mut found = Vec::new();
+        for range in ring.ranges().filter(|range| range.preference.contains(&id)) {
+            let chunk = node.scan_range(range.positions(), None, limit).unwrap();
+            assert_eq!(chunk.resume, None);
+            for record in chunk.records {
+                assert!(range.contains(record.position), "a record of this range only");
+                let key = String::from_utf8(record.key).unwrap();
+                let live = record.record.unwrap().object.siblings().len();
+                assert_eq!(live, 1, "{key}");
+                found.push(key);
+            }
+        }
+        found.sort();
+        assert_eq!(found.iter().collect::<Vec<_>>(), expected, "node {id}");
+    }
+}

@@ -11,6 +11,7 @@ use crate::lsm::WriteError;
 use crate::message::{Message, ReplicaError, Tag};
 use crate::quorum::Tally;
 use crate::request::{Origin, PutRequest};
+use crate::ring::{self, PlacedKey};
 use crate::version::{Actor, CausalContext, Value};
 
 /// Why a primary did not coordinate a write.
@@ -50,6 +51,8 @@ const REPLACE_READS_MAX: usize = 4;
 /// A put or delete, once its fields are pulled out of the request.
 struct Write {
     key: Vec<u8>,
+    /// The key's ring position, computed once for placement and storage.
+    position: u64,
     value: Value,
     context: Option<Context>,
     consistency: Consistency,
@@ -57,19 +60,20 @@ struct Write {
 
 impl Write {
     fn from_request(request: Request) -> Option<Write> {
-        match request {
-            Request::Put { key, value, context, write } => {
-                Some(Write { key, value: Value::Live(value), context, consistency: write })
-            }
-            Request::Delete { key, context, write } => {
-                Some(Write { key, value: Value::Tombstone, context, consistency: write })
-            }
-            Request::Get { .. } => None,
-        }
+        let (key, value, context, consistency) = match request {
+            Request::Put { key, value, context, write } => (key, Value::Live(value), context, write),
+            Request::Delete { key, context, write } => (key, Value::Tombstone, context, write),
+            Request::Get { .. } => return None,
+        };
+        Some(Write { position: ring::position(&key), key, value, context, consistency })
+    }
+
+    fn placed(&self) -> PlacedKey<'_> {
+        PlacedKey::known(&self.key, self.position)
     }
 
     fn into_request(self) -> Request {
-        let Write { key, value, context, consistency: write } = self;
+        let Write { key, value, context, consistency: write, .. } = self;
         match value {
             Value::Live(value) => Request::Put { key, value, context, write },
             Value::Tombstone => Request::Delete { key, context, write },
@@ -91,7 +95,7 @@ impl Node {
             Value::Live(_) => self.stats.puts += 1,
             Value::Tombstone => self.stats.deletes += 1,
         }
-        let primaries = self.ring.preference_list(&write.key).to_vec();
+        let primaries = self.ring.range_at(write.position).preference.to_vec();
         if !primaries.contains(&self.id) {
             match origin {
                 Origin::Client(client) => self.forward(client, write.into_request(), &primaries),
@@ -242,12 +246,12 @@ impl Node {
                 .map_err(|error| ClientError::BadContext { reason: error.to_string() })?,
             None => CausalContext::new(),
         };
-        let stored = match (self.store.read(&write.key), unreadable) {
+        let stored = match (self.store.read(write.placed()), unreadable) {
             (Ok(stored), _) => stored,
             (Err(error), Unreadable::Refuse) => {
                 return Err(Refusal::LocalCopyUnreadable { reason: error.to_string(), write });
             }
-            (Err(_), Unreadable::Replace) => self.read_or_replace(&write.key),
+            (Err(_), Unreadable::Replace) => self.read_or_replace(write.placed()),
         };
         let mut record = stored.unwrap_or(Record { object: Default::default(), local_epoch: None });
         let epoch = match record.local_epoch {
@@ -266,7 +270,8 @@ impl Node {
             return Err(ClientError::SiblingsTooMany { count: siblings as u64, max }.into());
         }
         record.local_epoch = Some(epoch);
-        let lsn = self.store.write(&write.key, &record).map_err(write_failed)?;
+        let lsn =
+            self.store.write(PlacedKey::known(&write.key, write.position), &record).map_err(write_failed)?;
         let mut reply_context = seen;
         reply_context.insert(dot);
         if primaries == [self.id] && self.sync_interval().is_some() {
@@ -295,7 +300,7 @@ impl Node {
     /// A copy that failed to read, read again until it reads or fails
     /// `REPLACE_READS_MAX` times in a row. Then it is damaged for good, and
     /// the write that follows replaces it: `None`, as if the key were new.
-    fn read_or_replace(&mut self, key: &[u8]) -> Option<Record> {
+    fn read_or_replace(&mut self, key: PlacedKey<'_>) -> Option<Record> {
         for _ in 1..REPLACE_READS_MAX {
             if let Ok(stored) = self.store.read(key) {
                 return stored;
@@ -353,7 +358,7 @@ impl Node {
         object: crate::version::Object,
     ) {
         self.stats.replica_writes += 1;
-        match self.merge_local(&key, &object) {
+        match self.merge_local(PlacedKey::new(&key), &object) {
             Ok(()) => {
                 let lsn = self.store.pending_lsn(&key);
                 self.when_durable(lsn, Deferred::ReplicateAck { to: from, tag });
@@ -366,14 +371,14 @@ impl Node {
     pub(super) fn on_repair(&mut self, key: Vec<u8>, object: crate::version::Object) {
         // A failure here only leaves this replica behind; the next read or
         // anti-entropy round repairs it again.
-        let _ = self.merge_local(&key, &object);
+        let _ = self.merge_local(PlacedKey::new(&key), &object);
     }
 
     /// Merges `object` into the local record of `key`, writing only if
     /// something changed.
     pub(super) fn merge_local(
         &mut self,
-        key: &[u8],
+        key: PlacedKey<'_>,
         object: &crate::version::Object,
     ) -> Result<(), ReplicaError> {
         if self.store.engine().is_poisoned() {

@@ -71,6 +71,35 @@ pub fn position(key: &[u8]) -> u64 {
     SipHasher13::new_with_keys(KEY_KEYS.0, KEY_KEYS.1).hash(key)
 }
 
+/// A key and its ring position, hashed once: placement and storage both need
+/// the position (storage orders records by it), and a request carries it
+/// from one to the other instead of hashing again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlacedKey<'a> {
+    key: &'a [u8],
+    position: u64,
+}
+
+impl<'a> PlacedKey<'a> {
+    pub fn new(key: &'a [u8]) -> PlacedKey<'a> {
+        PlacedKey { key, position: position(key) }
+    }
+
+    /// `key` at `position`, which the caller computed with [`position`] and kept.
+    pub(crate) fn known(key: &'a [u8], position: u64) -> PlacedKey<'a> {
+        debug_assert_eq!(position, self::position(key), "a kept position belongs to its key");
+        PlacedKey { key, position }
+    }
+
+    pub fn key(&self) -> &'a [u8] {
+        self.key
+    }
+
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
 /// One node as the ring sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -288,11 +317,12 @@ pub struct TokenRange<'a> {
 
 impl TokenRange<'_> {
     pub fn contains(&self, position: u64) -> bool {
-        if self.start < self.end {
-            self.start < position && position <= self.end
-        } else {
-            self.start < position || position <= self.end
-        }
+        self.positions().contains(position)
+    }
+
+    /// The positions alone, without the replicas.
+    pub fn positions(&self) -> PositionRange {
+        PositionRange { start: self.start, end: self.end }
     }
 
     pub fn wraps(&self) -> bool {
@@ -307,6 +337,43 @@ impl TokenRange<'_> {
     /// The share of the circle the range holds, in (0, 1].
     pub fn fraction(&self) -> f64 {
         fraction(self.width())
+    }
+}
+
+/// Positions `(start, end]` going clockwise, as a vnode's [`TokenRange`] holds
+/// them: past `u64::MAX` it wraps to 0 when `start >= end`, and it is the
+/// whole circle when they are equal. What a range scan of storage covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PositionRange {
+    /// Exclusive.
+    pub start: u64,
+    /// Inclusive.
+    pub end: u64,
+}
+
+impl PositionRange {
+    pub fn contains(&self, position: u64) -> bool {
+        if self.start < self.end {
+            self.start < position && position <= self.end
+        } else {
+            self.start < position || position <= self.end
+        }
+    }
+
+    pub fn wraps(&self) -> bool {
+        self.start >= self.end
+    }
+
+    /// The range as intervals of positions, each inclusive at both ends, in
+    /// clockwise order from `start`: one, or two when it wraps past
+    /// `u64::MAX` (the first then ends at `u64::MAX`, the second starts at 0).
+    pub fn intervals(&self) -> impl Iterator<Item = (u64, u64)> {
+        let (start, end) = (self.start, self.end);
+        // Positions after `start` up to the end of the circle, when it wraps
+        // and `start` is not the last position already.
+        let tail = (self.wraps() && start < u64::MAX).then(|| (start + 1, u64::MAX));
+        let head = if self.wraps() { (0, end) } else { (start + 1, end) };
+        tail.into_iter().chain(std::iter::once(head))
     }
 }
 

@@ -240,3 +240,24 @@ fn joining_moves_about_one_over_n_plus_one() {
     assert!((mean - 1.0).abs() <= 0.04, "mean ratio {mean}");
     assert!(outliers * 50 <= CLUSTER_COUNT as usize, "{outliers} clusters beyond ±40%: {ratios:?}");
 }
+
+/// A range's intervals hold exactly the positions it contains, in clockwise order from its start.
+#[test]
+fn position_range_intervals_match_contains() {
+    fn property(start: u64, end: u64, probes: Vec<u64>) -> bool {
+        let range = PositionRange { start, end };
+        let intervals: Vec<(u64, u64)> = range.intervals().collect();
+        let clockwise = |position: u64| position.wrapping_sub(start).wrapping_sub(1);
+        let ordered = intervals.windows(2).all(|pair| clockwise(pair[0].1) < clockwise(pair[1].0))
+            && intervals.len() <= 2;
+        // Probe the edges too, where mistakes live.
+        let edges = [start, start.wrapping_add(1), end, end.wrapping_add(1), 0, u64::MAX];
+        ordered
+            && intervals.iter().all(|&(low, high)| low <= high)
+            && probes.iter().chain(&edges).all(|&position| {
+                let inside = intervals.iter().any(|&(low, high)| (low..=high).contains(&position));
+                inside == range.contains(position)
+            })
+    }
+    QuickCheck::new().quickcheck(property as fn(u64, u64, Vec<u64>) -> bool);
+}

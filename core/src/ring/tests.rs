@@ -256,3 +256,25 @@ fn member_roundtrips_through_postcard() {
     let bytes = postcard::to_allocvec(&member).expect("encodes");
     assert_eq!(postcard::from_bytes::<Member>(&bytes).expect("decodes"), member);
 }
+
+#[test]
+fn position_ranges_split_into_clockwise_intervals() {
+    let intervals = |start, end| PositionRange { start, end }.intervals().collect::<Vec<_>>();
+    assert_eq!(intervals(10, 20), [(11, 20)]);
+    assert_eq!(intervals(20, 10), [(21, u64::MAX), (0, 10)], "wraps: the top first, then from 0");
+    assert_eq!(intervals(7, 7), [(8, u64::MAX), (0, 7)], "equal ends: the whole circle");
+    assert_eq!(intervals(u64::MAX, 5), [(0, 5)], "nothing lies past the top position");
+    assert_eq!(intervals(u64::MAX, u64::MAX), [(0, u64::MAX)]);
+    assert_eq!(intervals(0, u64::MAX), [(1, u64::MAX)]);
+    let ring = ring(plain(3), 2, 4);
+    let range = ring.range_at(position(b"key"));
+    assert_eq!(range.positions(), PositionRange { start: range.start, end: range.end });
+    assert!(range.contains(position(b"key")));
+}
+
+#[test]
+fn a_placed_key_carries_its_position() {
+    let placed = PlacedKey::new(b"key");
+    assert_eq!((placed.key(), placed.position()), (&b"key"[..], position(b"key")));
+    assert_eq!(PlacedKey::known(b"key", placed.position()), placed);
+}

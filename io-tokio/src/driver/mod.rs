@@ -108,6 +108,14 @@ pub async fn start(config: DriverConfig, shutdown: CancellationToken) -> Result<
         tokio::task::spawn_blocking(move || Node::open(node_config, id, seed, boxed, clock.now())).await;
     let node = opened.map_err(|error| StartError::Recovery { dir, message: error.to_string() })??;
     log_recovery(node.recovery());
+    if let Some(migration) = node.storage_migration() {
+        tracing::info!(
+            from = migration.from,
+            to = keel_core::node::STORAGE_FORMAT,
+            records = migration.records,
+            "the data directory was migrated to the current storage format"
+        );
+    }
     if let Some(reason) = node.metadata_damage() {
         tracing::error!(%reason, "the node's metadata is damaged: it starts as a new incarnation");
     }

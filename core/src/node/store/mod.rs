@@ -3,7 +3,14 @@
 //! The engine stores bytes; this layer gives them meaning. Keys live in
 //! namespaces (a one-byte prefix): node metadata, and one record per client
 //! key holding its [`Object`] plus what only this node knows about it — the
-//! epoch in which this node issues dots for the key.
+//! epoch in which this node issues dots for the key. Records are ordered by
+//! the ring position of their key ([`layout`]), so a range of the ring is
+//! one scan ([`scan`]); a directory of an older layout is migrated when it
+//! is opened ([`format`]).
+
+mod format;
+mod layout;
+mod scan;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -13,16 +20,23 @@ use rand_chacha::rand_core::Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use self::layout::{META_KEY, POSITION_BYTES};
 use crate::KeyedHasher;
 use crate::disk::Disk;
 use crate::lsm::{Engine, EngineConfig, EngineStats, Lsn, OpenError, ReadError, SyncPolicy, WriteError};
+use crate::ring::PlacedKey;
 use crate::version::Object;
 
-/// What an engine key holds beyond the client's key: the namespace prefix.
-pub(super) const KEY_PREFIX_BYTES: u32 = 1;
-const META_PREFIX: u8 = 0x00;
-const DATA_PREFIX: u8 = 0x01;
-const META_KEY: &[u8] = b"\x00node";
+pub use self::format::Migration;
+pub use self::layout::{RECORD_KEY_HEADER_BYTES, STORAGE_FORMAT, encode_record_key};
+pub use self::scan::{ScanChunk, ScanCursor, ScanLimit, ScannedRecord};
+
+/// What the engine's key limit counts beyond the client's key: the
+/// namespace prefix, as in format 1. The store raises the engine's limit by
+/// the ring position's bytes, so client keys keep the limit they had and
+/// every record of format 1 fits under its new key.
+pub(super) const KEY_PREFIX_BYTES: u32 = RECORD_KEY_HEADER_BYTES - POSITION_BYTES;
+/// The encoding of a record's value (not of the directory's layout).
 const RECORD_FORMAT: u8 = 1;
 
 /// Epochs are reserved in blocks, one metadata write per block, so starting
@@ -81,17 +95,24 @@ pub struct Store {
     /// Reused for each record's engine key and encoding: no allocation per write.
     key_buffer: Vec<u8>,
     record_buffer: Vec<u8>,
+    /// What opening did to bring an older layout up to date, if anything.
+    migration: Option<Migration>,
 }
 
 impl Store {
     /// Opens the engine and this node's metadata; a disk without metadata
-    /// is a new incarnation with a random identity.
+    /// is a new incarnation with a random identity. A directory of an older
+    /// layout is migrated to the current one; one of a newer layout is
+    /// refused before the store writes anything.
     pub fn open(disk: Box<dyn Disk>, config: EngineConfig, rng: &mut ChaCha8Rng) -> Result<Store, OpenError> {
         // From a stream of its own: the draws below stay what they were.
         let mut keys = rng.clone();
         keys.set_stream(HASH_KEY_STREAM);
         let hasher = KeyedHasher::new(keys.next_u64(), keys.next_u64());
+        let config =
+            EngineConfig { key_bytes_max: config.key_bytes_max.saturating_add(POSITION_BYTES), ..config };
         let mut engine = Engine::open_keyed(disk, config, hasher)?;
+        let layout = format::read(&mut engine)?;
         // Metadata that no longer reads (a rotted table block) is as good as
         // none: the node comes back as a new actor, which is always safe.
         let mut metadata_damage = None;
@@ -133,6 +154,7 @@ impl Store {
             track_unsynced: !periodic,
             key_buffer: Vec::new(),
             record_buffer: Vec::new(),
+            migration: None,
         };
         if fresh {
             // Recorded before any dot of this incarnation can leave the node:
@@ -146,6 +168,9 @@ impl Store {
         // table: a crash before this finds the loss again, never a node that
         // lost records under its old identity.
         store.engine.finish_recovery()?;
+        // After the loss is settled, so that migrating (which may flush)
+        // runs on an engine in its normal state.
+        store.migration = format::settle(&mut store.engine, layout)?;
         Ok(store)
     }
 
@@ -159,6 +184,11 @@ impl Store {
         self.metadata_damage.as_deref()
     }
 
+    /// The records opening moved from an older layout, if it found one.
+    pub fn migration(&self) -> Option<Migration> {
+        self.migration
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -168,16 +198,16 @@ impl Store {
     }
 
     /// Client keys stored on this node, estimated from the engine's counts
-    /// ([`EngineStats::keys_estimate`]) less the node's one metadata record.
+    /// ([`EngineStats::keys_estimate`]) less the node's metadata records.
     /// A deleted client key is a record too (its tombstone is a version), so
     /// it counts until the tombstone is reaped; overwritten keys count once
     /// per table that still holds a copy. It errs high, never low.
     pub fn keys_estimate(engine: &EngineStats) -> u64 {
-        engine.keys_estimate().saturating_sub(1)
+        engine.keys_estimate().saturating_sub(METADATA_RECORDS)
     }
 
-    pub fn read(&mut self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        set_data_key(&mut self.key_buffer, key);
+    pub fn read(&mut self, key: PlacedKey<'_>) -> Result<Option<Record>, StoreError> {
+        encode_record_key(key, &mut self.key_buffer);
         // The engine already re-reads a block once; a copy is declared corrupt
         // (and replaced from a replica) only if a second try fails as well.
         match self.engine.get_borrowed(&self.key_buffer) {
@@ -188,31 +218,31 @@ impl Store {
     }
 
     /// Writes `record`; it is durable once a sync covers the returned Lsn.
-    pub fn write(&mut self, key: &[u8], record: &Record) -> Result<Lsn, StoreError> {
+    pub fn write(&mut self, key: PlacedKey<'_>, record: &Record) -> Result<Lsn, StoreError> {
         let mut bytes = std::mem::take(&mut self.record_buffer);
         bytes.clear();
         bytes.push(RECORD_FORMAT);
         let encoded = postcard::to_extend(record, bytes);
         let bytes = encoded.map_err(|error| StoreError::Malformed(error.to_string()))?;
-        set_data_key(&mut self.key_buffer, key);
+        encode_record_key(key, &mut self.key_buffer);
         let written = self.engine.put(&self.key_buffer, &bytes);
         if bytes.capacity() <= RECORD_BUFFER_KEPT_MAX {
             self.record_buffer = bytes;
         }
         let lsn = written?;
         if self.track_unsynced {
-            self.note_unsynced(key, lsn);
+            self.note_unsynced(key.key(), lsn);
         }
         Ok(lsn)
     }
 
     /// Removes `key`'s record (an engine tombstone, dropped by compaction);
     /// durable once a sync covers the returned Lsn.
-    pub fn remove(&mut self, key: &[u8]) -> Result<Lsn, StoreError> {
-        set_data_key(&mut self.key_buffer, key);
+    pub fn remove(&mut self, key: PlacedKey<'_>) -> Result<Lsn, StoreError> {
+        encode_record_key(key, &mut self.key_buffer);
         let lsn = self.engine.delete(&self.key_buffer)?;
         if self.track_unsynced {
-            self.note_unsynced(key, lsn);
+            self.note_unsynced(key.key(), lsn);
         }
         Ok(lsn)
     }
@@ -272,8 +302,12 @@ impl Store {
     }
 }
 
-/// Reads of the metadata record before it is taken as damaged.
+/// Reads of a metadata record before it is taken as damaged.
 const META_READS_MAX: usize = 4;
+
+/// Engine records that are not client keys': the node's metadata and the
+/// layout version.
+const METADATA_RECORDS: u64 = 2;
 
 /// Where epochs start after the metadata was lost: 2^40 epochs are 2^30
 /// leases, more than a node writes in its life.
@@ -292,14 +326,6 @@ fn new_incarnation(rng: &mut ChaCha8Rng, old: u32) -> u32 {
     }
 }
 
-/// The engine key of a client key: the data namespace's prefix, then the key.
-fn set_data_key(buffer: &mut Vec<u8>, key: &[u8]) {
-    buffer.clear();
-    buffer.push(DATA_PREFIX);
-    buffer.extend_from_slice(key);
-    debug_assert_eq!(buffer.len(), key.len() + KEY_PREFIX_BYTES as usize);
-}
-
 fn decode_found(found: Option<Cow<'_, [u8]>>) -> Result<Option<Record>, StoreError> {
     found.map(|bytes| decode_record(&bytes)).transpose()
 }
@@ -313,8 +339,6 @@ fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
         None => Err(StoreError::Malformed("empty record".into())),
     }
 }
-
-const _: () = assert!(META_PREFIX != DATA_PREFIX && META_KEY[0] == META_PREFIX);
 
 #[cfg(test)]
 mod tests {
@@ -357,9 +381,9 @@ mod tests {
         let actor = Actor { node: NodeId(1), incarnation: store.incarnation(), epoch: 1 };
         object.write(actor, &CausalContext::new(), Value::Live(b"v".to_vec()), 5);
         let record = Record { object, local_epoch: Some(1) };
-        let lsn = store.write(b"k", &record).unwrap();
-        assert_eq!(store.read(b"k").unwrap(), Some(record));
-        assert_eq!(store.read(b"other").unwrap(), None);
+        let lsn = store.write(PlacedKey::new(b"k"), &record).unwrap();
+        assert_eq!(store.read(PlacedKey::new(b"k")).unwrap(), Some(record));
+        assert_eq!(store.read(PlacedKey::new(b"other")).unwrap(), None);
         assert_eq!(store.pending_lsn(b"k"), Some(lsn));
         sync(&mut store, &disk);
         assert_eq!(store.pending_lsn(b"k"), None);
@@ -373,7 +397,7 @@ mod tests {
         assert_eq!(Store::keys_estimate(&store.engine().stats()), 0, "a new node stores no client key");
         let record = Record { object: Object::new(), local_epoch: None };
         for key in [&b"a"[..], b"b", b"a"] {
-            store.write(key, &record).unwrap();
+            store.write(PlacedKey::new(key), &record).unwrap();
         }
         assert_eq!(Store::keys_estimate(&store.engine().stats()), 2);
     }
@@ -399,7 +423,7 @@ mod tests {
         let incarnation = store.incarnation();
         for epoch in 0..5 {
             let record = Record { object: Object::new(), local_epoch: Some(epoch) };
-            store.write(format!("key-{epoch}").as_bytes(), &record).unwrap();
+            store.write(PlacedKey::new(format!("key-{epoch}").as_bytes()), &record).unwrap();
         }
         sync(&mut store, &disk);
         drop(store);
