@@ -38,13 +38,13 @@ fn bad_usage_exits_with_two_and_says_why() {
     assert!(err.contains("unknown fault"), "{err}");
     let (code, _, err) = keel(&["sim", "--seed", "1", "--replicas", "1", "--faults", "bit-rot"]);
     assert_eq!(code, 2);
-    assert!(err.contains("bit rot needs two replicas"), "{err}");
+    assert!(err.contains("bit rot and wipes need two replicas"), "{err}");
     let (code, _, err) = keel(&["sim", "--seed", "1", "--fsync", "periodic", "--faults", "sync-failure"]);
     assert_eq!(code, 2);
     assert!(err.contains("sync failures cannot be simulated with --fsync periodic"), "{err}");
     let (code, _, err) = keel(&["sim", "--seed", "1", "--nodes", "3", "--replicas", "4"]);
     assert_eq!(code, 2);
-    assert!(err.contains("replicas must be 1..=3"), "{err}");
+    assert!(err.contains("--replicas 4 needs at least 4 nodes"), "{err}");
     let (code, _, err) = keel(&["node", "--peer", "not-a-peer"]);
     assert_eq!(code, 2);
     assert!(err.contains("ID@HOST:PORT"), "{err}");

@@ -36,6 +36,12 @@ const SUITE: std::ops::Range<u64> = 1_000..1_400;
 const REGRESSIONS: &[u64] =
     &[4, 8, 24, 181, 392, 574, 799, 996, 1313, 1502, 1994, 2372, 2866, 3511, 3689, 4029, 6751, 8783, 15371];
 
+/// Seeds that found a bug under the current draw (`SimConfig::from_seed`):
+/// 1925 — rot hidden in a block cache through every repair round showed
+/// only in a final read, which failed saying to retry (a checker bug: the
+/// final read is now taken again once, as a client would).
+const SWARM_REGRESSIONS: &[u64] = &[1925];
+
 /// Runs `seeds` on every core; returns one summary per seed, in seed order.
 fn run_all(
     seeds: impl Iterator<Item = u64>,
@@ -215,6 +221,7 @@ fn runs_do_all_their_operations_and_reach_storage_work() {
 #[test]
 fn regression_seeds_pass() {
     assert_all_pass(&run_all_with(REGRESSIONS.iter().copied(), SimConfig::classic, |_| {}));
+    assert_all_pass(&run_all(SWARM_REGRESSIONS.iter().copied(), |_| {}));
 }
 
 #[test]

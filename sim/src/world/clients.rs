@@ -219,6 +219,7 @@ impl World {
                     self.safety_progress();
                 }
             }
+            Phase::Final if self.retry_final_read(op) => {}
             Phase::Repair | Phase::Final => self.check_done(),
         }
     }

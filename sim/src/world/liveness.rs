@@ -4,13 +4,13 @@
 //! Until anti-entropy exists, agreement is driven by reading every key at
 //! `all`, whose read repair brings stale replicas up to date.
 
-use keel_core::client::Consistency;
+use keel_core::client::{ClientError, Consistency};
 use keel_core::disk::Faults;
 use keel_core::node::Node;
 
 use super::{Event, MS, World};
 use crate::check::Property;
-use crate::history::{Action, Phase, key_bytes};
+use crate::history::{Action, OpId, Outcome, Phase, key_bytes};
 
 /// Rounds of repair reads before the replicas must agree.
 const CONVERGENCE_ROUNDS_MAX: u32 = 5;
@@ -123,6 +123,26 @@ impl World {
             let host = key as usize % self.hosts.len();
             self.issue(checker, host, phase, key, Action::Get { read: Consistency::All });
         }
+    }
+
+    /// A final read that found a copy unreadable, the first time for its
+    /// key, becomes one more repair read, and the final read is taken again.
+    /// Rot from the safety phase can hide in a node's block cache through
+    /// every repair round and show only when the block is read from the disk
+    /// again; the error says the copy is being repaired and to retry, and a
+    /// client would, a little later. A second such failure stands.
+    pub(super) fn retry_final_read(&mut self, op: OpId) -> bool {
+        let entry = self.history.op(op);
+        let unreadable = matches!(entry.outcome, Outcome::Failed(ClientError::CopiesUnreadable { .. }));
+        let (key, node) = (entry.key, entry.node);
+        if !unreadable || !self.final_retried.insert(key) {
+            return false;
+        }
+        self.history.ops[op].phase = Phase::Repair;
+        // After the read repair that the failure set off has landed.
+        let host = (node.0 - 1) as usize;
+        self.at(self.now + 500 * MS, Event::FinalRead { host, key });
+        true
     }
 
     /// Called when a repair or final read completes.

@@ -9,7 +9,7 @@ mod storage;
 use std::collections::BTreeMap;
 
 use keel_core::NodeId;
-use keel_core::client::RequestId;
+use keel_core::client::{Consistency, RequestId};
 use keel_core::disk::{CrashMode, Disk, MemDisk};
 use keel_core::lsm::job::{Job, JobId};
 use keel_core::lsm::{SyncPolicy, SyncRequest};
@@ -25,7 +25,7 @@ use crate::check::{self, Property, Setting, Violation, model};
 use crate::clock::Clock;
 use crate::config::{FaultKind, SimConfig};
 use crate::faults::{Fault, ScheduledFault};
-use crate::history::{History, OpId, Phase};
+use crate::history::{Action, History, OpId, Phase};
 use crate::network::Network;
 use crate::rng::{SimRng, Stream, splitmix};
 use crate::trace::Trace;
@@ -151,6 +151,11 @@ enum Event {
         boot: u32,
     },
     Stage(Stage),
+    /// A final read taken again (see `retry_final_read`).
+    FinalRead {
+        host: usize,
+        key: u32,
+    },
 }
 
 impl Event {
@@ -167,6 +172,7 @@ impl Event {
             Event::Restart { .. } => 9,
             Event::Reopen { .. } => 10,
             Event::JobDone { .. } => 11,
+            Event::FinalRead { .. } => 12,
         }
     }
 }
@@ -253,6 +259,8 @@ pub(crate) struct World {
     stage: Stage,
     checks_pending: usize,
     convergence_rounds: u32,
+    /// Keys whose final read was taken again (see `retry_final_read`).
+    final_retried: std::collections::BTreeSet<u32>,
     done: bool,
 }
 
@@ -367,6 +375,7 @@ impl World {
             stage: Stage::Safety,
             checks_pending: 0,
             convergence_rounds: 0,
+            final_retried: Default::default(),
             done: false,
         }
     }
@@ -409,6 +418,10 @@ impl World {
                 }
             }
             Event::Stage(stage) => self.enter(stage),
+            Event::FinalRead { host, key } => {
+                let checker = self.clients.len() as u32;
+                self.issue(checker, host, Phase::Final, key, Action::Get { read: Consistency::All });
+            }
         }
     }
 
