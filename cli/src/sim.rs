@@ -177,7 +177,7 @@ fn stats_line(result: &RunResult) -> String {
     format!(
         "simulated {:.1}s: {} events, {} messages ({} lost), {} syncs, {} crashes ({} power losses), {} pauses, \
          {} wipes, {} ops ({} failed, {} indeterminate, {} acknowledged writes excused by power losses or wipes), \
-         {} read repairs\nstorage: {} flushes, {} compactions, {} corruptions caught; injected {} read corruptions, \
+         {} read repairs\nstorage: {} flushes, {} compactions, {} engine tombstones dropped, {} corruptions caught; injected {} read corruptions, \
          {} bit rots, {} sync failures, {} torn tails; {} restarts after failed syncs, {} disks replaced",
         stats.sim_ns as f64 / 1e9,
         stats.events,
@@ -195,6 +195,7 @@ fn stats_line(result: &RunResult) -> String {
         stats.read_repairs,
         stats.flushes,
         stats.compactions,
+        stats.tombstones_dropped,
         stats.corruption_detected,
         stats.read_corruptions,
         stats.bit_rots,

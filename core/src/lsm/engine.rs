@@ -121,6 +121,7 @@ pub(super) struct Counters {
     pub flushes: u64,
     pub compactions: u64,
     pub corruption_detected: u64,
+    pub tombstones_dropped: u64,
 }
 
 impl Engine {
@@ -437,6 +438,7 @@ impl Engine {
             flushes: self.counters.flushes,
             compactions: self.counters.compactions,
             corruption_detected: self.counters.corruption_detected,
+            tombstones_dropped: self.counters.tombstones_dropped,
             poisoned: self.poisoned,
         }
     }

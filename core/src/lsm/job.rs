@@ -78,6 +78,8 @@ pub struct JobDone {
     pub(super) outcome: Result<Vec<(TableMeta, Table)>, JobError>,
     /// Reads that failed a checksum once and then read well.
     pub(super) corruption_detected: u64,
+    /// Tombstones a compaction left out of its output.
+    pub(super) tombstones_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -111,6 +113,7 @@ impl Job {
     /// is not in the manifest; the job removes it, or recovery does.
     pub fn run(&self, disk: &dyn Disk) -> JobDone {
         let mut corruption_detected = 0;
+        let mut tombstones_dropped = 0;
         let mut outputs = Vec::new();
         let result = match &self.work {
             Work::Flush { memtable, table } => write_table(disk, &self.config, memtable, *table)
@@ -126,7 +129,8 @@ impl Job {
                 let runs = inputs.iter().map(|table| vec![Arc::clone(table)]).collect();
                 let mut merge = Merge::new(&[], runs, Bound::Unbounded, Bound::Unbounded, false);
                 let ids = *first_table..first_table + COMPACTION_IDS;
-                merge_into(disk, &self.config, &mut merge, &mut reads, ids, *drop_tombstones, &mut outputs)
+                let drop = drop_tombstones.then_some(&mut tombstones_dropped);
+                merge_into(disk, &self.config, &mut merge, &mut reads, ids, drop, &mut outputs)
             }
             Work::Remove { files } => {
                 // A file left behind is harmless: recovery removes tables the
@@ -134,7 +138,7 @@ impl Job {
                 for file in files {
                     let _ = disk.remove(file);
                 }
-                return JobDone { id: self.id, outcome: Ok(Vec::new()), corruption_detected };
+                return JobDone { id: self.id, outcome: Ok(Vec::new()), corruption_detected, tombstones_dropped };
             }
         };
         let result = result.and_then(|()| disk.sync_dir().map_err(JobError::Disk));
@@ -143,7 +147,7 @@ impl Job {
                 let _ = disk.remove(&sstable::file_name(meta.id));
             }
         }
-        JobDone { id: self.id, outcome: result.map(|()| outputs), corruption_detected }
+        JobDone { id: self.id, outcome: result.map(|()| outputs), corruption_detected, tombstones_dropped }
     }
 }
 
@@ -168,12 +172,14 @@ fn merge_into(
     merge: &mut Merge<'_>,
     reads: &mut Reads<'_>,
     mut ids: std::ops::Range<u64>,
-    drop_tombstones: bool,
+    // Counts the tombstones left out, when they may be.
+    mut drop_tombstones: Option<&mut u64>,
     outputs: &mut Vec<(TableMeta, Table)>,
 ) -> Result<(), JobError> {
     let mut writer: Option<TableWriter> = None;
     while let Some(item) = merge.next(reads).map_err(JobError::Read)? {
-        if drop_tombstones && item.is_tombstone() {
+        if let Some(dropped) = drop_tombstones.as_deref_mut().filter(|_| item.is_tombstone()) {
+            *dropped += 1;
             continue;
         }
         let current = match &mut writer {

@@ -164,6 +164,9 @@ impl Engine {
     /// again; a disk failure poisons the engine.
     pub fn finish_job(&mut self, done: JobDone) -> Result<JobKind, MaintainError> {
         self.counters.corruption_detected += done.corruption_detected;
+        if done.outcome.is_ok() {
+            self.counters.tombstones_dropped += done.tombstones_dropped;
+        }
         let kind = if self.frozen.as_ref().is_some_and(|frozen| frozen.job == done.id) {
             JobKind::Flush
         } else if self.compacting.as_ref().is_some_and(|compacting| compacting.id == done.id) {

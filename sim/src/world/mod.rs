@@ -12,7 +12,7 @@ use keel_core::NodeId;
 use keel_core::client::{Consistency, RequestId};
 use keel_core::disk::{CrashMode, Disk, MemDisk};
 use keel_core::lsm::job::{Job, JobId};
-use keel_core::lsm::{SyncPolicy, SyncRequest};
+use keel_core::lsm::{EngineStats, SyncPolicy, SyncRequest};
 use keel_core::message::Message;
 use keel_core::node::{self, Input, Node, Output};
 use keel_core::ring::Member;
@@ -102,11 +102,31 @@ pub struct RunStats {
     pub flushes: u64,
     pub compactions: u64,
     pub corruption_detected: u64,
+    /// Engine tombstones (records removed outright) that compactions dropped.
+    pub tombstones_dropped: u64,
     /// Disk faults injected across the run.
     pub read_corruptions: u64,
     pub bit_rots: u64,
     pub sync_failures: u64,
     pub torn_tails: u64,
+}
+
+/// Storage work of a node's earlier lives (a restart resets its counters).
+#[derive(Clone, Copy, Debug, Default)]
+struct StorageWork {
+    flushes: u64,
+    compactions: u64,
+    corruption_detected: u64,
+    tombstones_dropped: u64,
+}
+
+impl StorageWork {
+    fn add(&mut self, engine: &EngineStats) {
+        self.flushes += engine.flushes;
+        self.compactions += engine.compactions;
+        self.corruption_detected += engine.corruption_detected;
+        self.tombstones_dropped += engine.tombstones_dropped;
+    }
 }
 
 #[derive(Debug)]
@@ -203,7 +223,7 @@ struct Host {
     /// The incarnation the node had when it last opened.
     incarnation: u32,
     /// Storage counters of the node's earlier lives.
-    engine_totals: (u64, u64, u64),
+    engine_totals: StorageWork,
     /// Jobs handed out by the node and not yet done.
     jobs: Vec<Job>,
     /// Under periodic syncs, a crash waits for the node's next input and
@@ -335,7 +355,7 @@ impl World {
                 copies_replaced: 0,
                 incarnation: 0,
                 jobs: Vec::new(),
-                engine_totals: (0, 0, 0),
+                engine_totals: StorageWork::default(),
                 crash_after_input: false,
                 paused: false,
                 backlog: Vec::new(),
@@ -761,9 +781,7 @@ impl World {
         let stats = node.stats();
         let engine = stats.engine;
         self.hosts[host].copies_replaced += stats.corrupt_records_replaced;
-        let totals = &mut self.hosts[host].engine_totals;
-        *totals =
-            (totals.0 + engine.flushes, totals.1 + engine.compactions, totals.2 + engine.corruption_detected);
+        self.hosts[host].engine_totals.add(&engine);
         drop(node);
         self.stats.crashes += 1;
         if mode == CrashMode::ProcessOnly {
@@ -797,16 +815,14 @@ impl World {
             self.stats.bit_rots += faults.bit_rots;
             self.stats.sync_failures += faults.sync_failures;
             self.stats.torn_tails += faults.torn_tails;
-            let (flushes, compactions, corruptions) = host.engine_totals;
-            self.stats.flushes += flushes;
-            self.stats.compactions += compactions;
-            self.stats.corruption_detected += corruptions;
+            let mut work = host.engine_totals;
             if let Some(node) = &host.node {
-                let engine = node.stats().engine;
-                self.stats.flushes += engine.flushes;
-                self.stats.compactions += engine.compactions;
-                self.stats.corruption_detected += engine.corruption_detected;
+                work.add(&node.stats().engine);
             }
+            self.stats.flushes += work.flushes;
+            self.stats.compactions += work.compactions;
+            self.stats.corruption_detected += work.corruption_detected;
+            self.stats.tombstones_dropped += work.tombstones_dropped;
         }
         self.excuse_lost_acknowledgements();
         let setting = Setting { replicas: self.config.replicas, strict: self.config.strict_checked() };
