@@ -138,7 +138,12 @@ impl Job {
                 for file in files {
                     let _ = disk.remove(file);
                 }
-                return JobDone { id: self.id, outcome: Ok(Vec::new()), corruption_detected, tombstones_dropped };
+                return JobDone {
+                    id: self.id,
+                    outcome: Ok(Vec::new()),
+                    corruption_detected,
+                    tombstones_dropped,
+                };
             }
         };
         let result = result.and_then(|()| disk.sync_dir().map_err(JobError::Disk));

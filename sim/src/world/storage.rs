@@ -259,7 +259,8 @@ impl World {
     /// must each have lost their data after the write began, while still
     /// holding something written after the node's last successful sync
     /// before that loss that the write may be part of (it finished after
-    /// that sync was asked for). Any write with fewer such nodes has a
+    /// that sync was asked for). The rotting disk, when there is one, counts
+    /// as such a node for every write. Any write with fewer such nodes has a
     /// durable copy somewhere and must survive.
     pub(super) fn excuse_lost_acknowledgements(&mut self) {
         if self.losses.is_empty() {
@@ -278,6 +279,8 @@ impl World {
                 .filter(|loss| loss.at_ns > op.invoked_ns && completed_ns > loss.durable_before_ns)
                 .map(|loss| loss.node)
                 .collect();
+            // The rotting disk may lose any copy at any time.
+            nodes.extend(self.config.bad_disk().map(NodeId));
             nodes.sort();
             nodes.dedup();
             if nodes.len() >= usize::from(needed) {
