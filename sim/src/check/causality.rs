@@ -9,12 +9,18 @@
 //! tombstones (deletes in flight before the read ended) replaced. A write
 //! without context replaces what its coordinator held, which can be any put
 //! invoked before the write ended. Used to excuse a value's absence.
+//!
+//! A write that reads first is a get and a write with that get's context at
+//! one moment: acknowledged, it names the values its read saw, and both
+//! sets follow from them as from a get's. Unacknowledged (or when no copy
+//! read), nothing is known and it may have replaced what a write without
+//! context may.
 
 use std::collections::BTreeSet;
 
 pub use self::bits::Bits;
 
-use crate::history::{Action, ContextSource, History, Moment, OpId, ReadValue};
+use crate::history::{Action, ContextSource, History, Moment, OpId, Outcome, ReadValue};
 
 #[derive(Debug)]
 pub struct Causality {
@@ -79,7 +85,8 @@ impl Builder<'_> {
         let history = self.history;
         let mut known = Bits::default();
         match history.op(op).context() {
-            None => {
+            // A get, or a write that read first: what the read returned.
+            None | Some(ContextSource::ReadFirst) => {
                 for value in put_values(history, op) {
                     known.insert(value);
                     known.union(&self.known(value));
@@ -109,51 +116,68 @@ impl Builder<'_> {
         }
         let history = self.history;
         let this = history.op(op);
-        let mut possible = Bits::default();
-        match this.context() {
-            None => {
-                for value in put_values(history, op) {
-                    possible.insert(value);
-                    possible.union(&self.possible(value, visiting));
-                }
-                // Hidden tombstones: deletes that may have been stored when
-                // the read ended bring what they replaced into its context.
-                let deletes = history.ops_on(this.key).filter(|other| {
-                    matches!(other.action, Action::Delete { .. })
-                        && !other.definitely_failed()
-                        && other.invoked() < this.end()
-                });
-                let deletes: Vec<OpId> = deletes.map(|other| other.id).collect();
-                for delete in deletes {
-                    possible.union(&self.possible(delete, visiting));
-                }
+        let possible = match this.context() {
+            None => self.seen_by_read(op, visiting),
+            Some(ContextSource::ReadFirst) if matches!(this.outcome, Outcome::Replaced(_)) => {
+                self.seen_by_read(op, visiting)
             }
-            Some(ContextSource::Read(read)) => possible = self.possible(read, visiting),
+            Some(ContextSource::ReadFirst | ContextSource::Overwrite) => self.held_before_end(op),
+            Some(ContextSource::Read(read)) => self.possible(read, visiting),
             Some(ContextSource::Written(write)) => {
-                possible = self.possible(write, visiting);
+                let mut possible = self.possible(write, visiting);
                 if matches!(history.op(write).action, Action::Put { .. }) {
                     possible.insert(write);
                 }
+                possible
             }
-            Some(ContextSource::Overwrite) => {
-                let earlier = history.ops_on(this.key).filter(|other| {
-                    matches!(other.action, Action::Put { .. })
-                        && other.id != op
-                        && other.invoked() < this.end()
-                });
-                for other in earlier {
-                    possible.insert(other.id);
-                }
-            }
-            Some(ContextSource::Empty) => {}
-        }
+            Some(ContextSource::Empty) => Bits::default(),
+        };
         visiting.remove(&op);
         self.possible[op] = Some(possible.clone());
         possible
     }
 }
 
-/// The puts whose values a get returned.
+impl Builder<'_> {
+    /// What the context of `op`'s read may cover: the values it returned,
+    /// what they may have replaced, and what hidden tombstones (deletes that
+    /// may have been stored when the read ended) may have replaced.
+    fn seen_by_read(&mut self, op: OpId, visiting: &mut BTreeSet<OpId>) -> Bits {
+        let history = self.history;
+        let this = history.op(op);
+        let mut possible = Bits::default();
+        for value in put_values(history, op) {
+            possible.insert(value);
+            possible.union(&self.possible(value, visiting));
+        }
+        let deletes = history.ops_on(this.key).filter(|other| {
+            matches!(other.action, Action::Delete { .. })
+                && !other.definitely_failed()
+                && other.invoked() < this.end()
+        });
+        let deletes: Vec<OpId> = deletes.map(|other| other.id).collect();
+        for delete in deletes {
+            possible.union(&self.possible(delete, visiting));
+        }
+        possible
+    }
+
+    /// What a coordinator may have held when `op` wrote: any put to its key
+    /// invoked before `op` ended.
+    fn held_before_end(&self, op: OpId) -> Bits {
+        let this = self.history.op(op);
+        let mut possible = Bits::default();
+        let earlier = self.history.ops_on(this.key).filter(|other| {
+            matches!(other.action, Action::Put { .. }) && other.id != op && other.invoked() < this.end()
+        });
+        for other in earlier {
+            possible.insert(other.id);
+        }
+        possible
+    }
+}
+
+/// The puts whose values a get (or a write's read) returned.
 fn put_values(history: &History, op: OpId) -> Vec<OpId> {
     let values = history.op(op).read_values().iter();
     values
@@ -224,6 +248,27 @@ mod tests {
         assert_eq!(causality.known(p4).iter().collect::<Vec<_>>(), [p0, p2]);
         assert_eq!(causality.known(p5).iter().collect::<Vec<_>>(), [p0, p2, p4]);
         assert!(causality.known(p0).is_empty());
+    }
+
+    #[test]
+    fn a_write_that_read_first_is_a_read_and_a_write_at_one_moment() {
+        let mut b = Build::new();
+        let p0 = b.put(0, Empty, 0, 10);
+        let r1 = b.get_found(0, &[p0], 20, 30);
+        let p2 = b.put(0, Read(r1), 40, 50);
+        let p3 = b.put(0, Empty, 45, 55);
+        // Its read saw p2 alone: p3 was stored later, or elsewhere.
+        let d4 = b.delete_read_first(0, &[p2], 60, 70);
+        let p5 = b.put(0, Written(d4), 80, 90);
+        let causality = super::Causality::new(&b.history);
+        assert_eq!(causality.known(d4).iter().collect::<Vec<_>>(), [p0, p2]);
+        assert_eq!(causality.possible(d4).iter().collect::<Vec<_>>(), [p0, p2], "not p3");
+        assert_eq!(causality.known(p5).iter().collect::<Vec<_>>(), [p0, p2], "a tombstone replaces no value");
+        // Unanswered, it may have read anything stored before it ended.
+        b.set_outcome(d4, crate::history::Outcome::Indeterminate("lost".into()));
+        let causality = super::Causality::new(&b.history);
+        assert!(causality.known(d4).is_empty());
+        assert_eq!(causality.possible(d4).iter().collect::<Vec<_>>(), [p0, p2, p3, p5]);
     }
 
     #[test]
