@@ -396,3 +396,22 @@ async fn idle_connections_are_closed() {
     assert!(matches!(read, Ok(0) | Err(_)));
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_delete_without_a_context_deletes_every_sibling_a_read_sees() {
+    let api = Api::new();
+    api.put("/v1/kv/k", b"a", Some("")).await;
+    api.put("/v1/kv/k", b"b", Some("")).await;
+    assert_eq!(api.get("/v1/kv/k").await.status, 300);
+    let deleted = api.send(Method::DELETE, "/v1/kv/k", &[], Body::empty()).await;
+    assert_eq!(deleted.status, 204);
+    let missing = api.get("/v1/kv/k").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(deleted.context, missing.context, "the tombstone's context is what a read now sees");
+    // With a context, exactly what it covers: a value written after it stays.
+    let context = api.put("/v1/kv/k", b"c", None).await.context.expect("a context");
+    api.put("/v1/kv/k", b"d", Some("")).await;
+    let headers = [(CONTEXT_HEADER, context.as_str())];
+    assert_eq!(api.send(Method::DELETE, "/v1/kv/k", &headers, Body::empty()).await.status, 204);
+    assert_eq!(api.get("/v1/kv/k").await.body, b"d");
+}
