@@ -44,3 +44,12 @@ fn clients_send_writes_that_read_first_and_the_checkers_accept_them() {
     assert!(seen.deletes_of_nothing > 20, "{seen:?}");
     assert!(seen.unacknowledged > 100, "{seen:?}");
 }
+
+/// 4136 (seeds of the commit that brought these writes in): the checker cut
+/// a cycle of possible replacements where it entered it and reported a
+/// write lost that a later put had replaced (a checker bug).
+#[test]
+fn regression_seed_passes() {
+    let result = run(SimConfig::from_seed(4136));
+    assert!(result.ok(), "{}", failure_report(&result));
+}

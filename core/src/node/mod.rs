@@ -606,6 +606,8 @@ impl Node {
 
     /// Registers a request and its deadline timer.
     fn track(&mut self, tag: Tag, pending: Pending) {
+        invariant!(self, tag.boot == self.boot && !self.pending.contains_key(&tag), "tag {tag:?} reused");
+        invariant!(self, pending.deadline() > self.now.mono, "a deadline already past");
         self.timers.schedule(pending.deadline(), Timer::Request(tag));
         self.pending.insert(tag, pending);
     }

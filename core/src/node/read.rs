@@ -38,6 +38,7 @@ impl Node {
                 return self.read_decided(client, key, then, Ok(seen));
             }
         }
+        invariant!(self, asked.iter().all(|node| primaries.contains(node)), "a read asks only primaries");
         let tag = self.next_tag();
         let deadline = self.now.mono + self.config.request_timeout;
         let tally = Tally::new(asked.clone(), usize::from(needed));
@@ -144,6 +145,9 @@ impl Node {
         if stale.is_empty() {
             return;
         }
+        // Only replicas asked are repaired, and with an object they accept.
+        invariant!(self, stale.iter().all(|node| request.tally.asked().contains(node)));
+        invariant!(self, request.merged.invariants().is_ok(), "{:?}", request.merged.invariants());
         self.stats.read_repairs += stale.len() as u64;
         for &node in &stale {
             if node == self.id {
