@@ -7,7 +7,7 @@ use super::store::{Record, StoreError};
 use super::{Node, Pending};
 use crate::NodeId;
 use crate::client::{ClientError, RequestId};
-use crate::lsm::WriteError;
+use crate::lsm::{Lsn, WriteError};
 use crate::message::{Message, ReplicaError, Tag, Write};
 use crate::quorum::Tally;
 use crate::request::{Origin, PutRequest, WriteResult};
@@ -48,7 +48,7 @@ struct Issued {
     object: Object,
     /// What the write replaced plus its own dot: the client's new context.
     reply_context: CausalContext,
-    lsn: crate::lsm::Lsn,
+    lsn: Lsn,
 }
 
 /// A copy must fail this many reads in a row before a write replaces it:
