@@ -347,6 +347,9 @@ impl Driver {
                 let elapsed_ms = elapsed.as_millis();
                 tracing::warn!(file = %request.file, elapsed_ms, "slow disk: an fsync took over a second");
             }
+            // Let go of the data directory before the node hears of it: a
+            // driver that stops as soon as it does must leave it unlocked.
+            drop(disk);
             let _ = done.send((request, result));
         });
     }
@@ -360,6 +363,7 @@ impl Driver {
             let started = std::time::Instant::now();
             let (kind, bytes) = (job.kind(), job.bytes());
             let result = job.run(&disk);
+            drop(disk);
             let elapsed_ms = started.elapsed().as_millis();
             tracing::debug!(?kind, bytes, elapsed_ms, "storage job done");
             let _ = done.send(result);
