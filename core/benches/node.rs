@@ -18,7 +18,7 @@ mod common;
 use std::time::{Duration, Instant as Clock};
 
 use common::mix;
-use keel_core::client::{Consistency, Reply, Request, RequestId};
+use keel_core::client::{Consistency, Get, Put, Replaces, Reply, Request, RequestId};
 use keel_core::disk::{Disk, MemDisk};
 use keel_core::lsm::SyncPolicy;
 use keel_core::node::{Config, Input, Node, Output};
@@ -71,7 +71,8 @@ impl Bench {
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Reply { reply, .. } => {
-                    assert!(!matches!(reply, Reply::Failed(_)), "a request failed: {reply:?}");
+                    let failed = matches!(reply, Reply::Read(Err(_)) | Reply::Write(Err(_)));
+                    assert!(!failed, "a request failed: {reply:?}");
                     self.answered += 1;
                 }
                 Output::Sync(request) => {
@@ -115,16 +116,14 @@ fn main() {
     println!("node: N=1, periodic fsync, {KEYS} keys, {VALUE_BYTES}-byte values, bursts of {BURST}");
     let keys = keys();
     let key = |i: u64| keys[(i % KEYS) as usize].clone();
-    let put = |i: u64| Request::Put {
-        key: key(i),
-        value: vec![b'x'; VALUE_BYTES],
-        context: None,
-        write: Consistency::Quorum,
+    let put = |i: u64| {
+        let value = vec![b'x'; VALUE_BYTES];
+        Request::Put(Put { key: key(i), value, replaces: Replaces::Held, write: Consistency::Quorum })
     };
     let mut bench = Bench::new();
     bench.time(KEYS, put);
     let put_ns = bench.time(ops, |i| put(mix(i)));
-    let get_ns = bench.time(ops, |i| Request::Get { key: key(mix(i)), read: Consistency::Quorum });
+    let get_ns = bench.time(ops, |i| Request::Get(Get { key: key(mix(i)), read: Consistency::Quorum }));
     println!("put {put_ns:>8.0} ns/request");
     println!("get {get_ns:>8.0} ns/request");
 }

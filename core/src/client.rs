@@ -71,9 +71,9 @@ impl FromStr for Consistency {
 
 /// An opaque causal context: what a client has seen of a key. Returned by
 /// reads, passed back on writes so the write replaces exactly what was seen.
-/// Clients must treat the bytes as opaque; the node validates them on use.
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Context(#[serde(with = "serde_bytes")] pub Vec<u8>);
+/// Clients must treat the bytes as opaque; the node parses them on use.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Context(pub Vec<u8>);
 
 impl Context {
     pub fn is_empty(&self) -> bool {
@@ -87,67 +87,134 @@ impl fmt::Debug for Context {
     }
 }
 
+/// A read of one key: every live value, and the context that covers them.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Get {
+    pub key: Vec<u8>,
+    pub read: Consistency,
+}
+
+/// Stores `value` over the versions `replaces` names.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Put {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub replaces: Replaces,
+    pub write: Consistency,
+}
+
+/// Writes a tombstone over the versions `replaces` names.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Delete {
+    pub key: Vec<u8>,
+    pub replaces: Replaces,
+    pub write: Consistency,
+}
+
+/// Which stored versions a put or delete replaces. Whatever it does not
+/// replace stays, as siblings of the new version: nothing is lost.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Replaces {
+    /// Exactly those a context from an earlier read or write covers. The
+    /// empty context covers nothing: the new version becomes a sibling of
+    /// everything stored.
+    Context(Context),
+    /// Whatever the coordinating primary holds, which is what a plain Redis
+    /// `SET` means: one round trip, concurrent only with writes that primary
+    /// has not seen yet.
+    Held,
+    /// Whatever a read at the write's consistency sees just before the
+    /// write, as if the client had read and passed back the context: the
+    /// reply names the live values replaced. A delete that finds no live
+    /// value writes nothing. When every replica asked holds a copy too
+    /// damaged to read, the write replaces what the primary holds instead.
+    Read,
+}
+
 /// One client operation on one key.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Request {
-    Get {
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-        read: Consistency,
-    },
-    /// Stores `value`, replacing the versions it has seen. With a context,
-    /// those are exactly the versions the context covers (an empty context
-    /// covers nothing: the value becomes a sibling of everything stored).
-    /// Without a context, the value replaces whatever the coordinating
-    /// replica holds — what a plain `SET` means — and is concurrent only with
-    /// writes that replica has not seen yet.
-    Put {
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-        context: Option<Context>,
-        write: Consistency,
-    },
-    /// Writes a tombstone replacing the versions it has seen: those its
-    /// context covers, or without a context whatever the coordinating
-    /// replica holds.
-    Delete {
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-        context: Option<Context>,
-        write: Consistency,
-    },
+    /// Answered with [`Reply::Read`].
+    Get(Get),
+    /// Answered with [`Reply::Write`].
+    Put(Put),
+    /// Answered with [`Reply::Write`].
+    Delete(Delete),
 }
 
 impl Request {
     pub fn key(&self) -> &[u8] {
         match self {
-            Request::Get { key, .. } | Request::Put { key, .. } | Request::Delete { key, .. } => key,
+            Request::Get(Get { key, .. })
+            | Request::Put(Put { key, .. })
+            | Request::Delete(Delete { key, .. }) => key,
         }
     }
 }
 
-/// The answer to one [`Request`].
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+impl From<Get> for Request {
+    fn from(get: Get) -> Request {
+        Request::Get(get)
+    }
+}
+
+impl From<Put> for Request {
+    fn from(put: Put) -> Request {
+        Request::Put(put)
+    }
+}
+
+impl From<Delete> for Request {
+    fn from(delete: Delete) -> Request {
+        Request::Delete(delete)
+    }
+}
+
+/// What a read found: one value, several concurrent ones (siblings) in a
+/// deterministic order, or none. Passing `context` to a later write
+/// replaces them all; with no live value it may still cover deletions.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Read {
+    pub values: Vec<Vec<u8>>,
+    pub context: Context,
+}
+
+impl Read {
+    pub fn is_found(&self) -> bool {
+        !self.values.is_empty()
+    }
+}
+
+/// A put or delete acknowledged by enough replicas. `context` covers exactly
+/// what the versions replaced had seen plus the new version, so a client
+/// may write again with it without reading first. A delete that read first
+/// and found nothing live wrote nothing: `context` is then the read's.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Written {
+    pub context: Context,
+    pub replaced: Replaced,
+}
+
+/// What a write replaced, as far as the node knows it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Replaced {
+    /// The write did not read first ([`Replaces::Context`] or
+    /// [`Replaces::Held`]).
+    NotRead,
+    /// The live values the read before the write saw, every one of them
+    /// replaced; none when the key held no live value.
+    Values(Vec<Vec<u8>>),
+    /// Every replica the read asked held a copy too damaged to read, so
+    /// the write replaced what the primary held, unseen.
+    Unreadable,
+}
+
+/// The answer to one [`Request`]: a get is answered with a read, a put or a
+/// delete with a write, and nothing else.
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Reply {
-    /// A read found one value or several concurrent ones (siblings), in a
-    /// deterministic order. Passing `context` to a later write replaces all.
-    Found {
-        values: Vec<Vec<u8>>,
-        context: Context,
-    },
-    /// A read found no live value. The context may still cover deletions.
-    NotFound {
-        context: Context,
-    },
-    /// A put or delete was acknowledged by enough replicas. `context` covers
-    /// exactly what the request's own context covered plus the new version,
-    /// so a client may write again with it without reading first.
-    Written {
-        context: Context,
-    },
-    Failed(ClientError),
+    Read(Result<Read, ClientError>),
+    Write(Result<Written, ClientError>),
 }
 
 /// Why a request did not succeed. Only timeouts and storage failures are

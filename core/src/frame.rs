@@ -20,8 +20,15 @@ pub enum FrameError {
     TooLarge { len: u64, max: u32 },
     #[error("frame checksum mismatch: header says {expected:#010x}, payload hashes to {actual:#010x}")]
     Checksum { expected: u32, actual: u32 },
+    /// The frame is whole and its checksum holds, but its payload is no
+    /// value of the type (or breaks one of the type's invariants). The
+    /// frame's end is known, so a stream can go on after it.
     #[error("frame payload does not decode: {0}")]
     Malformed(String),
+    /// A value refused before encoding: it breaks a bound its decoder
+    /// enforces, so no peer would accept it.
+    #[error("not encoded: {0}")]
+    Invalid(String),
 }
 
 /// Appends one frame holding `value` to `out`.
@@ -69,6 +76,16 @@ pub fn to_vec<T: Serialize>(value: &T, max_payload: u32) -> Result<Vec<u8>, Fram
 /// Returns `Ok(None)` when `buf` holds only part of a frame (read more bytes
 /// and call again), or the decoded value and the number of bytes it used.
 pub fn decode<T: DeserializeOwned>(buf: &[u8], max_payload: u32) -> Result<Option<(T, usize)>, FrameError> {
+    let Some((payload, end)) = take(buf, max_payload)? else {
+        return Ok(None);
+    };
+    Ok(Some((decode_payload(payload)?, end)))
+}
+
+/// Finds the frame at the front of `buf` without decoding it: its payload,
+/// whose checksum holds, and the number of bytes the frame spans; `Ok(None)`
+/// while it is incomplete.
+pub fn take(buf: &[u8], max_payload: u32) -> Result<Option<(&[u8], usize)>, FrameError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Ok(None);
     };
@@ -86,10 +103,12 @@ pub fn decode<T: DeserializeOwned>(buf: &[u8], max_payload: u32) -> Result<Optio
     if actual != expected {
         return Err(FrameError::Checksum { expected, actual });
     }
-    match postcard::from_bytes(payload) {
-        Ok(value) => Ok(Some((value, end))),
-        Err(error) => Err(FrameError::Malformed(error.to_string())),
-    }
+    Ok(Some((payload, end)))
+}
+
+/// Decodes the payload of a frame [`take`] found.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    postcard::from_bytes(payload).map_err(|error| FrameError::Malformed(error.to_string()))
 }
 
 #[cfg(test)]

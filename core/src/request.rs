@@ -5,11 +5,15 @@
 //! timers and the network). Nothing here performs I/O.
 
 use crate::NodeId;
-use crate::client::{ClientError, Context, Reply, RequestId};
+use crate::client::{ClientError, Consistency, RequestId};
 use crate::message::Tag;
 use crate::quorum::{Outcome, Tally};
 use crate::time::Instant;
-use crate::version::{CausalContext, Object};
+use crate::version::{CausalContext, Object, Value};
+
+/// How a coordinated write ended, for whoever asked: the context of the new
+/// version, or why it failed.
+pub type WriteResult = Result<CausalContext, ClientError>;
 
 /// Who a coordinated write answers to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -38,9 +42,9 @@ pub struct PutRequest {
 }
 
 impl PutRequest {
-    /// Records a replica's acknowledgement (or failure) and returns the reply
-    /// to send now, if this answer decided the request.
-    pub fn record(&mut self, from: NodeId, success: bool) -> Option<Reply> {
+    /// Records a replica's acknowledgement (or failure) and returns the
+    /// answer to send now, if this one decided the request.
+    pub fn record(&mut self, from: NodeId, success: bool) -> Option<WriteResult> {
         let outcome = self.tally.record(from, success);
         if self.replied {
             return None;
@@ -48,16 +52,17 @@ impl PutRequest {
         match outcome {
             Outcome::Pending => None,
             Outcome::Reached => {
-                self.answer(Reply::Written { context: Context(self.reply_context.to_bytes()) })
+                assert!(self.tally.succeeded().len() >= self.tally.needed(), "acknowledged below quorum");
+                self.answer(Ok(self.reply_context.clone()))
             }
             // Some replicas may hold the write: the outcome is unknown.
-            Outcome::Unreachable => self.answer(Reply::Failed(self.timeout())),
+            Outcome::Unreachable => self.answer(Err(self.timeout())),
         }
     }
 
     /// The deadline passed: answer with a timeout unless already answered.
-    pub fn expire(&mut self) -> Option<Reply> {
-        if self.replied { None } else { self.answer(Reply::Failed(self.timeout())) }
+    pub fn expire(&mut self) -> Option<WriteResult> {
+        if self.replied { None } else { self.answer(Err(self.timeout())) }
     }
 
     fn timeout(&self) -> ClientError {
@@ -67,10 +72,33 @@ impl PutRequest {
         }
     }
 
-    fn answer(&mut self, reply: Reply) -> Option<Reply> {
+    fn answer(&mut self, result: WriteResult) -> Option<WriteResult> {
+        assert!(!self.replied, "a put answered twice");
         self.replied = true;
-        Some(reply)
+        Some(result)
     }
+}
+
+/// What a read saw: the live values of the merged copies, in dot order, and
+/// the context that covers them (and any deletions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub values: Vec<Vec<u8>>,
+    pub context: CausalContext,
+}
+
+impl Seen {
+    pub fn of(object: &Object) -> Seen {
+        Seen { values: object.live_values().map(<[u8]>::to_vec).collect(), context: object.context().clone() }
+    }
+}
+
+/// A put or delete that waits for a read of its key: it then replaces what
+/// the read saw (see `client::Replaces::Read`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteAfter {
+    pub value: Value,
+    pub consistency: Consistency,
 }
 
 /// A get this node coordinates.
@@ -78,6 +106,9 @@ impl PutRequest {
 pub struct GetRequest {
     pub client: RequestId,
     pub key: Vec<u8>,
+    /// The write to start once the read is decided, for a put or delete
+    /// that reads first; `None` for a client's get.
+    pub then: Option<WriteAfter>,
     pub tally: Tally,
     /// Each replica's answer, `None` when it has no copy.
     pub answers: Vec<(NodeId, Option<Object>)>,
@@ -89,10 +120,17 @@ pub struct GetRequest {
 }
 
 impl GetRequest {
-    pub fn new(client: RequestId, key: Vec<u8>, tally: Tally, deadline: Instant) -> GetRequest {
+    pub fn new(
+        client: RequestId,
+        key: Vec<u8>,
+        then: Option<WriteAfter>,
+        tally: Tally,
+        deadline: Instant,
+    ) -> GetRequest {
         GetRequest {
             client,
             key,
+            then,
             tally,
             answers: Vec::new(),
             failed: Vec::new(),
@@ -102,8 +140,14 @@ impl GetRequest {
         }
     }
 
-    /// Records one replica's answer: its object, or `Err(())` when it failed.
-    pub fn record(&mut self, from: NodeId, answer: Result<Option<Object>, ()>) -> Option<Reply> {
+    /// Records one replica's answer: its object, or `Err(())` when it
+    /// failed. Returns what the read saw, or why it failed, once this answer
+    /// decided it.
+    pub fn record(
+        &mut self,
+        from: NodeId,
+        answer: Result<Option<Object>, ()>,
+    ) -> Option<Result<Seen, ClientError>> {
         let fresh = self.tally.asked().contains(&from) && !self.answers.iter().any(|(node, _)| *node == from);
         let outcome = match answer {
             Ok(object) if fresh => {
@@ -133,7 +177,7 @@ impl GetRequest {
             Outcome::Pending => None,
             Outcome::Reached => {
                 self.replied = true;
-                Some(read_reply(&self.merged))
+                Some(Ok(Seen::of(&self.merged)))
             }
             // Only replicas that answered with an error fail a read. When
             // every one did, no readable copy is left to repair them from.
@@ -141,22 +185,19 @@ impl GetRequest {
                 self.replied = true;
                 let failed = count(self.failed.len());
                 if self.failed.len() == self.tally.asked().len() {
-                    return Some(Reply::Failed(ClientError::Damaged { failed }));
+                    return Some(Err(ClientError::Damaged { failed }));
                 }
-                Some(Reply::Failed(ClientError::CopiesUnreadable {
-                    failed,
-                    needed: count(self.tally.needed()),
-                }))
+                Some(Err(ClientError::CopiesUnreadable { failed, needed: count(self.tally.needed()) }))
             }
         }
     }
 
-    pub fn expire(&mut self) -> Option<Reply> {
+    pub fn expire(&mut self) -> Option<Result<Seen, ClientError>> {
         if self.replied {
             return None;
         }
         self.replied = true;
-        Some(Reply::Failed(ClientError::Timeout {
+        Some(Err(ClientError::Timeout {
             acknowledged: count(self.tally.succeeded().len()),
             needed: count(self.tally.needed()),
         }))
@@ -184,14 +225,6 @@ impl GetRequest {
     }
 }
 
-/// What a client sees of an object: its live values in dot order and its
-/// context, or "not found" when every sibling is a tombstone.
-pub fn read_reply(object: &Object) -> Reply {
-    let context = Context(object.context().to_bytes());
-    let values: Vec<Vec<u8>> = object.live_values().map(<[u8]>::to_vec).collect();
-    if values.is_empty() { Reply::NotFound { context } } else { Reply::Found { values, context } }
-}
-
 fn count(n: usize) -> u8 {
     u8::try_from(n).unwrap_or(u8::MAX)
 }
@@ -199,7 +232,7 @@ fn count(n: usize) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::{Actor, Value};
+    use crate::version::Actor;
 
     fn nodes(ids: &[u64]) -> Vec<NodeId> {
         ids.iter().copied().map(NodeId).collect()
@@ -228,7 +261,7 @@ mod tests {
     fn put_answers_once_on_quorum() {
         let mut request = put(2);
         assert_eq!(request.record(NodeId(1), true), None);
-        assert!(matches!(request.record(NodeId(2), true), Some(Reply::Written { .. })));
+        assert!(matches!(request.record(NodeId(2), true), Some(Ok(_))));
         assert_eq!(request.record(NodeId(3), false), None);
         assert_eq!(request.expire(), None);
     }
@@ -238,7 +271,7 @@ mod tests {
         let mut request = put(3);
         request.record(NodeId(1), true);
         let reply = request.record(NodeId(2), false).unwrap();
-        let Reply::Failed(error) = reply else { panic!("expected a failure, got {reply:?}") };
+        let Err(error) = reply else { panic!("expected a failure, got {reply:?}") };
         assert!(error.is_indeterminate());
         assert_eq!(error, ClientError::Timeout { acknowledged: 1, needed: 3 });
     }
@@ -246,11 +279,11 @@ mod tests {
     #[test]
     fn get_merges_answers_and_finds_stale_replicas() {
         let tally = Tally::new(nodes(&[1, 2, 3]), 2);
-        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), tally, Instant::ZERO);
+        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), None, tally, Instant::ZERO);
         let fresh = object_with(1, "a");
         assert_eq!(request.record(NodeId(1), Ok(Some(fresh.clone()))), None);
         let reply = request.record(NodeId(2), Ok(None)).unwrap();
-        assert!(matches!(&reply, Reply::Found { values, .. } if values == &[b"a".to_vec()]));
+        assert!(matches!(&reply, Ok(Seen { values, .. }) if values == &[b"a".to_vec()]));
         assert_eq!(request.record(NodeId(3), Ok(Some(fresh))), None);
         assert!(request.finished());
         assert_eq!(request.stale_replicas(), nodes(&[2]));
@@ -259,17 +292,19 @@ mod tests {
     #[test]
     fn get_ignores_duplicate_and_unknown_answers() {
         let tally = Tally::new(nodes(&[1, 2, 3]), 2);
-        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), tally, Instant::ZERO);
+        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), None, tally, Instant::ZERO);
         assert_eq!(request.record(NodeId(1), Ok(None)), None);
         assert_eq!(request.record(NodeId(1), Ok(None)), None);
         assert_eq!(request.record(NodeId(9), Ok(None)), None);
-        assert!(matches!(request.record(NodeId(3), Ok(None)), Some(Reply::NotFound { .. })));
+        assert!(
+            matches!(request.record(NodeId(3), Ok(None)), Some(Ok(Seen { values, .. })) if values.is_empty())
+        );
     }
 
     #[test]
     fn replicas_that_failed_are_repaired_too() {
         let tally = Tally::new(nodes(&[1, 2, 3]), 2);
-        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), tally, Instant::ZERO);
+        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), None, tally, Instant::ZERO);
         request.record(NodeId(1), Err(()));
         request.record(NodeId(2), Ok(Some(object_with(2, "v"))));
         request.record(NodeId(3), Ok(Some(object_with(2, "v"))));
@@ -279,13 +314,13 @@ mod tests {
     #[test]
     fn a_failed_replica_is_repaired_when_the_readable_copies_hold_nothing() {
         let tally = Tally::new(nodes(&[1, 2, 3]), 3);
-        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), tally, Instant::ZERO);
+        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), None, tally, Instant::ZERO);
         request.record(NodeId(1), Err(()));
         request.record(NodeId(2), Ok(None));
         request.record(NodeId(3), Ok(None));
         assert_eq!(request.stale_replicas(), nodes(&[1]), "only the failed copy is rewritten");
         let tally = Tally::new(nodes(&[1, 2]), 2);
-        let mut nobody_readable = GetRequest::new(RequestId(8), b"k".to_vec(), tally, Instant::ZERO);
+        let mut nobody_readable = GetRequest::new(RequestId(8), b"k".to_vec(), None, tally, Instant::ZERO);
         nobody_readable.record(NodeId(1), Err(()));
         nobody_readable.record(NodeId(2), Err(()));
         assert!(nobody_readable.stale_replicas().is_empty(), "no readable copy to repair from");
@@ -294,10 +329,10 @@ mod tests {
     #[test]
     fn concurrent_answers_become_siblings_in_the_reply() {
         let tally = Tally::new(nodes(&[1, 2]), 2);
-        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), tally, Instant::ZERO);
+        let mut request = GetRequest::new(RequestId(7), b"k".to_vec(), None, tally, Instant::ZERO);
         request.record(NodeId(1), Ok(Some(object_with(1, "x"))));
         let reply = request.record(NodeId(2), Ok(Some(object_with(2, "y")))).unwrap();
-        let Reply::Found { values, .. } = reply else { panic!("expected values") };
+        let Ok(Seen { values, .. }) = reply else { panic!("expected values") };
         assert_eq!(values, vec![b"x".to_vec(), b"y".to_vec()]);
         assert_eq!(request.stale_replicas(), nodes(&[1, 2]));
     }

@@ -23,6 +23,17 @@ use thiserror::Error;
 
 use crate::NodeId;
 
+mod parse;
+
+pub use self::parse::ObjectError;
+
+/// The most siblings an object may hold, wherever it comes from: a decoder
+/// refuses more. A coordinator refuses a write that would leave more than
+/// its `siblings_max` (at most this divided by the most replicas a key can
+/// have), and only writes make siblings, so the merge of every replica's
+/// copy stays below it.
+pub const OBJECT_SIBLINGS_MAX: usize = 4096;
+
 /// Who issued a dot: one node, in one incarnation of its data, in one epoch
 /// of its history with one key.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -63,14 +74,16 @@ impl fmt::Debug for Dot {
 /// Both parts are sorted vectors, not trees: a context names a handful of
 /// actors, and it is decoded, changed and encoded on every request. They
 /// encode exactly as an ordered map and an ordered set would.
+///
+/// Decoding always yields this normal form (see `parse`), whatever order or
+/// repeats the bytes held: contexts from disk, peers and clients alike.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "parse::ContextParts")]
 pub struct CausalContext {
-    /// Sorted by actor, one entry per actor.
-    #[serde(deserialize_with = "decode_vector")]
+    /// Sorted by actor, one entry per actor, no zero counter.
     vector: Vec<(Actor, u64)>,
     /// Sorted, no duplicates. Invariant: every dot here has
     /// `counter > vector[actor] + 1`.
-    #[serde(deserialize_with = "decode_cloud")]
     cloud: Vec<Dot>,
 }
 
@@ -163,15 +176,6 @@ impl CausalContext {
         &self.cloud[start..end]
     }
 
-    /// Restores the cloud invariant after decoding bytes from outside.
-    fn normalize(&mut self) {
-        self.vector.retain(|&(_, n)| n > 0);
-        let cloud = core::mem::take(&mut self.cloud);
-        for dot in cloud {
-            self.insert(dot);
-        }
-    }
-
     /// Folds cloud dots of `actor` that have become contiguous with the vector.
     fn compact_actor(&mut self, actor: Actor) {
         let mut n = self.vector_get(actor).unwrap_or(0);
@@ -192,30 +196,6 @@ impl CausalContext {
             }
         }
     }
-}
-
-/// Decodes a vector as an ordered map would: sorted by actor, and the last
-/// entry wins when an actor repeats. Bytes from disk, peers and clients all
-/// come through here, so nothing downstream sees an unsorted vector.
-fn decode_vector<'de, D: serde::Deserializer<'de>>(decoder: D) -> Result<Vec<(Actor, u64)>, D::Error> {
-    let mut vector: Vec<(Actor, u64)> = Vec::deserialize(decoder)?;
-    if !vector.is_sorted_by(|a, b| a.0 < b.0) {
-        // A stable sort keeps repeats in arrival order; keep the last of each.
-        vector.reverse();
-        vector.sort_by_key(|&(actor, _)| actor);
-        vector.dedup_by_key(|&mut (actor, _)| actor);
-    }
-    Ok(vector)
-}
-
-/// Decodes a cloud as an ordered set would: sorted, without repeats.
-fn decode_cloud<'de, D: serde::Deserializer<'de>>(decoder: D) -> Result<Vec<Dot>, D::Error> {
-    let mut cloud: Vec<Dot> = Vec::deserialize(decoder)?;
-    if !cloud.is_sorted_by(|a, b| a < b) {
-        cloud.sort_unstable();
-        cloud.dedup();
-    }
-    Ok(cloud)
 }
 
 impl fmt::Debug for CausalContext {
@@ -265,9 +245,7 @@ impl CausalContext {
         if format != CONTEXT_FORMAT {
             return Err(ContextError::UnknownFormat(format));
         }
-        let mut context: CausalContext = postcard::from_bytes(body).map_err(|_| ContextError::Malformed)?;
-        context.normalize();
-        Ok(context)
+        postcard::from_bytes(body).map_err(|_| ContextError::Malformed)
     }
 }
 
@@ -305,9 +283,15 @@ impl fmt::Debug for Sibling {
 }
 
 /// Everything replicas know about one key: its siblings and the dots seen.
+///
+/// Decoding checks the invariants below and refuses bytes that break them
+/// (see `parse`), so an object read from a peer or a disk is as well formed
+/// as one built here.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "parse::ObjectParts")]
 pub struct Object {
-    /// Sorted by dot; no two share a dot; every dot is in `context`.
+    /// Sorted by dot; no two share a dot; every dot is in `context` and
+    /// counts from 1; at most [`OBJECT_SIBLINGS_MAX`].
     siblings: Vec<Sibling>,
     context: CausalContext,
 }
@@ -392,29 +376,11 @@ impl Object {
         changed
     }
 
-    /// Checks the structural invariants; used by tests, the simulator and
-    /// `Node::invariants`.
-    pub fn invariants(&self) -> Result<(), &'static str> {
-        if !self.siblings.windows(2).all(|pair| pair[0].dot < pair[1].dot) {
-            return Err("siblings not sorted by unique dot");
-        }
-        if !self.siblings.iter().all(|sibling| self.context.contains(&sibling.dot)) {
-            return Err("sibling dot missing from context");
-        }
-        if !self.context.vector.is_sorted_by(|a, b| a.0 < b.0)
-            || !self.context.cloud.is_sorted_by(|a, b| a < b)
-        {
-            return Err("context vector or cloud not sorted and unique");
-        }
-        let cloud_ok = self
-            .context
-            .cloud
-            .iter()
-            .all(|dot| dot.counter > self.context.vector_get(dot.actor).unwrap_or(0).saturating_add(1));
-        if !cloud_ok {
-            return Err("context cloud holds a dot contiguous with its vector");
-        }
-        Ok(())
+    /// Checks the structural invariants; used by tests, and by the node
+    /// when it checks its invariants (see `node::Config::check_invariants`).
+    pub fn invariants(&self) -> Result<(), ObjectError> {
+        self.context.check_normal().map_err(ObjectError::Context)?;
+        parse::check_siblings(&self.siblings, &self.context)
     }
 }
 

@@ -2,11 +2,21 @@
 //! is a multiple of 4): frames are read one after another, as a connection
 //! reads them, and decoding must never panic. A frame that decodes used no
 //! more bytes than it was given, every shorter prefix of it is reported as
-//! incomplete, and its message re-encodes to a frame no longer than the one
-//! read that decodes to the same message. With a first byte of 2 modulo 4 the
-//! rest is a payload, framed with its true length and checksum so that the
-//! message decoder itself is reached: it must decode or be refused as
-//! malformed, never anything else.
+//! incomplete, what it holds upholds its invariants (it encodes again, which
+//! checks the bounds decoding enforces, and its objects pass their checks),
+//! and its message re-encodes to a frame no longer than the one read that
+//! decodes to the same message. With a first byte of 2 modulo 8 the rest is
+//! a payload, framed with its true length and checksum so that the message
+//! decoder itself is reached: it must decode or be refused as malformed,
+//! never anything else.
+//!
+//! With a first byte of 6 modulo 8 the rest is a recipe for a `Replicate`
+//! whose object is laid out by hand, with no check: siblings of any dots in
+//! any order, a context built from dots and version vectors, a key of any
+//! length. It must decode exactly when an object's rules, restated here,
+//! allow it: at most `OBJECT_SIBLINGS_MAX` siblings in increasing dot order,
+//! every counter at least 1 and every dot in the context, a key of 1 to
+//! `KEY_BYTES_MAX` bytes.
 //!
 //! Inputs whose first byte is odd are a recipe instead: valid messages of
 //! every kind are built from the rest and encoded back to back. They must
@@ -19,11 +29,12 @@
 #![no_main]
 
 use keel_core::NodeId;
-use keel_core::client::{ClientError, Consistency, Context, Reply, Request};
+use keel_core::client::{ClientError, Consistency};
 use keel_core::frame::{FrameError, HEADER_LEN};
-use keel_core::message::{Message, ReplicaError, Tag};
-use keel_core::version::{Actor, CausalContext, Object, Value};
+use keel_core::message::{KEY_BYTES_MAX, Message, ReplicaError, Tag, Write};
+use keel_core::version::{Actor, CausalContext, Dot, OBJECT_SIBLINGS_MAX, Object, Sibling, Value};
 use libfuzzer_sys::fuzz_target;
+use serde::Serialize;
 
 /// Every message at the front of `bytes`, read as a connection reads them, with
 /// the end of each frame, and what stopped the reading: `Ok(())` for an
@@ -54,8 +65,16 @@ fn check_message(message: &Message, frame: &[u8]) {
         assert_eq!(Message::decode(&frame[..cut]), Ok(None), "a prefix of {cut} bytes is not incomplete");
     }
     let _ = message.kind();
+    let objects = match message {
+        Message::Replicate { object, .. } | Message::Repair { object, .. } => vec![object],
+        Message::ReadReply { result: Ok(Some(object)), .. } => vec![object],
+        _ => Vec::new(),
+    };
+    for object in objects {
+        assert_eq!(object.invariants(), Ok(()), "a decoded object breaks its invariants");
+    }
     let mut encoded = Vec::new();
-    message.encode(&mut encoded).expect("a decoded message encodes");
+    message.encode(&mut encoded).expect("a decoded message encodes: it is within every bound");
     // Postcard ignores bytes after the payload's value and accepts overlong
     // integers, so the frame read may be longer; never shorter.
     assert!(encoded.len() <= frame.len(), "re-encoding grew {} bytes to {}", frame.len(), encoded.len());
@@ -102,26 +121,22 @@ impl<'a> Recipe<'a> {
         }
     }
 
-    fn context(&mut self) -> Context {
-        Context(self.bytes(64).to_vec())
+    /// A context as a client hands it back, decoded as the node decodes it.
+    fn context(&mut self) -> CausalContext {
+        CausalContext::from_bytes(self.bytes(64)).unwrap_or_default()
     }
 
-    fn optional_context(&mut self) -> Option<Context> {
-        if self.byte() % 2 == 0 { None } else { Some(self.context()) }
+    /// A key of 1 to 32 bytes: no node sends an empty one.
+    fn key(&mut self) -> Vec<u8> {
+        let key = self.bytes(32);
+        if key.is_empty() { vec![0] } else { key.to_vec() }
     }
 
-    fn request(&mut self) -> Request {
-        let key = self.bytes(32).to_vec();
-        match self.byte() % 3 {
-            0 => Request::Get { key, read: self.consistency() },
-            1 => Request::Put {
-                key,
-                value: self.bytes(255).to_vec(),
-                context: self.optional_context(),
-                write: self.consistency(),
-            },
-            _ => Request::Delete { key, context: self.optional_context(), write: self.consistency() },
-        }
+    fn write(&mut self) -> Write {
+        let key = self.key();
+        let value = if self.byte() % 2 == 0 { Value::Live(self.bytes(255).to_vec()) } else { Value::Tombstone };
+        let seen = if self.byte() % 2 == 0 { None } else { Some(self.context()) };
+        Write { key, value, seen, consistency: self.consistency() }
     }
 
     fn client_error(&mut self) -> ClientError {
@@ -137,23 +152,16 @@ impl<'a> Recipe<'a> {
         }
     }
 
-    fn reply(&mut self) -> Reply {
-        match self.byte() % 4 {
-            0 => {
-                let values = (0..self.byte() % 4).map(|_| self.bytes(64).to_vec()).collect();
-                Reply::Found { values, context: self.context() }
-            }
-            1 => Reply::NotFound { context: self.context() },
-            2 => Reply::Written { context: self.context() },
-            _ => Reply::Failed(self.client_error()),
-        }
+    fn write_result(&mut self) -> Result<CausalContext, ClientError> {
+        if self.byte() % 2 == 0 { Ok(self.context()) } else { Err(self.client_error()) }
     }
 
     fn replica_error(&mut self) -> ReplicaError {
-        match self.byte() % 3 {
+        match self.byte() % 4 {
             0 => ReplicaError::StorageFailed,
             1 => ReplicaError::Corrupt,
-            _ => ReplicaError::Overloaded,
+            2 => ReplicaError::Overloaded,
+            _ => ReplicaError::SiblingsTooMany,
         }
     }
 
@@ -175,7 +183,7 @@ impl<'a> Recipe<'a> {
             let seen = match self.byte() % 3 {
                 0 => CausalContext::new(),
                 1 => objects[this].context().clone(),
-                _ => CausalContext::from_bytes(self.bytes(64)).unwrap_or_default(),
+                _ => self.context(),
             };
             let value = if op & 0x20 == 0 { Value::Live(self.bytes(64).to_vec()) } else { Value::Tombstone };
             let timestamp_ms = self.number();
@@ -191,17 +199,17 @@ impl<'a> Recipe<'a> {
             1 => Message::Forward {
                 tag: self.tag(),
                 target_boot: self.number(),
-                request: self.request(),
+                write: self.write(),
                 replace_unreadable: self.byte() % 2 == 1,
             },
-            2 => Message::ForwardReply { tag: self.tag(), reply: self.reply() },
-            3 => Message::Replicate { tag: self.tag(), key: self.bytes(32).to_vec(), object: self.object() },
+            2 => Message::ForwardReply { tag: self.tag(), result: self.write_result() },
+            3 => Message::Replicate { tag: self.tag(), key: self.key(), object: self.object() },
             4 => {
                 let tag = self.tag();
                 let result = if self.byte() % 2 == 0 { Ok(()) } else { Err(self.replica_error()) };
                 Message::ReplicateAck { tag, result }
             }
-            5 => Message::Read { tag: self.tag(), key: self.bytes(32).to_vec() },
+            5 => Message::Read { tag: self.tag(), key: self.key() },
             6 => {
                 let tag = self.tag();
                 let result = match self.byte() % 3 {
@@ -211,18 +219,104 @@ impl<'a> Recipe<'a> {
                 };
                 Message::ReadReply { tag, result }
             }
-            _ => Message::Repair { key: self.bytes(32).to_vec(), object: self.object() },
+            _ => Message::Repair { key: self.key(), object: self.object() },
         }
+    }
+}
+
+/// `Object`'s layout, unchecked: what a buggy or hostile peer could send.
+#[derive(Serialize)]
+struct RawObject {
+    siblings: Vec<Sibling>,
+    context: CausalContext,
+}
+
+impl Recipe<'_> {
+    /// A dot of one of four actors, its counter mostly small (0 included).
+    fn dot(&mut self) -> Dot {
+        let op = self.byte();
+        let actor = Actor { node: NodeId(u64::from(op & 3)), incarnation: 1, epoch: u64::from(op >> 2 & 1) };
+        Dot { actor, counter: u64::from(op >> 3) }
+    }
+
+    /// Siblings with any dots, in any order, often sorted so that other
+    /// rules get their turn; some lists are longer than any object may hold.
+    fn raw_object(&mut self) -> RawObject {
+        let mut context = CausalContext::new();
+        for _ in 0..self.byte() % 8 {
+            let dot = self.dot();
+            context.insert(dot);
+            if dot.counter > 1 && self.byte() % 2 == 0 {
+                // Every earlier dot of the actor as well.
+                (1..dot.counter).for_each(|counter| context.insert(Dot { counter, ..dot }));
+            }
+        }
+        let mut siblings: Vec<Sibling> = (0..self.byte() % 6)
+            .map(|_| Sibling { dot: self.dot(), timestamp_ms: 0, value: Value::Live(self.bytes(4).to_vec()) })
+            .collect();
+        match self.byte() % 4 {
+            0 => siblings.sort_by_key(|sibling| sibling.dot),
+            1 => {
+                // As many siblings as an object may hold, or one more.
+                let count = OBJECT_SIBLINGS_MAX + usize::from(self.byte() % 2);
+                let actor = Actor { node: NodeId(9), incarnation: 1, epoch: 0 };
+                siblings = (1..=count as u64)
+                    .map(|counter| Sibling { dot: Dot { actor, counter }, timestamp_ms: 0, value: Value::Tombstone })
+                    .collect();
+                siblings.iter().for_each(|sibling| context.insert(sibling.dot));
+            }
+            _ => {}
+        }
+        RawObject { siblings, context }
+    }
+}
+
+/// Whether an object's rules allow `raw`, restated from its documentation.
+fn allowed(raw: &RawObject) -> bool {
+    raw.siblings.len() <= OBJECT_SIBLINGS_MAX
+        && raw.siblings.windows(2).all(|pair| pair[0].dot < pair[1].dot)
+        && raw.siblings.iter().all(|sibling| sibling.dot.counter >= 1 && raw.context.contains(&sibling.dot))
+}
+
+/// A `Replicate` of a hand-made object decodes exactly when it is allowed.
+fn check_raw_object(rest: &[u8]) {
+    let mut recipe = Recipe(rest);
+    let key_len = match recipe.byte() % 8 {
+        0 => 0,
+        1 => KEY_BYTES_MAX,
+        2 => KEY_BYTES_MAX + 1,
+        other => usize::from(other),
+    };
+    let key = vec![b'k'; key_len];
+    let raw = recipe.raw_object();
+    // `Replicate` is the fourth variant: postcard writes its index, then its fields.
+    let tag = Tag { boot: 1, seq: 2 };
+    let payload = postcard::to_allocvec(&(3u8, tag, serde_bytes::Bytes::new(&key), &raw)).expect("encode");
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    let expected = allowed(&raw) && (1..=KEY_BYTES_MAX).contains(&key_len);
+    match Message::decode(&frame) {
+        Ok(Some((Message::Replicate { key: decoded, object, .. }, used))) => {
+            assert!(expected, "an object its rules refuse decoded");
+            assert_eq!((decoded, used), (key, frame.len()));
+            assert_eq!(object.siblings(), raw.siblings.as_slice());
+            assert_eq!(object.context(), &raw.context);
+        }
+        Err(FrameError::Malformed(_)) => assert!(!expected, "an object its rules allow was refused"),
+        other => panic!("a whole frame gave {other:?}"),
     }
 }
 
 fuzz_target!(|bytes: &[u8]| {
     let Some((&mode, rest)) = bytes.split_first() else { return };
-    match mode % 4 {
-        0 => {
+    match mode % 8 {
+        0 | 4 => {
             let _ = decode_all(rest);
             return;
         }
+        6 => return check_raw_object(rest),
         2 => {
             let mut frame = Vec::with_capacity(HEADER_LEN + rest.len());
             frame.extend_from_slice(&u32::try_from(rest.len()).unwrap().to_le_bytes());

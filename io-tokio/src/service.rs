@@ -1,10 +1,12 @@
 //! The handle client-facing servers use to reach the node driver.
 //!
-//! A server turns a client's bytes into a [`Request`], sends it as a [`Call`]
-//! through a bounded channel, and waits for the [`Reply`]. The driver owns the
-//! receiving end and the `Node`. Nothing here makes a protocol decision: a full
-//! queue, a stopped driver or a lost reply each become a [`ClientError`] the
-//! client can act on, never a panic and never a hang.
+//! A server turns a client's bytes into a request ([`Get`], [`Put`] or
+//! [`Delete`]), sends it as a [`Call`] through a bounded channel, and waits
+//! for its answer: a [`Read`] for a get, a [`Written`] for a put or delete,
+//! or why it failed. The driver owns the receiving end and the `Node`.
+//! Nothing here makes a protocol decision: a full queue, a stopped driver or
+//! a lost reply each become a [`ClientError`] the client can act on, never a
+//! panic and never a hang.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use keel_core::client::{ClientError, Context, Reply, Request};
+use keel_core::client::{ClientError, Context, Delete, Get, Put, Read, Written};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -24,13 +26,28 @@ pub mod testing;
 
 pub use introspect::{Introspect, Member, MemberState, NodeStatus, Ownership, RingView, Token};
 
-/// One client request on its way to the driver, with the slot for its reply.
+/// Where the answer to one call goes. Dropping it without sending means the
+/// outcome is unknown; the server reports it as indeterminate.
+pub type Answer<T> = oneshot::Sender<Result<T, ClientError>>;
+
+/// One client request on its way to the driver, with the slot for its
+/// answer, whose type is the one its kind of request is answered with.
 #[derive(Debug)]
-pub struct Call {
-    pub request: Request,
-    /// Dropping this without sending means the outcome is unknown; the server
-    /// reports it as indeterminate.
-    pub reply: oneshot::Sender<Reply>,
+pub enum Call {
+    Get { request: Get, reply: Answer<Read> },
+    Put { request: Put, reply: Answer<Written> },
+    Delete { request: Delete, reply: Answer<Written> },
+}
+
+impl Call {
+    /// Answers with `error`, without the node: the request never reached it.
+    pub fn refuse(self, error: ClientError) {
+        // A caller that gave up no longer listens; nothing to do.
+        let _ = match self {
+            Call::Get { reply, .. } => reply.send(Err(error)).map_err(drop),
+            Call::Put { reply, .. } | Call::Delete { reply, .. } => reply.send(Err(error)).map_err(drop),
+        };
+    }
 }
 
 /// A cloneable sender of [`Call`]s, shared by every connection of every server.
@@ -75,19 +92,37 @@ impl Handle {
         &self.metrics
     }
 
-    /// Sends one request to the driver and waits for its reply.
-    pub async fn call(&self, request: Request) -> Reply {
+    /// Reads a key and waits for what the read found.
+    pub async fn get(&self, request: Get) -> Result<Read, ClientError> {
         let started = Instant::now();
-        let op = op_name(&request);
-        let reply = self.exchange(request, started).await;
-        self.metrics.record_request(op, outcome_name(&reply), started, Instant::now());
-        reply
+        let result = self.exchange(|reply| Call::Get { request, reply }, started).await;
+        self.metrics.record_request("get", read_outcome(&result), started, Instant::now());
+        result
     }
 
-    async fn exchange(&self, request: Request, started: Instant) -> Reply {
+    /// Stores a value and waits for the write's acknowledgement.
+    pub async fn put(&self, request: Put) -> Result<Written, ClientError> {
+        let started = Instant::now();
+        let result = self.exchange(|reply| Call::Put { request, reply }, started).await;
+        self.metrics.record_request("put", write_outcome(&result), started, Instant::now());
+        result
+    }
+
+    /// Deletes a key and waits for the write's acknowledgement.
+    pub async fn delete(&self, request: Delete) -> Result<Written, ClientError> {
+        let started = Instant::now();
+        let result = self.exchange(|reply| Call::Delete { request, reply }, started).await;
+        self.metrics.record_request("delete", write_outcome(&result), started, Instant::now());
+        result
+    }
+
+    async fn exchange<T>(
+        &self,
+        call: impl FnOnce(Answer<T>) -> Call,
+        started: Instant,
+    ) -> Result<T, ClientError> {
         let (reply_sender, reply_receiver) = oneshot::channel();
-        let call = Call { request, reply: reply_sender };
-        let sent = match self.sender.try_send(call) {
+        let sent = match self.sender.try_send(call(reply_sender)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(stopped()),
             Err(mpsc::error::TrySendError::Full(call)) => {
@@ -100,15 +135,13 @@ impl Handle {
                 }
             }
         };
-        if let Err(error) = sent {
-            return Reply::Failed(error);
-        }
+        sent?;
         match reply_receiver.await {
-            Ok(reply) => reply,
+            Ok(result) => result,
             // The driver took the call, so the request may have reached replicas.
             Err(_) => {
                 let waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                Reply::Failed(ClientError::ReplyLost { waited_ms })
+                Err(ClientError::ReplyLost { waited_ms })
             }
         }
     }
@@ -119,23 +152,21 @@ fn stopped() -> ClientError {
     ClientError::ShuttingDown
 }
 
-/// The label a request is counted under.
-pub fn op_name(request: &Request) -> &'static str {
-    match request {
-        Request::Get { .. } => "get",
-        Request::Put { .. } => "put",
-        Request::Delete { .. } => "delete",
+/// The label a get's outcome is counted under.
+pub fn read_outcome(result: &Result<Read, ClientError>) -> &'static str {
+    match result {
+        Ok(read) if read.values.len() > 1 => "siblings",
+        Ok(read) if read.is_found() => "found",
+        Ok(_) => "not_found",
+        Err(error) => error_code(error),
     }
 }
 
-/// The label a reply is counted under.
-pub fn outcome_name(reply: &Reply) -> &'static str {
-    match reply {
-        Reply::Found { values, .. } if values.len() > 1 => "siblings",
-        Reply::Found { .. } => "found",
-        Reply::NotFound { .. } => "not_found",
-        Reply::Written { .. } => "written",
-        Reply::Failed(error) => error_code(error),
+/// The label a put's or delete's outcome is counted under.
+pub fn write_outcome(result: &Result<Written, ClientError>) -> &'static str {
+    match result {
+        Ok(_) => "written",
+        Err(error) => error_code(error),
     }
 }
 
@@ -229,16 +260,15 @@ mod tests {
 
     use super::*;
 
-    fn get(key: &str) -> Request {
-        Request::Get { key: key.as_bytes().to_vec(), read: Consistency::Quorum }
+    fn get(key: &str) -> Get {
+        Get { key: key.as_bytes().to_vec(), read: Consistency::Quorum }
     }
 
     #[tokio::test]
     async fn a_stopped_driver_is_an_error_not_a_panic() {
         let (handle, receiver) = Handle::channel(4);
         drop(receiver);
-        let reply = handle.call(get("a")).await;
-        assert_eq!(reply, Reply::Failed(ClientError::ShuttingDown));
+        assert_eq!(handle.get(get("a")).await, Err(ClientError::ShuttingDown));
     }
 
     #[tokio::test]
@@ -247,14 +277,14 @@ mod tests {
         let handle = handle.with_queue_wait(Duration::from_millis(5));
         let first = handle.clone();
         // The first call fills the queue, which nobody serves yet.
-        let waiting = tokio::spawn(async move { first.call(get("a")).await });
+        let waiting = tokio::spawn(async move { first.get(get("a")).await });
         tokio::task::yield_now().await;
-        let reply = handle.call(get("b")).await;
-        assert_eq!(reply, Reply::Failed(ClientError::Overloaded { what: "request queue".into(), limit: 1 }));
+        let reply = handle.get(get("b")).await;
+        assert_eq!(reply, Err(ClientError::Overloaded { what: "request queue".into(), limit: 1 }));
         // Taken, then dropped unanswered: the outcome is unknown.
         drop(receiver.recv().await.expect("the first call"));
         let first_reply = waiting.await.expect("task");
-        assert!(matches!(first_reply, Reply::Failed(ClientError::ReplyLost { .. })));
+        assert!(matches!(first_reply, Err(ClientError::ReplyLost { .. })));
     }
 
     #[tokio::test]
@@ -262,13 +292,17 @@ mod tests {
         let (handle, mut receiver) = Handle::channel(1);
         tokio::spawn(async move {
             while let Some(call) = receiver.recv().await {
-                drop(call.reply);
+                drop(call);
             }
         });
-        let reply = handle.call(get("a")).await;
-        let Reply::Failed(error) = reply else { panic!("expected a failure") };
+        let delete = Delete {
+            key: b"a".to_vec(),
+            replaces: keel_core::client::Replaces::Read,
+            write: Consistency::One,
+        };
+        let Err(error) = handle.delete(delete).await else { panic!("expected a failure") };
         assert!(error.is_indeterminate());
-        assert!(handle.metrics().render().contains("outcome=\"reply_lost\""));
+        assert!(handle.metrics().render().contains("op=\"delete\",outcome=\"reply_lost\""));
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub enum ContextSource {
     Read(OpId),
     /// The context of this write's reply.
     Written(OpId),
+    /// No context sent: the node reads the key at the write's consistency
+    /// and replaces what that read saw, as if the client had read and
+    /// passed back the context. Acknowledged, it says what that was
+    /// ([`Outcome::Replaced`]).
+    ReadFirst,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +60,10 @@ pub enum Outcome {
     Found(Vec<ReadValue>),
     NotFound,
     Written,
+    /// A write that read first, acknowledged: the live values its read saw,
+    /// every one of them replaced. None when the key held none (a delete
+    /// then wrote nothing).
+    Replaced(Vec<ReadValue>),
     /// The node said the request failed and nothing was written.
     Failed(ClientError),
     /// The request may or may not have taken effect.
@@ -112,7 +121,7 @@ impl Op {
 
     /// A write that definitely took effect.
     pub fn acknowledged(&self) -> bool {
-        self.is_write() && self.outcome == Outcome::Written
+        self.is_write() && matches!(self.outcome, Outcome::Written | Outcome::Replaced(_))
     }
 
     /// A write that definitely did not take effect.
@@ -136,9 +145,11 @@ impl Op {
         }
     }
 
+    /// The values a read saw: a get's, or those of the read a write did
+    /// first, which it replaced.
     pub fn read_values(&self) -> &[ReadValue] {
         match &self.outcome {
-            Outcome::Found(values) => values,
+            Outcome::Found(values) | Outcome::Replaced(values) => values,
             _ => &[],
         }
     }
@@ -167,6 +178,10 @@ impl fmt::Display for Op {
 #[derive(Clone, Debug, Default)]
 pub struct History {
     pub ops: Vec<Op>,
+    /// Acknowledged writes some of whose acknowledging copies a power loss
+    /// or a wipe may have taken (not all: those become indeterminate). A
+    /// read may miss them even with R + W > N.
+    pub copies_lost: std::collections::BTreeSet<OpId>,
     /// Invocations and completions recorded so far: the next `_seq`.
     pub events: u64,
 }

@@ -44,7 +44,11 @@ const REGRESSIONS: &[u64] =
 /// sync and by the rotting disk was lost with both, which the checkers did
 /// not allow for (a checker bug: the rotting disk now counts as a possible
 /// loss of every write).
-const SWARM_REGRESSIONS: &[u64] = &[1925, 18397];
+/// 1944 — a quorum read missed a quorum write after one of the write's two
+/// acknowledging replicas lost power before its sync; the write survived on
+/// the other, but property 7 no longer holds for it (a checker bug: such
+/// writes are now left out of property 7).
+const SWARM_REGRESSIONS: &[u64] = &[1925, 1944, 18397];
 
 /// Runs `seeds` on every core; returns one summary per seed, in seed order.
 fn run_all(

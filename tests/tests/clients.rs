@@ -216,3 +216,54 @@ fn curl_expecting_100_continue_gets_413_first_for_an_oversize_body() {
     assert_eq!(empty.status, 400);
     assert!(empty.text().contains("\"key_empty\""), "{}", empty.text());
 }
+
+/// A delete without a context and `SET … GET` are the node's own rule: it
+/// reads first and replaces what that read saw, whichever server asked.
+#[test]
+fn deletes_and_set_get_replace_what_a_read_sees_through_every_server() {
+    let cluster = Cluster::start("read-first", 3, 3);
+    let (redis, http) = (cluster.nodes[0].redis, cluster.nodes[1].http);
+    // Two blind writes: siblings, through two different nodes.
+    let blind = [("x-keel-context", "")];
+    for (node, value) in [(0, "a"), (2, "b")] {
+        let path = "/v1/kv/k?w=all";
+        let put = keel_tests::http::request(cluster.nodes[node].http, "PUT", path, &blind, value.as_bytes());
+        assert_eq!(put.expect("reply").status, 204);
+    }
+    assert_eq!(keel_tests::http::get(http, "k", "?r=all").status, 300, "two siblings");
+    // SET … GET returns the first sibling it replaced, and replaces both.
+    assert_eq!(redis_cli(redis, &["SET", "k", "c", "GET"]), "a");
+    assert_eq!(redis_cli(redis, &["GETSET", "k", "d"]), "c");
+    assert_eq!(redis_cli(redis, &["GET", "k"]), "d");
+    // A DELETE without a context deletes what a read sees.
+    for (node, value) in [(0, "e"), (2, "f")] {
+        let put =
+            keel_tests::http::request(cluster.nodes[node].http, "PUT", "/v1/kv/k", &blind, value.as_bytes());
+        assert_eq!(put.expect("reply").status, 204);
+    }
+    let deleted = keel_tests::http::request(http, "DELETE", "/v1/kv/k?w=all", &[], b"").expect("reply");
+    assert_eq!(deleted.status, 204);
+    assert!(deleted.header("x-keel-context").is_some_and(|context| !context.is_empty()));
+    assert_eq!(keel_tests::http::get(http, "k", "?r=all").status, 404);
+    // DEL counts what its read found; GETDEL returns it.
+    assert_eq!(redis_cli(redis, &["SET", "g", "1"]), "OK");
+    assert_eq!(redis_cli(redis, &["GETDEL", "g"]), "1");
+    assert_eq!(redis_cli(redis, &["GETDEL", "g"]), "");
+    assert_eq!(redis_cli(redis, &["SET", "h", "1"]), "OK");
+    assert_eq!(redis_cli(redis, &["DEL", "h", "g", "never"]), "1");
+    // Each command reached node 0 as one request, not a get and a write:
+    // one get (GET), five deletes (GETDEL twice, DEL of three keys).
+    let metrics =
+        keel_tests::http::request(cluster.nodes[0].http, "GET", "/metrics", &[], b"").expect("metrics");
+    let requests = |op: &str| -> u64 {
+        let prefix = format!("keel_requests_total{{op=\"{op}\"");
+        let lines = metrics
+            .text()
+            .lines()
+            .filter(|line| line.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        lines.iter().filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+    };
+    assert_eq!((requests("get"), requests("delete")), (1, 5), "{}", metrics.text());
+}

@@ -6,7 +6,9 @@ use thiserror::Error;
 
 use super::store::KEY_PREFIX_BYTES;
 use crate::lsm::EngineConfig;
+use crate::message::KEY_BYTES_MAX;
 use crate::ring::{Member, REPLICAS_MAX, RingConfig};
+use crate::version::OBJECT_SIBLINGS_MAX;
 
 /// Room an engine value keeps beyond one client value for the rest of its
 /// record: format, dot, version vector (an entry per actor that wrote the
@@ -31,7 +33,8 @@ pub struct Config {
     pub key_bytes_max: u32,
     /// Longest client value, 1..=[`Config::value_bytes_limit`].
     pub value_bytes_max: u32,
-    /// A write that would leave more siblings than this is refused.
+    /// A write that would leave more siblings than this is refused;
+    /// 1..=[`SIBLINGS_MAX_LIMIT`].
     pub siblings_max: u32,
     /// Requests this node coordinates at once; beyond it, `Overloaded`.
     pub requests_max: u32,
@@ -43,8 +46,17 @@ pub struct Config {
     /// what would be lost; with more replicas it always opens (as a new
     /// incarnation) and is repaired from them.
     pub accept_data_loss: bool,
+    /// Assert the node's invariants as it works: pre- and postconditions on
+    /// the paths of writes, reads and requests, and `Node::invariants` after
+    /// every `handle_*` call. They add about a fifth to a put's CPU time;
+    /// the simulator turns them on, and so do debug builds by default.
+    pub check_invariants: bool,
     pub engine: EngineConfig,
 }
+
+/// The largest `siblings_max`: merged, the copies of the most replicas a key
+/// can have still hold no more siblings than any object may.
+pub const SIBLINGS_MAX_LIMIT: u32 = (OBJECT_SIBLINGS_MAX / REPLICAS_MAX as usize) as u32;
 
 impl Default for Config {
     fn default() -> Config {
@@ -60,6 +72,7 @@ impl Default for Config {
             requests_max: 10_000,
             read_repair: true,
             accept_data_loss: false,
+            check_invariants: cfg!(debug_assertions),
             engine: EngineConfig::default(),
         }
     }
@@ -77,10 +90,11 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The longest client key the engine can store: its own limit less the
-    /// store's namespace prefix.
+    /// The longest client key the engine can store (its own limit less the
+    /// store's namespace prefix) and a message can name.
     pub fn key_bytes_limit(&self) -> u32 {
-        self.engine.key_bytes_max.saturating_sub(KEY_PREFIX_BYTES)
+        let message_max = u32::try_from(KEY_BYTES_MAX).unwrap_or(u32::MAX);
+        self.engine.key_bytes_max.saturating_sub(KEY_PREFIX_BYTES).min(message_max)
     }
 
     /// The longest client value the engine can store with its record around it.
@@ -102,7 +116,7 @@ impl Config {
         within("value_bytes_max", u64::from(self.value_bytes_max), u64::from(self.value_bytes_limit()))?;
         at_least("request_timeout_ms", millis(self.request_timeout), 1)?;
         at_least("heartbeat_interval_ms", millis(self.heartbeat_interval), 1)?;
-        at_least("siblings_max", u64::from(self.siblings_max), 1)?;
+        within("siblings_max", u64::from(self.siblings_max), u64::from(SIBLINGS_MAX_LIMIT))?;
         at_least("requests_max", u64::from(self.requests_max), 1)?;
         if self.failure_timeout <= self.heartbeat_interval {
             return Err(ConfigError::FailureTimeoutTooShort {
@@ -125,8 +139,11 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         assert_eq!(Config::default().validate(), Ok(()));
-        let config = Config { siblings_max: 0, ..Config::default() };
-        assert_eq!(config.validate(), Err(ConfigError::TooSmall { what: "siblings_max", value: 0, min: 1 }));
+        let siblings = |siblings_max| Config { siblings_max, ..Config::default() }.validate();
+        let out = |value| Err(ConfigError::OutOfRange { what: "siblings_max", value, min: 1, max: 256 });
+        assert_eq!(siblings(0), out(0));
+        assert_eq!(siblings(257), out(257));
+        assert_eq!(siblings(256), Ok(()));
         let config = Config { failure_timeout: Duration::from_millis(100), ..Config::default() };
         assert!(matches!(config.validate(), Err(ConfigError::FailureTimeoutTooShort { .. })));
     }

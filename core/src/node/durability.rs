@@ -12,18 +12,17 @@
 use std::collections::BTreeMap;
 
 use crate::NodeId;
-use crate::client::Reply;
 use crate::lsm::Lsn;
 use crate::message::Tag;
 use crate::request::Origin;
-use crate::version::Object;
+use crate::version::{CausalContext, Object};
 
 /// An action held until its Lsn is safe to show.
 #[derive(Debug)]
 pub enum Deferred {
     /// A complete answer to a write that needs nothing else: the only
     /// replica's acknowledgement under `periodic`.
-    Answer { origin: Origin, reply: Reply },
+    Answer { origin: Origin, context: CausalContext },
     /// The coordinator's own write for the put with this tag.
     LocalWrite { tag: Tag },
     /// The coordinator's own answer to the get with this tag.

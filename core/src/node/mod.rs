@@ -6,6 +6,19 @@
 //! serves replicas' reads and writes for the keys it holds, and asks its driver
 //! for syncs. See the crate documentation for the order of calls.
 
+/// Asserts a condition on the node's own state when the node checks its
+/// invariants (`Config::check_invariants`: in the simulator and in debug
+/// builds). Bytes from peers, disks and clients never reach one unparsed,
+/// so a failure is a bug in keel, never bad input.
+macro_rules! invariant {
+    ($node:expr, $condition:expr $(, $($message:tt)+)?) => {
+        if $node.config.check_invariants {
+            assert!($condition $(, $($message)+)?);
+        }
+    };
+}
+
+mod client;
 mod config;
 mod dedup;
 mod durability;
@@ -16,13 +29,13 @@ mod store;
 mod timers;
 mod write;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use thiserror::Error;
 
-pub use self::config::{Config, ConfigError};
+pub use self::config::{Config, ConfigError, SIBLINGS_MAX_LIMIT};
 pub use self::io::{Event, Input, Output};
 pub use self::store::{
     Migration, RECORD_KEY_HEADER_BYTES, Record, STORAGE_FORMAT, ScanChunk, ScanCursor, ScanLimit,
@@ -34,11 +47,11 @@ use self::durability::{Barrier, Deferred};
 use self::peers::Peers;
 use self::store::Store;
 use self::timers::{Timer, Timers};
-use crate::client::{ClientError, Reply, Request, RequestId};
+use crate::client::{ClientError, Context, Read, Replaced, Reply, RequestId, Written};
 use crate::disk::{Disk, DiskError};
 use crate::lsm::{self, EngineStats, Lsn, SyncRequest};
-use crate::message::{Message, Tag};
-use crate::request::{GetRequest, Origin, PutRequest};
+use crate::message::{Message, Tag, Write};
+use crate::request::{GetRequest, Origin, PutRequest, WriteResult};
 use crate::ring::{PlacedKey, PositionRange, Ring, RingError};
 use crate::time::{Instant, Now};
 use crate::version::Object;
@@ -99,9 +112,9 @@ enum Pending {
     Forward {
         client: RequestId,
         deadline: Instant,
-        /// The request and the primaries not yet tried, kept only when
-        /// there are any.
-        fallback: Option<(Request, Vec<NodeId>)>,
+        /// The write and the primaries not yet tried, kept only when there
+        /// are any.
+        fallback: Option<(Write, Vec<NodeId>)>,
     },
 }
 
@@ -137,6 +150,9 @@ pub struct Node {
     lingering: BTreeSet<Tag>,
     /// Forwards already coordinated, so a duplicated message is not.
     seen_forwards: SeenForwards,
+    /// What the read of a client's put or delete saw, kept until the write
+    /// it started answers (see `client`).
+    replaced: BTreeMap<RequestId, Replaced>,
     barrier: Barrier,
     sync_in_flight: Option<SyncRequest>,
     /// Why the engine was poisoned, until the node reports it.
@@ -197,6 +213,7 @@ impl Node {
             pending: hashbrown::HashMap::default(),
             lingering: BTreeSet::new(),
             seen_forwards: SeenForwards::default(),
+            replaced: BTreeMap::new(),
             barrier: Barrier::default(),
             sync_in_flight: None,
             storage_failure: None,
@@ -378,6 +395,15 @@ impl Node {
                 return Err(format!("lingering {tag:?} is not an answered get in flight"));
             }
         }
+        // Each waits for a write in flight: tracked, or held for a sync.
+        if self.replaced.len() > self.pending.len() + self.barrier.len() {
+            return Err(format!(
+                "{} reads wait for their writes, with {} requests and {} deferred actions",
+                self.replaced.len(),
+                self.pending.len(),
+                self.barrier.len()
+            ));
+        }
         Ok(())
     }
 
@@ -393,57 +419,16 @@ impl Node {
         self.peers.heard(from, self.now.mono);
         match message {
             Message::Heartbeat { boot } => self.peers.heard_boot(from, boot),
-            Message::Forward { tag, target_boot, request, replace_unreadable } => {
-                self.on_forward(from, tag, target_boot, request, replace_unreadable)
+            Message::Forward { tag, target_boot, write, replace_unreadable } => {
+                self.on_forward(from, tag, target_boot, write, replace_unreadable)
             }
-            Message::ForwardReply { tag, reply } => self.on_forward_reply(tag, reply),
+            Message::ForwardReply { tag, result } => self.on_forward_reply(tag, result),
             Message::Replicate { tag, key, object } => self.on_replicate(from, tag, key, object),
             Message::ReplicateAck { tag, result } => self.on_replicate_ack(from, tag, result.is_ok()),
             Message::Read { tag, key } => self.on_read(from, tag, key),
             Message::ReadReply { tag, result } => self.on_read_reply(from, tag, result.map_err(|_| ())),
             Message::Repair { key, object } => self.on_repair(key, object),
         }
-    }
-
-    fn on_client(&mut self, id: RequestId, request: Request) {
-        if let Err(error) = self.admit(&request) {
-            self.stats.rejected += 1;
-            self.reply(id, Reply::Failed(error));
-            return;
-        }
-        match request {
-            Request::Get { key, read } => self.coordinate_get(id, key, read),
-            request @ (Request::Put { .. } | Request::Delete { .. }) => {
-                self.start_write(Origin::Client(id), request);
-            }
-        }
-    }
-
-    /// Checks limits before any work is done: a refused request writes nothing.
-    fn admit(&self, request: &Request) -> Result<(), ClientError> {
-        let key = request.key();
-        if key.is_empty() {
-            return Err(ClientError::KeyEmpty { max: self.config.key_bytes_max.into() });
-        }
-        if key.len() > self.config.key_bytes_max as usize {
-            return Err(ClientError::KeyTooLarge {
-                len: key.len() as u64,
-                max: self.config.key_bytes_max.into(),
-            });
-        }
-        if let Request::Put { value, .. } = request {
-            if value.len() > self.config.value_bytes_max as usize {
-                let max = self.config.value_bytes_max.into();
-                return Err(ClientError::ValueTooLarge { len: value.len() as u64, max });
-            }
-        }
-        // Answered requests that linger for read repair do not count: a
-        // replica that is slow or dead must not turn clients away.
-        if self.pending.len() - self.lingering.len() >= self.config.requests_max as usize {
-            let limit = self.config.requests_max.into();
-            return Err(ClientError::Overloaded { what: "requests in flight".into(), limit });
-        }
-        Ok(())
     }
 
     fn on_heartbeat_timer(&mut self) {
@@ -459,21 +444,22 @@ impl Node {
         self.lingering.remove(&tag);
         match pending {
             Pending::Get(mut request) => {
-                if let Some(reply) = request.expire() {
+                if let Some(outcome) = request.expire() {
                     self.stats.timeouts += 1;
-                    self.reply(request.client, reply);
+                    let (key, then) = (request.key.clone(), request.then.take());
+                    self.read_decided(request.client, key, then, outcome);
                 }
                 self.read_repair(&request);
             }
             Pending::Put(mut request) => {
-                if let Some(reply) = request.expire() {
+                if let Some(result) = request.expire() {
                     self.stats.timeouts += 1;
-                    self.answer(request.origin, reply);
+                    self.answer(request.origin, result);
                 }
             }
             Pending::Forward { client, .. } => {
                 self.stats.timeouts += 1;
-                self.reply(client, Reply::Failed(ClientError::Timeout { acknowledged: 0, needed: 1 }));
+                self.reply_write(client, Err(ClientError::Timeout { acknowledged: 0, needed: 1 }));
             }
         }
     }
@@ -540,7 +526,7 @@ impl Node {
             self.write_out_due = Some(self.now.mono);
             self.timers.schedule(self.now.mono, Timer::WriteOut);
         }
-        debug_assert!(self.invariants().is_ok(), "{:?}", self.invariants());
+        invariant!(self, self.invariants().is_ok(), "{:?}", self.invariants());
     }
 
     fn on_sync_timer(&mut self) {
@@ -602,7 +588,7 @@ impl Node {
 
     fn run_deferred(&mut self, action: Deferred) {
         match action {
-            Deferred::Answer { origin, reply } => self.answer(origin, reply),
+            Deferred::Answer { origin, context } => self.answer(origin, Ok(context)),
             Deferred::LocalWrite { tag } => self.on_local_write_durable(tag),
             Deferred::LocalRead { tag, object } => self.on_read_reply(self.id, tag, Ok(object)),
             Deferred::ReplicateAck { to, tag } => {
@@ -621,7 +607,7 @@ impl Node {
         match action {
             Deferred::Answer { origin, .. } => {
                 let reason = "the log could not be written; the write may be lost".into();
-                self.answer(origin, Reply::Failed(ClientError::StorageFailed { reason }));
+                self.answer(origin, Err(ClientError::StorageFailed { reason }));
             }
             Deferred::LocalWrite { tag } => self.on_local_write_failed(tag),
             Deferred::LocalRead { tag, .. } => self.on_read_reply(self.id, tag, Err(())),
@@ -641,6 +627,8 @@ impl Node {
 
     /// Registers a request and its deadline timer.
     fn track(&mut self, tag: Tag, pending: Pending) {
+        invariant!(self, tag.boot == self.boot && !self.pending.contains_key(&tag), "tag {tag:?} reused");
+        invariant!(self, pending.deadline() > self.now.mono, "a deadline already past");
         self.timers.schedule(pending.deadline(), Timer::Request(tag));
         self.pending.insert(tag, pending);
     }
@@ -665,19 +653,29 @@ impl Node {
     }
 
     fn send(&mut self, to: NodeId, message: Message) {
-        debug_assert_ne!(to, self.id, "a node never sends to itself");
+        invariant!(self, to != self.id && self.ring.member(to).is_some(), "sending to {to}");
         self.outputs.push_back(Output::Send { to, message });
     }
 
-    fn reply(&mut self, id: RequestId, reply: Reply) {
-        self.outputs.push_back(Output::Reply { id, reply });
+    /// Answers a client's get: the only way a read reaches a client.
+    fn reply_read(&mut self, id: RequestId, result: Result<Read, ClientError>) {
+        invariant!(self, !self.replaced.contains_key(&id), "a read answered to a write");
+        self.outputs.push_back(Output::Reply { id, reply: Reply::Read(result) });
+    }
+
+    /// Answers a client's put or delete, with what its read saw if it read
+    /// first: the only way a write's answer reaches a client.
+    fn reply_write(&mut self, id: RequestId, result: WriteResult) {
+        let replaced = self.replaced.remove(&id).unwrap_or(Replaced::NotRead);
+        let result = result.map(|context| Written { context: Context(context.to_bytes()), replaced });
+        self.outputs.push_back(Output::Reply { id, reply: Reply::Write(result) });
     }
 
     /// Delivers the answer of a coordinated write to whoever asked for it.
-    fn answer(&mut self, origin: Origin, reply: Reply) {
+    fn answer(&mut self, origin: Origin, result: WriteResult) {
         match origin {
-            Origin::Client(id) => self.reply(id, reply),
-            Origin::Forwarded { from, tag } => self.send(from, Message::ForwardReply { tag, reply }),
+            Origin::Client(id) => self.reply_write(id, result),
+            Origin::Forwarded { from, tag } => self.send(from, Message::ForwardReply { tag, result }),
         }
     }
 }

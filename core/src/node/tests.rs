@@ -6,9 +6,10 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use super::*;
-use crate::client::{Consistency, Context};
+use crate::client::{Consistency, Context, Delete, Get, Put, Replaced, Replaces, Request};
 use crate::disk::{Faults, MemDisk};
 use crate::ring::Member;
+use crate::version::CausalContext;
 
 struct Cluster {
     nodes: Vec<Node>,
@@ -153,39 +154,58 @@ impl Cluster {
         context: Option<Context>,
         write: Consistency,
     ) -> Reply {
-        let request = Request::Put { key: key.into(), value: value.into(), context, write };
-        self.call(via, request)
+        self.call(via, put(key, value, context, write))
     }
 
     fn get(&mut self, via: u64, key: &str, read: Consistency) -> Reply {
-        self.call(via, Request::Get { key: key.into(), read })
+        self.call(via, get(key, read))
     }
+}
+
+/// A put replacing what `context` covers, or what the primary holds.
+fn put(key: &str, value: &str, context: Option<Context>, write: Consistency) -> Request {
+    let replaces = context.map_or(Replaces::Held, Replaces::Context);
+    Request::Put(Put { key: key.into(), value: value.into(), replaces, write })
+}
+
+fn get(key: &str, read: Consistency) -> Request {
+    Request::Get(Get { key: key.into(), read })
+}
+
+fn delete(key: &str, replaces: Replaces, write: Consistency) -> Request {
+    Request::Delete(Delete { key: key.into(), replaces, write })
 }
 
 fn values(reply: &Reply) -> Vec<String> {
     match reply {
-        Reply::Found { values, .. } => {
-            values.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+        Reply::Read(Ok(read)) => {
+            read.values.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect()
         }
-        Reply::NotFound { .. } => Vec::new(),
         other => panic!("expected a read result, got {other:?}"),
     }
 }
 
 fn context(reply: &Reply) -> Context {
     match reply {
-        Reply::Found { context, .. } | Reply::NotFound { context } | Reply::Written { context } => {
-            context.clone()
-        }
+        Reply::Read(Ok(read)) => read.context.clone(),
+        Reply::Write(Ok(written)) => written.context.clone(),
         other => panic!("expected a context, got {other:?}"),
     }
+}
+
+fn is_written(reply: &Reply) -> bool {
+    matches!(reply, Reply::Write(Ok(_)))
+}
+
+fn not_found(reply: &Reply) -> bool {
+    matches!(reply, Reply::Read(Ok(read)) if !read.is_found())
 }
 
 #[test]
 fn a_put_is_readable_from_every_node() {
     let mut cluster = Cluster::new(3, 3);
     let written = cluster.put(1, "k", "v1", None, Consistency::Quorum);
-    assert!(matches!(written, Reply::Written { .. }), "{written:?}");
+    assert!(is_written(&written), "{written:?}");
     for via in 1..=3 {
         assert_eq!(values(&cluster.get(via, "k", Consistency::All)), ["v1"]);
     }
@@ -197,7 +217,7 @@ fn writes_through_a_non_primary_are_forwarded() {
     let mut cluster = Cluster::new(5, 3);
     for i in 0..20 {
         let key = format!("key-{i}");
-        assert!(matches!(cluster.put(1, &key, "v", None, Consistency::All), Reply::Written { .. }));
+        assert!(is_written(&cluster.put(1, &key, "v", None, Consistency::All)));
     }
     assert!(cluster.nodes[0].stats().forwarded > 0, "some keys have node 1 outside their replicas");
     assert_eq!(values(&cluster.get(4, "key-7", Consistency::All)), ["v"]);
@@ -207,10 +227,7 @@ fn writes_through_a_non_primary_are_forwarded() {
 fn a_write_is_acknowledged_only_after_its_sync() {
     let mut cluster = Cluster::new(1, 1);
     cluster.syncs_complete = false;
-    let id = cluster.request(
-        1,
-        Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One },
-    );
+    let id = cluster.request(1, put("k", "v", None, Consistency::One));
     assert_eq!(cluster.take_reply(id), None, "no acknowledgement before the sync");
     assert!(cluster.held_syncs.is_empty(), "the sync waits for inputs already queued");
     cluster.advance(Duration::from_millis(1));
@@ -220,21 +237,20 @@ fn a_write_is_acknowledged_only_after_its_sync() {
     let result = cluster.disks[index].sync(&request.file);
     cluster.nodes[index].handle_input(at(cluster.now), Input::Synced { request, result });
     cluster.settle();
-    assert!(matches!(cluster.take_reply(id), Some(Reply::Written { .. })));
+    assert!(cluster.take_reply(id).is_some_and(|reply| is_written(&reply)));
 }
 
 #[test]
 fn a_read_of_a_single_replica_key_waits_only_for_its_own_durability() {
     let mut cluster = Cluster::new(1, 1);
-    let missing = cluster.request(1, Request::Get { key: b"k".to_vec(), read: Consistency::Quorum });
-    assert!(matches!(cluster.take_reply(missing), Some(Reply::NotFound { .. })));
+    let missing = cluster.request(1, get("k", Consistency::Quorum));
+    assert!(cluster.take_reply(missing).is_some_and(|reply| not_found(&reply)));
     cluster.syncs_complete = false;
-    let put =
-        Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One };
+    let put = put("k", "v", None, Consistency::One);
     let written = cluster.request(1, put);
     cluster.advance(Duration::from_millis(1));
     // The write is in the memtable but not yet durable: the read waits for the sync.
-    let read = cluster.request(1, Request::Get { key: b"k".to_vec(), read: Consistency::One });
+    let read = cluster.request(1, get("k", Consistency::One));
     assert_eq!(cluster.take_reply(read), None, "nothing shown before it is durable");
     let (index, request) = cluster.held_syncs.pop().unwrap();
     let result = cluster.disks[index].sync(&request.file);
@@ -245,7 +261,7 @@ fn a_read_of_a_single_replica_key_waits_only_for_its_own_durability() {
     assert_eq!(values(&read), ["v"]);
     assert_eq!(context(&read), context(&written), "the read's context covers the write");
     // Durable now: answered at once, the same as the read that waited.
-    let again = cluster.request(1, Request::Get { key: b"k".to_vec(), read: Consistency::All });
+    let again = cluster.request(1, get("k", Consistency::All));
     assert_eq!(cluster.take_reply(again), Some(read));
 }
 
@@ -255,12 +271,7 @@ fn writes_queued_together_share_one_sync() {
     cluster.syncs_complete = false;
     let now = at(cluster.now);
     for i in 0..10 {
-        let request = Request::Put {
-            key: format!("k{i}").into_bytes(),
-            value: b"v".to_vec(),
-            context: None,
-            write: Consistency::One,
-        };
+        let request = put(&format!("k{i}"), "v", None, Consistency::One);
         cluster.nodes[0].handle_input(now, Input::Client { id: RequestId(100 + i), request });
     }
     cluster.advance(Duration::from_millis(1));
@@ -269,8 +280,7 @@ fn writes_queued_together_share_one_sync() {
     let result = cluster.disks[index].sync(&request.file);
     cluster.nodes[index].handle_input(at(cluster.now), Input::Synced { request, result });
     cluster.settle();
-    let written = cluster.replies.iter().filter(|(_, reply)| matches!(reply, Reply::Written { .. })).count();
-    assert_eq!(written, 10);
+    assert_eq!(cluster.replies.iter().filter(|(_, reply)| is_written(reply)).count(), 10);
 }
 
 #[test]
@@ -278,11 +288,11 @@ fn a_failed_sync_fails_the_write_and_poisons_the_node() {
     let mut cluster = Cluster::new(1, 1);
     cluster.disks[0].set_faults(Faults { sync_fail_per_million: 1_000_000, ..Faults::default() });
     let reply = cluster.put(1, "k", "v", None, Consistency::One);
-    let Reply::Failed(error) = reply else { panic!("expected failure, got {reply:?}") };
+    let Reply::Write(Err(error)) = reply else { panic!("expected failure, got {reply:?}") };
     assert!(error.is_indeterminate(), "the write may be on disk: {error:?}");
     assert!(cluster.nodes[0].is_poisoned());
     let reply = cluster.put(1, "other", "v", None, Consistency::One);
-    assert!(matches!(reply, Reply::Failed(ClientError::StorageFailed { .. })), "{reply:?}");
+    assert!(matches!(reply, Reply::Write(Err(ClientError::StorageFailed { .. }))), "{reply:?}");
 }
 
 #[test]
@@ -311,10 +321,9 @@ fn a_put_without_context_replaces_what_the_coordinator_holds() {
 fn deletes_hide_the_value_and_keep_a_context() {
     let mut cluster = Cluster::new(3, 3);
     cluster.put(1, "k", "a", None, Consistency::All);
-    let request = Request::Delete { key: b"k".to_vec(), context: None, write: Consistency::All };
-    assert!(matches!(cluster.call(2, request), Reply::Written { .. }));
+    assert!(is_written(&cluster.call(2, delete("k", Replaces::Held, Consistency::All))));
     let read = cluster.get(3, "k", Consistency::All);
-    assert!(matches!(&read, Reply::NotFound { context } if !context.is_empty()), "{read:?}");
+    assert!(not_found(&read) && !context(&read).is_empty(), "{read:?}");
 }
 
 #[test]
@@ -323,8 +332,8 @@ fn writes_need_enough_live_replicas_and_say_so() {
     cluster.isolated.insert(NodeId(3));
     cluster.advance(Duration::from_secs(3));
     let reply = cluster.put(1, "k", "v", None, Consistency::All);
-    assert_eq!(reply, Reply::Failed(ClientError::Unavailable { needed: 3, reachable: 2 }));
-    assert!(matches!(cluster.put(1, "k", "v", None, Consistency::Quorum), Reply::Written { .. }));
+    assert_eq!(reply, Reply::Write(Err(ClientError::Unavailable { needed: 3, reachable: 2 })));
+    assert!(is_written(&cluster.put(1, "k", "v", None, Consistency::Quorum)));
     cluster.isolated.clear();
     cluster.advance(Duration::from_secs(1));
     // Reading at `all` repairs the replica that missed the write.
@@ -339,7 +348,7 @@ fn a_write_that_reaches_too_few_replicas_times_out_as_indeterminate() {
     // Node 3 is cut off but not yet suspected: the write is attempted.
     cluster.isolated.insert(NodeId(3));
     let reply = cluster.put(1, "k", "v", None, Consistency::All);
-    assert_eq!(reply, Reply::Failed(ClientError::Timeout { acknowledged: 2, needed: 3 }));
+    assert_eq!(reply, Reply::Write(Err(ClientError::Timeout { acknowledged: 2, needed: 3 })));
     assert_eq!(cluster.nodes[0].stats().requests_in_flight, 0, "the request is forgotten after its deadline");
 }
 
@@ -360,24 +369,22 @@ fn the_largest_key_and_value_the_config_allows_are_stored() {
     for via in 1..=3 {
         let value = vec![b'0' + via as u8; config.value_bytes_max as usize];
         let write = Consistency::All;
-        let put = Request::Put { key: key.clone(), value: value.clone(), context: context.take(), write };
+        let replaces = context.take().map_or(Replaces::Held, Replaces::Context);
+        let put = Request::Put(Put { key: key.clone(), value: value.clone(), replaces, write });
         let reply = cluster.call(via, put);
-        assert!(matches!(reply, Reply::Written { .. }), "via {via}: {reply:?}");
-        match cluster.call(via, Request::Get { key: key.clone(), read: Consistency::All }) {
-            Reply::Found { values, context: read } => {
-                assert_eq!(values, vec![value], "via {via}");
-                context = Some(read);
+        assert!(is_written(&reply), "via {via}: {reply:?}");
+        match cluster.call(via, Request::Get(Get { key: key.clone(), read: Consistency::All })) {
+            Reply::Read(Ok(read)) => {
+                assert_eq!(read.values, vec![value], "via {via}");
+                context = Some(read.context);
             }
             other => panic!("via {via}: {other:?}"),
         }
     }
-    let too_long = Request::Put {
-        key: [key, b"k".to_vec()].concat(),
-        value: b"v".to_vec(),
-        context: None,
-        write: Consistency::One,
-    };
-    assert!(matches!(cluster.call(1, too_long), Reply::Failed(ClientError::KeyTooLarge { .. })));
+    let key = [key, b"k".to_vec()].concat();
+    let too_long =
+        Request::Put(Put { key, value: b"v".to_vec(), replaces: Replaces::Held, write: Consistency::One });
+    assert!(matches!(cluster.call(1, too_long), Reply::Write(Err(ClientError::KeyTooLarge { .. }))));
 }
 
 #[test]
@@ -385,25 +392,17 @@ fn oversize_input_is_refused_and_nothing_is_written() {
     let mut cluster = Cluster::new(1, 1);
     let key = "k".repeat(9 * 1024);
     let reply = cluster.put(1, &key, "v", None, Consistency::One);
-    assert_eq!(reply, Reply::Failed(ClientError::KeyTooLarge { len: 9 * 1024, max: 8 * 1024 }));
-    let request = Request::Put {
-        key: b"k".to_vec(),
-        value: vec![0; 16 * 1024 * 1024 + 1],
-        context: None,
-        write: Consistency::One,
-    };
-    assert!(matches!(cluster.call(1, request), Reply::Failed(ClientError::ValueTooLarge { .. })));
+    assert_eq!(reply, Reply::Write(Err(ClientError::KeyTooLarge { len: 9 * 1024, max: 8 * 1024 })));
+    let value = vec![0; 16 * 1024 * 1024 + 1];
+    let request =
+        Request::Put(Put { key: b"k".to_vec(), value, replaces: Replaces::Held, write: Consistency::One });
+    assert!(matches!(cluster.call(1, request), Reply::Write(Err(ClientError::ValueTooLarge { .. }))));
     assert_eq!(cluster.nodes[0].local_object(b"k").unwrap(), None);
-    let bad = Request::Put {
-        key: b"k".to_vec(),
-        value: b"v".to_vec(),
-        context: None,
-        write: Consistency::Replicas(2),
-    };
-    assert!(matches!(cluster.call(1, bad), Reply::Failed(ClientError::BadConsistency { .. })));
+    let bad = put("k", "v", None, Consistency::Replicas(2));
+    assert!(matches!(cluster.call(1, bad), Reply::Write(Err(ClientError::BadConsistency { .. }))));
     let garbage = Some(Context(vec![1, 0xff, 0xff]));
     let reply = cluster.put(1, "k", "v", garbage, Consistency::One);
-    assert!(matches!(reply, Reply::Failed(ClientError::BadContext { .. })), "{reply:?}");
+    assert!(matches!(reply, Reply::Write(Err(ClientError::BadContext { .. }))), "{reply:?}");
     assert_eq!(cluster.nodes[0].local_object(b"k").unwrap(), None);
 }
 
@@ -423,14 +422,18 @@ fn data_survives_a_crash_and_restart() {
 #[test]
 fn forwards_meant_for_an_earlier_boot_or_seen_before_are_not_coordinated() {
     let mut cluster = Cluster::new(3, 3);
-    let request =
-        Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One };
+    let write = Write {
+        key: b"k".to_vec(),
+        value: crate::version::Value::Live(b"v".to_vec()),
+        seen: None,
+        consistency: Consistency::One,
+    };
     let tag = Tag { boot: 99, seq: 1 };
     let primary = &mut cluster.nodes[0];
     let stale = Message::Forward {
         tag,
         target_boot: primary.boot.wrapping_add(1),
-        request: request.clone(),
+        write: write.clone(),
         replace_unreadable: false,
     };
     primary.handle_input(at(cluster.now), Input::Message { from: NodeId(2), message: stale });
@@ -439,7 +442,7 @@ fn forwards_meant_for_an_earlier_boot_or_seen_before_are_not_coordinated() {
         matches!(
             output,
             Output::Send {
-                message: Message::ForwardReply { reply: Reply::Failed(ClientError::Unavailable { .. }), .. },
+                message: Message::ForwardReply { result: Err(ClientError::Unavailable { .. }), .. },
                 ..
             }
         )
@@ -447,7 +450,7 @@ fn forwards_meant_for_an_earlier_boot_or_seen_before_are_not_coordinated() {
     assert!(refused, "{replies:?}");
     assert_eq!(primary.local_object(b"k").unwrap(), None, "nothing written for a stale boot");
 
-    let fresh = Message::Forward { tag, target_boot: primary.boot, request, replace_unreadable: false };
+    let fresh = Message::Forward { tag, target_boot: primary.boot, write, replace_unreadable: false };
     primary.handle_input(at(cluster.now), Input::Message { from: NodeId(2), message: fresh.clone() });
     primary.handle_input(at(cluster.now), Input::Message { from: NodeId(2), message: fresh });
     assert_eq!(primary.stats().puts, 1, "the duplicate is dropped");
@@ -463,13 +466,10 @@ fn with_periodic_syncs_writes_are_acknowledged_once_written_out_and_synced_later
     cluster.nodes[0] = Node::open(config.clone(), NodeId(1), 5, disk, at(cluster.now)).unwrap();
     assert_ne!(cluster.nodes[0].incarnation(), incarnation, "a periodic node is a new actor on every open");
     cluster.syncs_complete = false;
-    let id = cluster.request(
-        1,
-        Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), context: None, write: Consistency::One },
-    );
+    let id = cluster.request(1, put("k", "v", None, Consistency::One));
     assert!(cluster.take_reply(id).is_none(), "not acknowledged while the log only buffers it");
     // Nor shown to a reader in the same burst.
-    let read_id = cluster.request(1, Request::Get { key: b"k".to_vec(), read: Consistency::One });
+    let read_id = cluster.request(1, get("k", Consistency::One));
     assert!(cluster.take_reply(read_id).is_none(), "not shown while the log only buffers it");
     // The log is handed to the kernel once the burst of inputs is over,
     // unsynced; the acknowledgement and the read follow.
@@ -501,14 +501,14 @@ fn answered_requests_waiting_for_a_silent_replica_do_not_turn_clients_away() {
     for node in &mut cluster.nodes {
         node.config.requests_max = 4;
     }
-    assert!(matches!(cluster.put(1, "k", "v", None, Consistency::All), Reply::Written { .. }));
+    assert!(is_written(&cluster.put(1, "k", "v", None, Consistency::All)));
     // Silent, but not yet believed down: every request asks node 3 and
     // is answered by the other two.
     cluster.isolated.insert(NodeId(3));
     for i in 0..20 {
         assert_eq!(values(&cluster.get(1, "k", Consistency::Quorum)), ["v"], "get {i}");
-        let written = cluster.put(1, &format!("key-{i}"), "v", None, Consistency::Quorum);
-        assert!(matches!(written, Reply::Written { .. }), "put {i}: {written:?}");
+        let reply = cluster.put(1, &format!("key-{i}"), "v", None, Consistency::Quorum);
+        assert!(is_written(&reply), "put {i}: {reply:?}");
     }
     let node = &cluster.nodes[0];
     assert!(node.lingering.len() <= 4, "answered gets linger within the bound");
@@ -524,7 +524,7 @@ fn requests_neither_ask_nor_wait_for_replicas_believed_down() {
     cluster.dropped_to_isolated.clear();
     for i in 0..10 {
         let key = format!("key-{i}");
-        assert!(matches!(cluster.put(1, &key, "v", None, Consistency::Quorum), Reply::Written { .. }));
+        assert!(is_written(&cluster.put(1, &key, "v", None, Consistency::Quorum)));
         assert_eq!(values(&cluster.get(2, &key, Consistency::Quorum)), ["v"]);
     }
     assert!(cluster.nodes.iter().all(|node| node.pending.is_empty()), "nothing waits for node 3");
@@ -537,7 +537,7 @@ fn requests_neither_ask_nor_wait_for_replicas_believed_down() {
 fn damaged_single_replica(keys: &[&str]) -> Cluster {
     let mut cluster = Cluster::new(1, 1);
     for key in keys {
-        assert!(matches!(cluster.put(1, key, "old", None, Consistency::One), Reply::Written { .. }));
+        assert!(is_written(&cluster.put(1, key, "old", None, Consistency::One)));
     }
     cluster.nodes[0].store.engine_mut().flush().unwrap();
     let disk = &cluster.disks[0];
@@ -552,18 +552,17 @@ fn a_key_whose_only_copy_is_damaged_says_so_and_a_write_replaces_it() {
     let mut cluster = damaged_single_replica(&keys);
     for key in keys {
         let reply = cluster.get(1, key, Consistency::One);
-        assert_eq!(reply, Reply::Failed(ClientError::Damaged { failed: 1 }), "{key}");
+        assert_eq!(reply, Reply::Read(Err(ClientError::Damaged { failed: 1 })), "{key}");
     }
     // Writes need no old value: a blind write, a plain one, a delete.
     let blind = cluster.put(1, "blind", "new", Some(Context::default()), Consistency::One);
-    assert!(matches!(blind, Reply::Written { .. }), "{blind:?}");
+    assert!(is_written(&blind), "{blind:?}");
     assert_eq!(values(&cluster.get(1, "blind", Consistency::One)), ["new"]);
     let plain = cluster.put(1, "plain", "new", None, Consistency::One);
-    assert!(matches!(plain, Reply::Written { .. }), "{plain:?}");
+    assert!(is_written(&plain), "{plain:?}");
     assert_eq!(values(&cluster.get(1, "plain", Consistency::One)), ["new"]);
-    let delete = Request::Delete { key: b"deleted".to_vec(), context: None, write: Consistency::One };
-    assert!(matches!(cluster.call(1, delete), Reply::Written { .. }));
-    assert!(matches!(cluster.get(1, "deleted", Consistency::One), Reply::NotFound { .. }));
+    assert!(is_written(&cluster.call(1, delete("deleted", Replaces::Held, Consistency::One))));
+    assert!(not_found(&cluster.get(1, "deleted", Consistency::One)));
     assert_eq!(cluster.nodes[0].stats().corrupt_records_replaced, 3);
 }
 
@@ -577,7 +576,7 @@ fn a_primary_with_a_damaged_copy_hands_the_write_to_one_with_a_readable_copy() {
     cluster.disks[0].corrupt_at(&table, 24, 2).unwrap();
     // Node 1 cannot issue a version from its copy; another primary does,
     // so the write replaces the old value everywhere, without a sibling.
-    assert!(matches!(cluster.put(1, "k", "new", Some(seen), Consistency::All), Reply::Written { .. }));
+    assert!(is_written(&cluster.put(1, "k", "new", Some(seen), Consistency::All)));
     assert!(cluster.nodes[0].stats().forwarded >= 1);
     for via in 1..=3 {
         assert_eq!(values(&cluster.get(via, "k", Consistency::All)), ["new"]);
@@ -591,7 +590,7 @@ fn a_node_reads_each_of_its_ranges_with_one_scan() {
     let mut cluster = Cluster::new(4, 2);
     let keys: Vec<String> = (0..120).map(|i| format!("key-{i}")).collect();
     for key in &keys {
-        assert!(matches!(cluster.put(1, key, key, None, Consistency::All), Reply::Written { .. }));
+        assert!(matches!(cluster.put(1, key, key, None, Consistency::All), Reply::Write(Ok(_))));
     }
     let limit = crate::node::ScanLimit { records_max: usize::MAX, bytes_max: u64::MAX };
     for node in &mut cluster.nodes {
@@ -614,4 +613,135 @@ fn a_node_reads_each_of_its_ranges_with_one_scan() {
         found.sort();
         assert_eq!(found.iter().collect::<Vec<_>>(), expected, "node {id}");
     }
+}
+
+fn replaced(reply: &Reply) -> Replaced {
+    match reply {
+        Reply::Write(Ok(written)) => written.replaced.clone(),
+        other => panic!("expected a write, got {other:?}"),
+    }
+}
+
+fn texts(values: &[&str]) -> Replaced {
+    Replaced::Values(values.iter().map(|value| value.as_bytes().to_vec()).collect())
+}
+
+#[test]
+fn a_delete_that_reads_first_deletes_what_the_read_saw() {
+    let mut cluster = Cluster::new(3, 3);
+    // Two blind writes through two primaries: siblings.
+    cluster.put(1, "k", "a", Some(Context::default()), Consistency::All);
+    cluster.put(2, "k", "b", Some(Context::default()), Consistency::All);
+    let read = cluster.get(3, "k", Consistency::All);
+    let deleted = cluster.call(3, delete("k", Replaces::Read, Consistency::All));
+    assert_eq!(replaced(&deleted), texts(&["a", "b"]), "every sibling the read saw");
+    assert!(not_found(&cluster.get(1, "k", Consistency::All)));
+    // Its context covers what the read saw plus the tombstone.
+    let mut seen = CausalContext::from_bytes(&context(&read).0).unwrap();
+    let after = CausalContext::from_bytes(&context(&deleted).0).unwrap();
+    assert!(after.includes(&seen) && after != seen);
+    seen.join(&after);
+    assert_eq!(seen, after);
+}
+
+#[test]
+fn a_delete_that_finds_nothing_live_writes_nothing() {
+    let mut cluster = Cluster::new(3, 3);
+    let deleted = cluster.call(1, delete("absent", Replaces::Read, Consistency::Quorum));
+    assert_eq!(replaced(&deleted), texts(&[]));
+    assert!(context(&deleted).0.iter().skip(1).all(|&byte| byte == 0), "the empty context");
+    for node in &mut cluster.nodes {
+        assert_eq!(node.local_object(b"absent").unwrap(), None, "no tombstone on {}", node.id());
+    }
+}
+
+#[test]
+fn a_put_that_reads_first_returns_what_it_replaced() {
+    let mut cluster = Cluster::new(3, 3);
+    let set = |value: &str| {
+        Request::Put(Put {
+            key: b"k".to_vec(),
+            value: value.into(),
+            replaces: Replaces::Read,
+            write: Consistency::Quorum,
+        })
+    };
+    assert_eq!(replaced(&cluster.call(2, set("first"))), texts(&[]), "nothing before it");
+    assert_eq!(replaced(&cluster.call(1, set("second"))), texts(&["first"]));
+    cluster.put(3, "k", "beside", Some(Context::default()), Consistency::All);
+    assert_eq!(replaced(&cluster.call(1, set("third"))), texts(&["second", "beside"]));
+    assert_eq!(values(&cluster.get(2, "k", Consistency::All)), ["third"]);
+    // Without reading first, nothing is said of what was replaced.
+    assert_eq!(replaced(&cluster.put(1, "k", "plain", None, Consistency::All)), Replaced::NotRead);
+}
+
+#[test]
+fn a_write_that_reads_first_fails_as_its_read_did_and_writes_nothing() {
+    let mut cluster = Cluster::new(3, 3);
+    cluster.isolated.insert(NodeId(3));
+    cluster.advance(Duration::from_secs(3));
+    let reply = cluster.call(1, delete("k", Replaces::Read, Consistency::All));
+    assert_eq!(reply, Reply::Write(Err(ClientError::Unavailable { needed: 3, reachable: 2 })));
+    let bad = Request::Put(Put {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        replaces: Replaces::Read,
+        write: Consistency::Replicas(4),
+    });
+    assert!(matches!(cluster.call(1, bad), Reply::Write(Err(ClientError::BadConsistency { .. }))));
+    assert_eq!(cluster.nodes[0].local_object(b"k").unwrap(), None);
+    assert!(cluster.nodes.iter().all(|node| node.replaced.is_empty()), "nothing waits for a write");
+}
+
+#[test]
+fn a_write_that_reads_first_replaces_a_key_no_copy_of_which_reads() {
+    let mut cluster = damaged_single_replica(&["deleted", "set"]);
+    let deleted = cluster.call(1, delete("deleted", Replaces::Read, Consistency::One));
+    assert_eq!(replaced(&deleted), Replaced::Unreadable);
+    assert!(not_found(&cluster.get(1, "deleted", Consistency::One)));
+    let set = Request::Put(Put {
+        key: b"set".to_vec(),
+        value: b"new".to_vec(),
+        replaces: Replaces::Read,
+        write: Consistency::One,
+    });
+    assert_eq!(replaced(&cluster.call(1, set)), Replaced::Unreadable);
+    assert_eq!(values(&cluster.get(1, "set", Consistency::One)), ["new"]);
+}
+
+/// A record as bytes, laid out as `Record` is but holding an object that
+/// was never checked.
+#[derive(serde::Serialize)]
+struct RawRecord {
+    siblings: Vec<crate::version::Sibling>,
+    context: CausalContext,
+    local_epoch: Option<u64>,
+}
+
+#[test]
+fn a_stored_record_whose_object_breaks_its_invariants_is_a_corrupt_copy() {
+    let mut cluster = Cluster::new(1, 1);
+    assert!(is_written(&cluster.put(1, "k", "needle", None, Consistency::One)));
+    let engine = cluster.nodes[0].store.engine_mut();
+    let pairs = engine.scan(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, 16).unwrap();
+    let found = pairs.iter().find(|(_, value)| value.windows(6).any(|window| window == b"needle")).unwrap();
+    let stored = cluster.nodes[0].local_object(b"k").unwrap().unwrap();
+    // The same siblings, in reverse dot order: well-typed bytes, no object.
+    let mut siblings = stored.siblings().to_vec();
+    let mut other = siblings[0].clone();
+    other.dot.counter += 1;
+    siblings.insert(0, other);
+    let mut context = stored.context().clone();
+    context.insert(siblings[0].dot);
+    let raw = RawRecord { siblings, context, local_epoch: Some(1) };
+    // The record's own format byte, then the record.
+    let bytes = postcard::to_extend(&raw, vec![found.1[0]]).unwrap();
+    let key = found.0.clone();
+    cluster.nodes[0].store.engine_mut().put(&key, &bytes).unwrap();
+    let error = cluster.nodes[0].local_object(b"k").unwrap_err();
+    assert!(matches!(error, StoreError::Malformed(_)), "{error:?}");
+    assert_eq!(cluster.get(1, "k", Consistency::One), Reply::Read(Err(ClientError::Damaged { failed: 1 })));
+    // A write needs no old value and replaces the copy.
+    assert!(is_written(&cluster.put(1, "k", "new", None, Consistency::One)));
+    assert_eq!(values(&cluster.get(1, "k", Consistency::One)), ["new"]);
 }

@@ -6,13 +6,13 @@ use super::durability::Deferred;
 use super::store::{Record, StoreError};
 use super::{Node, Pending};
 use crate::NodeId;
-use crate::client::{ClientError, Consistency, Context, Reply, Request};
-use crate::lsm::WriteError;
-use crate::message::{Message, ReplicaError, Tag};
+use crate::client::{ClientError, RequestId};
+use crate::lsm::{Lsn, WriteError};
+use crate::message::{Message, ReplicaError, Tag, Write};
 use crate::quorum::Tally;
-use crate::request::{Origin, PutRequest};
-use crate::ring::{self, PlacedKey};
-use crate::version::{Actor, CausalContext, Value};
+use crate::request::{Origin, PutRequest, WriteResult};
+use crate::ring::PlacedKey;
+use crate::version::{Actor, CausalContext, OBJECT_SIBLINGS_MAX, Object, Value};
 
 /// Why a primary did not coordinate a write.
 enum Refusal {
@@ -22,7 +22,7 @@ enum Refusal {
     /// write comes back to be forwarded.
     LocalCopyUnreadable {
         reason: String,
-        write: Write,
+        write: Box<Write>,
     },
 }
 
@@ -43,65 +43,41 @@ enum Unreadable {
     Replace,
 }
 
+/// A version a coordinator issued and logged.
+struct Issued {
+    key: Vec<u8>,
+    object: Object,
+    /// What the write replaced plus its own dot: the client's new context.
+    reply_context: CausalContext,
+    lsn: Lsn,
+}
+
 /// A copy must fail this many reads in a row before a write replaces it:
 /// a read corrupted in flight does not repeat, and replacing a copy that
 /// is in fact intact would drop the versions it holds.
 const REPLACE_READS_MAX: usize = 4;
 
-/// A put or delete, once its fields are pulled out of the request.
-struct Write {
-    key: Vec<u8>,
-    /// The key's ring position, computed once for placement and storage.
-    position: u64,
-    value: Value,
-    context: Option<Context>,
-    consistency: Consistency,
-}
-
-impl Write {
-    fn from_request(request: Request) -> Option<Write> {
-        let (key, value, context, consistency) = match request {
-            Request::Put { key, value, context, write } => (key, Value::Live(value), context, write),
-            Request::Delete { key, context, write } => (key, Value::Tombstone, context, write),
-            Request::Get { .. } => return None,
-        };
-        Some(Write { position: ring::position(&key), key, value, context, consistency })
-    }
-
-    fn placed(&self) -> PlacedKey<'_> {
-        PlacedKey::known(&self.key, self.position)
-    }
-
-    fn into_request(self) -> Request {
-        let Write { key, value, context, consistency: write, .. } = self;
-        match value {
-            Value::Live(value) => Request::Put { key, value, context, write },
-            Value::Tombstone => Request::Delete { key, context, write },
-        }
-    }
-}
-
 impl Node {
-    /// A put or delete arrived from a client or a forwarding peer. Only a
-    /// primary replica coordinates writes: it holds the key's history, so
-    /// the dots it issues are unique.
-    pub(super) fn start_write(&mut self, origin: Origin, request: Request) {
-        self.start_forwarded_write(origin, request, Unreadable::Refuse);
+    /// A put or delete arrived from a client (its context parsed, its read
+    /// done if it asked for one) or a forwarding peer. Only a primary
+    /// replica coordinates writes: it holds the key's history, so the dots
+    /// it issues are unique.
+    pub(super) fn start_write(&mut self, origin: Origin, write: Write) {
+        self.start_forwarded_write(origin, write, Unreadable::Refuse);
     }
 
-    fn start_forwarded_write(&mut self, origin: Origin, request: Request, unreadable: Unreadable) {
-        let Some(write) = Write::from_request(request) else { return };
+    fn start_forwarded_write(&mut self, origin: Origin, write: Write, unreadable: Unreadable) {
         match write.value {
             Value::Live(_) => self.stats.puts += 1,
             Value::Tombstone => self.stats.deletes += 1,
         }
-        let primaries = self.ring.range_at(write.position).preference.to_vec();
+        let primaries = self.ring.preference_list(&write.key).to_vec();
         if !primaries.contains(&self.id) {
             match origin {
-                Origin::Client(client) => self.forward(client, write.into_request(), &primaries),
+                Origin::Client(client) => self.forward(client, write, &primaries),
                 // The forwarder's ring disagrees with ours; never forward twice.
                 Origin::Forwarded { .. } => {
-                    self.answer(origin, Reply::Failed(ClientError::Unavailable { needed: 1, reachable: 0 }));
+                    self.answer(origin, Err(ClientError::Unavailable { needed: 1, reachable: 0 }));
                 }
             }
             return;
@@ -128,16 +104,16 @@ impl Node {
                     let others: Vec<NodeId> =
                         primaries.iter().copied().filter(|&node| node != self.id).collect();
                     if self.forward_target(&others).is_some() {
-                        self.forward(client, write.into_request(), &others);
+                        self.forward(client, *write, &others);
                     } else {
-                        self.coordinate_or_forward(origin, write, primaries, Unreadable::Replace);
+                        self.coordinate_or_forward(origin, *write, primaries, Unreadable::Replace);
                     }
                 }
                 Origin::Forwarded { .. } => {
-                    self.answer(origin, Reply::Failed(ClientError::CoordinatorCopyUnreadable { reason }));
+                    self.answer(origin, Err(ClientError::CoordinatorCopyUnreadable { reason }));
                 }
             },
-            Err(Refusal::Client(error)) => self.answer(origin, Reply::Failed(error)),
+            Err(Refusal::Client(error)) => self.answer(origin, Err(error)),
         }
     }
 
@@ -152,13 +128,13 @@ impl Node {
 
     /// Hands a write to the first reachable node of `candidates`; the ones
     /// after it are kept, to try next if its copy of the key is unreadable.
-    fn forward(&mut self, client: crate::client::RequestId, request: Request, candidates: &[NodeId]) {
+    fn forward(&mut self, client: RequestId, write: Write, candidates: &[NodeId]) {
         let Some((at, target, target_boot)) = self.forward_target(candidates) else {
             self.stats.unavailable += 1;
-            let reply = Reply::Failed(ClientError::Unavailable { needed: 1, reachable: 0 });
-            self.reply(client, reply);
+            self.reply_write(client, Err(ClientError::Unavailable { needed: 1, reachable: 0 }));
             return;
         };
+        invariant!(self, target != self.id && self.ring.preference_list(&write.key).contains(&target));
         self.stats.forwarded += 1;
         let tag = self.next_tag();
         // Outlive the coordinator's own deadline, so its answer (even a
@@ -167,9 +143,9 @@ impl Node {
         let untried = candidates.get(at + 1..).unwrap_or_default().to_vec();
         // The last primary that can be tried must not refuse over its copy.
         let replace_unreadable = self.forward_target(&untried).is_none();
-        let fallback = (!replace_unreadable).then(|| (request.clone(), untried));
+        let fallback = (!replace_unreadable).then(|| (write.clone(), untried));
         self.track(tag, Pending::Forward { client, deadline, fallback });
-        self.send(target, Message::Forward { tag, target_boot, request, replace_unreadable });
+        self.send(target, Message::Forward { tag, target_boot, write, replace_unreadable });
     }
 
     pub(super) fn on_forward(
@@ -177,14 +153,14 @@ impl Node {
         from: NodeId,
         tag: Tag,
         target_boot: u64,
-        request: Request,
+        write: Write,
         replace_unreadable: bool,
     ) {
         if target_boot != self.boot {
             // Meant for an earlier life of this node, which may have
             // coordinated it already: refusing is safe, nothing is written.
-            let reply = Reply::Failed(ClientError::Unavailable { needed: 1, reachable: 0 });
-            self.send(from, Message::ForwardReply { tag, reply });
+            let result = Err(ClientError::Unavailable { needed: 1, reachable: 0 });
+            self.send(from, Message::ForwardReply { tag, result });
             return;
         }
         let window = self.config.request_timeout * 4;
@@ -195,28 +171,34 @@ impl Node {
                     what: "forwarded requests remembered".into(),
                     limit: self.config.requests_max.into(),
                 }),
-                Admission::New => self.admit(&request),
+                Admission::New => {
+                    let value = match &write.value {
+                        Value::Live(value) => Some(value.len()),
+                        Value::Tombstone => None,
+                    };
+                    self.admit(&write.key, value)
+                }
             };
         if let Err(error) = admitted {
             self.stats.rejected += 1;
-            self.send(from, Message::ForwardReply { tag, reply: Reply::Failed(error) });
+            self.send(from, Message::ForwardReply { tag, result: Err(error) });
             return;
         }
         let unreadable = if replace_unreadable { Unreadable::Replace } else { Unreadable::Refuse };
-        self.start_forwarded_write(Origin::Forwarded { from, tag }, request, unreadable);
+        self.start_forwarded_write(Origin::Forwarded { from, tag }, write, unreadable);
     }
 
-    pub(super) fn on_forward_reply(&mut self, tag: Tag, reply: Reply) {
+    pub(super) fn on_forward_reply(&mut self, tag: Tag, result: WriteResult) {
         if !matches!(self.pending.get(&tag), Some(Pending::Forward { .. })) {
             return;
         }
         let Some(Pending::Forward { client, fallback, .. }) = self.untrack(tag) else { return };
-        match (reply, fallback) {
+        match (result, fallback) {
             // That primary refused before issuing a dot: another may coordinate.
-            (Reply::Failed(ClientError::CoordinatorCopyUnreadable { .. }), Some((request, untried))) => {
-                self.forward(client, request, &untried);
+            (Err(ClientError::CoordinatorCopyUnreadable { .. }), Some((write, untried))) => {
+                self.forward(client, write, &untried);
             }
-            (reply, _) => self.reply(client, reply),
+            (result, _) => self.reply_write(client, result),
         }
     }
 
@@ -228,6 +210,7 @@ impl Node {
         primaries: Vec<NodeId>,
         unreadable: Unreadable,
     ) -> Result<(), Refusal> {
+        invariant!(self, primaries.contains(&self.id), "only a primary coordinates a write");
         let needed = write.consistency.required(count(primaries.len()))?;
         let asked = self.up_primaries(&primaries);
         let reachable = count(asked.len());
@@ -241,52 +224,19 @@ impl Node {
             )
             .into());
         }
-        let seen = match &write.context {
-            Some(context) => CausalContext::from_bytes(&context.0)
-                .map_err(|error| ClientError::BadContext { reason: error.to_string() })?,
-            None => CausalContext::new(),
-        };
-        let stored = match (self.store.read(write.placed()), unreadable) {
-            (Ok(stored), _) => stored,
-            (Err(error), Unreadable::Refuse) => {
-                return Err(Refusal::LocalCopyUnreadable { reason: error.to_string(), write });
-            }
-            (Err(_), Unreadable::Replace) => self.read_or_replace(write.placed()),
-        };
-        let mut record = stored.unwrap_or(Record { object: Default::default(), local_epoch: None });
-        let epoch = match record.local_epoch {
-            Some(epoch) => epoch,
-            None => self.store.allocate_epoch().map_err(|error| storage_failed(&error.to_string()))?,
-        };
-        // Without a context, the write replaces what this replica holds.
-        let seen = if write.context.is_some() { seen } else { record.object.context().clone() };
-        let actor = Actor { node: self.id, incarnation: self.store.incarnation(), epoch };
-        let Some(dot) = record.object.write(actor, &seen, write.value, self.now.wall_ms) else {
-            return Err(ClientError::BadContext { reason: "context counter at its maximum".into() }.into());
-        };
-        let siblings = record.object.siblings().len();
-        if siblings > self.config.siblings_max as usize {
-            let max = self.config.siblings_max.into();
-            return Err(ClientError::SiblingsTooMany { count: siblings as u64, max }.into());
-        }
-        record.local_epoch = Some(epoch);
-        let lsn =
-            self.store.write(PlacedKey::known(&write.key, write.position), &record).map_err(write_failed)?;
-        let mut reply_context = seen;
-        reply_context.insert(dot);
+        let Issued { key, object, reply_context, lsn } = self.issue_version(write, unreadable)?;
         if primaries == [self.id] && self.sync_interval().is_some() {
             // The only replica, and acknowledgements wait for no sync: the
             // write is complete once the burst's write-out hands it to the
             // kernel, with no request to track.
-            let reply = Reply::Written { context: Context(reply_context.to_bytes()) };
-            self.when_durable(Some(lsn), Deferred::Answer { origin, reply });
+            self.when_durable(Some(lsn), Deferred::Answer { origin, context: reply_context });
             return Ok(());
         }
         let tag = self.next_tag();
         let request = PutRequest {
             origin,
-            key: write.key,
-            object: record.object,
+            key,
+            object,
             reply_context,
             tally: Tally::new(asked, usize::from(needed)),
             replied: false,
@@ -295,6 +245,51 @@ impl Node {
         self.track(tag, Pending::Put(request));
         self.when_durable(Some(lsn), Deferred::LocalWrite { tag });
         Ok(())
+    }
+
+    /// Issues the write's version from this node's record of the key and
+    /// appends the record to the log (not yet durable).
+    fn issue_version(&mut self, write: Write, unreadable: Unreadable) -> Result<Issued, Refusal> {
+        let position = PlacedKey::new(&write.key).position();
+        let stored = match (self.store.read(PlacedKey::known(&write.key, position)), unreadable) {
+            (Ok(stored), _) => stored,
+            (Err(error), Unreadable::Refuse) => {
+                return Err(Refusal::LocalCopyUnreadable {
+                    reason: error.to_string(),
+                    write: Box::new(write),
+                });
+            }
+            (Err(_), Unreadable::Replace) => self.read_or_replace(PlacedKey::known(&write.key, position)),
+        };
+        let mut record = stored.unwrap_or(Record { object: Object::new(), local_epoch: None });
+        let epoch = match record.local_epoch {
+            Some(epoch) => epoch,
+            None => self.store.allocate_epoch().map_err(|error| storage_failed(&error.to_string()))?,
+        };
+        let Write { key, value, seen, .. } = write;
+        // Without a context, the write replaces what this replica holds.
+        let seen = seen.unwrap_or_else(|| record.object.context().clone());
+        let actor = Actor { node: self.id, incarnation: self.store.incarnation(), epoch };
+        let Some(dot) = record.object.write(actor, &seen, value, self.now.wall_ms) else {
+            return Err(ClientError::BadContext { reason: "context counter at its maximum".into() }.into());
+        };
+        // The dot is new: above every dot of its actor the record or the
+        // context had seen, and the one sibling that carries it.
+        invariant!(self, dot.actor == actor && dot.counter > seen.max_counter(actor));
+        invariant!(self, record.object.context().max_counter(actor) == dot.counter);
+        invariant!(self, record.object.siblings().iter().filter(|sibling| sibling.dot == dot).count() == 1);
+        invariant!(self, record.object.invariants().is_ok(), "{:?}", record.object.invariants());
+        let siblings = record.object.siblings().len();
+        if siblings > self.config.siblings_max as usize {
+            let max = self.config.siblings_max.into();
+            return Err(ClientError::SiblingsTooMany { count: siblings as u64, max }.into());
+        }
+        record.local_epoch = Some(epoch);
+        let lsn = self.store.write(PlacedKey::known(&key, position), &record).map_err(write_failed)?;
+        let mut reply_context = seen;
+        reply_context.insert(dot);
+        invariant!(self, record.object.context().includes(&reply_context));
+        Ok(Issued { key, object: record.object, reply_context, lsn })
     }
 
     /// A copy that failed to read, read again until it reads or fails
@@ -317,6 +312,9 @@ impl Node {
         let reply = request.record(self.id, true);
         let others: Vec<NodeId> =
             request.tally.asked().iter().copied().filter(|&node| node != self.id).collect();
+        // What replicas receive holds the version the client is told about;
+        // `on_replicate` checks the other half once it has merged it.
+        invariant!(self, request.object.context().includes(&request.reply_context));
         if !others.is_empty() {
             let (key, object) = (request.key.clone(), request.object.clone());
             for node in others {
@@ -340,23 +338,18 @@ impl Node {
 
     /// Answers a put once its outcome is decided and forgets it then: the
     /// acknowledgements of slower replicas would change nothing.
-    fn conclude_put(&mut self, tag: Tag, reply: Option<Reply>) {
+    fn conclude_put(&mut self, tag: Tag, result: Option<WriteResult>) {
         let Some(Pending::Put(request)) = self.pending.get(&tag) else { return };
         let origin = request.origin;
-        if let Some(reply) = reply {
-            self.answer(origin, reply);
+        if let Some(result) = result {
+            invariant!(self, result.is_err() || request.tally.succeeded().len() >= request.tally.needed());
+            self.answer(origin, result);
             self.untrack(tag);
         }
     }
 
     /// A coordinator asks this replica to store its version of `key`.
-    pub(super) fn on_replicate(
-        &mut self,
-        from: NodeId,
-        tag: Tag,
-        key: Vec<u8>,
-        object: crate::version::Object,
-    ) {
+    pub(super) fn on_replicate(&mut self, from: NodeId, tag: Tag, key: Vec<u8>, object: Object) {
         self.stats.replica_writes += 1;
         match self.merge_local(PlacedKey::new(&key), &object) {
             Ok(()) => {
@@ -368,24 +361,22 @@ impl Node {
     }
 
     /// Read repair from a coordinator: merge, answer nobody.
-    pub(super) fn on_repair(&mut self, key: Vec<u8>, object: crate::version::Object) {
+    pub(super) fn on_repair(&mut self, key: Vec<u8>, object: Object) {
         // A failure here only leaves this replica behind; the next read or
         // anti-entropy round repairs it again.
         let _ = self.merge_local(PlacedKey::new(&key), &object);
     }
 
     /// Merges `object` into the local record of `key`, writing only if
-    /// something changed.
-    pub(super) fn merge_local(
-        &mut self,
-        key: PlacedKey<'_>,
-        object: &crate::version::Object,
-    ) -> Result<(), ReplicaError> {
+    /// something changed. A merge that would hold more siblings than any
+    /// object may is refused and changes nothing, so every record stored
+    /// decodes again.
+    pub(super) fn merge_local(&mut self, key: PlacedKey<'_>, object: &Object) -> Result<(), ReplicaError> {
         if self.store.engine().is_poisoned() {
             return Err(ReplicaError::StorageFailed);
         }
         let mut record = match self.store.read(key) {
-            Ok(stored) => stored.unwrap_or(Record { object: Default::default(), local_epoch: None }),
+            Ok(stored) => stored.unwrap_or(Record { object: Object::new(), local_epoch: None }),
             // The local copy cannot be read: replace it with what arrived. Its
             // history is gone, so this node starts a fresh epoch for the key
             // the next time it coordinates a write.
@@ -402,8 +393,14 @@ impl Node {
             }
         };
         if record.object.merge(object) {
+            if record.object.siblings().len() > OBJECT_SIBLINGS_MAX {
+                return Err(ReplicaError::SiblingsTooMany);
+            }
             self.store.write(key, &record).map_err(|_| ReplicaError::StorageFailed)?;
         }
+        // What was sent is now held, whatever this replica held before.
+        invariant!(self, record.object.context().includes(object.context()));
+        invariant!(self, record.object.invariants().is_ok(), "{:?}", record.object.invariants());
         Ok(())
     }
 }

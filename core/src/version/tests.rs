@@ -345,3 +345,48 @@ fn joining_a_vector_at_the_largest_counter_keeps_the_normal_form() {
     assert!(object.write(actor(2), &held, live("v"), 0).is_some());
     assert_eq!(object.invariants(), Ok(()));
 }
+
+fn sibling_at(node: u64, counter: u64) -> Sibling {
+    Sibling { dot: dot(node, counter), timestamp_ms: 0, value: live("x") }
+}
+
+/// `Object`'s layout with no check, as bytes from a buggy peer or a bad disk.
+#[derive(serde::Serialize)]
+struct RawObject {
+    siblings: Vec<Sibling>,
+    context: CausalContext,
+}
+
+#[test]
+fn objects_are_parsed_not_trusted() {
+    let mut context = CausalContext::new();
+    for counter in 1..=3 {
+        context.insert(dot(1, counter));
+        context.insert(dot(2, counter));
+    }
+    let parse = |siblings: Vec<Sibling>| {
+        let bytes =
+            postcard::to_allocvec(&RawObject { siblings: siblings.clone(), context: context.clone() });
+        let decoded = postcard::from_bytes::<Object>(&bytes.unwrap());
+        let checked = Object::from_parts(siblings, context.clone());
+        assert_eq!(decoded.is_ok(), checked.is_ok(), "decoding and from_parts agree");
+        checked
+    };
+    let good = parse(vec![sibling_at(1, 2), sibling_at(2, 1)]).unwrap();
+    assert_eq!(good.invariants(), Ok(()));
+    assert_eq!(
+        parse(vec![sibling_at(2, 1), sibling_at(1, 2)]),
+        Err(ObjectError::Unsorted { later: dot(2, 1), earlier: dot(1, 2) })
+    );
+    assert_eq!(parse(vec![sibling_at(1, 2), sibling_at(1, 2)]), Err(ObjectError::DuplicateDot(dot(1, 2))));
+    assert_eq!(parse(vec![sibling_at(1, 4)]), Err(ObjectError::Uncovered(dot(1, 4))));
+    assert_eq!(parse(vec![sibling_at(3, 1)]), Err(ObjectError::Uncovered(dot(3, 1))));
+    assert_eq!(parse(vec![sibling_at(1, 0)]), Err(ObjectError::ZeroCounter(dot(1, 0))));
+    let many: Vec<Sibling> = (1..=OBJECT_SIBLINGS_MAX as u64 + 1).map(|n| sibling_at(1, n)).collect();
+    let count = many.len() as u64;
+    let max = OBJECT_SIBLINGS_MAX as u64;
+    assert_eq!(
+        Object::from_parts(many, CausalContext::new()),
+        Err(ObjectError::SiblingsTooMany { count, max })
+    );
+}

@@ -18,14 +18,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::client::{ClientError, Reply, RequestId};
+use keel_core::client::{ClientError, Read, Reply, Request, RequestId, Written};
 use keel_core::disk::{Disk, DiskError};
 use keel_core::lsm::SyncRequest;
 use keel_core::lsm::job::{Job, JobDone};
 use keel_core::node::{self, Event, Input, Node, Output};
 use keel_core::{NodeId, Now};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use self::clock::Clock;
@@ -33,7 +33,7 @@ pub use self::clock::random_seed;
 pub use self::status::NodeIntrospect;
 use crate::disk::FileDisk;
 use crate::metrics::Metrics;
-use crate::service::{Call, Handle};
+use crate::service::{Answer, Call, Handle};
 use crate::transport::{Inbound, Transport, TransportConfig};
 
 /// Everything needed to run one node.
@@ -147,7 +147,8 @@ pub async fn start(config: DriverConfig, shutdown: CancellationToken) -> Result<
         jobs_done,
         jobs_sender,
         metrics: handle.metrics().clone(),
-        waiting: HashMap::new(),
+        reads: HashMap::new(),
+        writes: HashMap::new(),
         request_next: 0,
         introspect: introspect.clone(),
         cluster: config.cluster,
@@ -172,10 +173,13 @@ struct Driver {
     jobs_done: mpsc::UnboundedReceiver<JobDone>,
     jobs_sender: mpsc::UnboundedSender<JobDone>,
     metrics: Arc<Metrics>,
-    /// Callers waiting for the reply to each request handed to the node.
-    /// A hash map: one insert and one removal per request, cheaper than a
-    /// tree's; the rare sweep for lost replies visits them all.
-    waiting: HashMap<RequestId, Waiting>,
+    /// Callers waiting for the answer to each request handed to the node,
+    /// gets apart from puts and deletes: each kind of reply goes to the
+    /// callers of its kind. Hash maps: one insert and one removal per
+    /// request, cheaper than a tree's; the rare sweep for lost replies
+    /// visits them all.
+    reads: HashMap<RequestId, Waiting<Read>>,
+    writes: HashMap<RequestId, Waiting<Written>>,
     request_next: u64,
     introspect: NodeIntrospect,
     cluster: String,
@@ -197,14 +201,12 @@ impl Driver {
         tokio::pin!(cancelled);
         loop {
             if let Some(deadline) = stopping {
-                if self.node.is_quiescent() && self.waiting.is_empty() {
+                let waiting = self.reads.len() + self.writes.len();
+                if self.node.is_quiescent() && waiting == 0 {
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(
-                        waiting = self.waiting.len(),
-                        "shutdown grace ran out with requests in flight"
-                    );
+                    tracing::warn!(waiting, "shutdown grace ran out with requests in flight");
                     break;
                 }
             }
@@ -281,13 +283,27 @@ impl Driver {
 
     fn on_call(&mut self, call: Call, now: Now, stopping: bool) {
         if stopping {
-            let _ = call.reply.send(Reply::Failed(ClientError::ShuttingDown));
+            call.refuse(ClientError::ShuttingDown);
             return;
         }
         self.request_next += 1;
         let id = RequestId(self.request_next);
-        self.waiting.insert(id, Waiting { since: now.mono, reply: call.reply });
-        self.node.handle_input(now, Input::Client { id, request: call.request });
+        let since = now.mono;
+        let request = match call {
+            Call::Get { request, reply } => {
+                self.reads.insert(id, Waiting { since, reply });
+                Request::Get(request)
+            }
+            Call::Put { request, reply } => {
+                self.writes.insert(id, Waiting { since, reply });
+                Request::Put(request)
+            }
+            Call::Delete { request, reply } => {
+                self.writes.insert(id, Waiting { since, reply });
+                Request::Delete(request)
+            }
+        };
+        self.node.handle_input(now, Input::Client { id, request });
     }
 
     /// A safety net under the node's own deadlines: a caller the node has
@@ -295,21 +311,8 @@ impl Driver {
     /// can never hold a client connection forever.
     fn give_up_on_lost_replies(&mut self) {
         let now = self.clock.now().mono;
-        let waited =
-            |caller: &Waiting| Duration::from_nanos(now.as_nanos().saturating_sub(caller.since.as_nanos()));
-        let lost: Vec<RequestId> = self
-            .waiting
-            .iter()
-            .filter(|(_, caller)| waited(caller) >= REPLY_WAIT_MAX)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in lost {
-            let Some(caller) = self.waiting.remove(&id) else { continue };
-            let waited = waited(&caller);
-            tracing::error!(request = id.0, ?waited, "the node never answered a request");
-            let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
-            let _ = caller.reply.send(Reply::Failed(ClientError::ReplyLost { waited_ms }));
-        }
+        give_up_on(&mut self.reads, now);
+        give_up_on(&mut self.writes, now);
     }
 
     /// Carries out everything the node asked for.
@@ -317,10 +320,15 @@ impl Driver {
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Send { to, message } => self.transport.send(to, &message),
-                Output::Reply { id, reply } => {
-                    if let Some(caller) = self.waiting.remove(&id) {
-                        // A caller that gave up no longer listens; nothing to do.
-                        let _ = caller.reply.send(reply);
+                // A caller that gave up no longer listens; nothing to do.
+                Output::Reply { id, reply: Reply::Read(result) } => {
+                    if let Some(caller) = self.reads.remove(&id) {
+                        let _ = caller.reply.send(result);
+                    }
+                }
+                Output::Reply { id, reply: Reply::Write(result) } => {
+                    if let Some(caller) = self.writes.remove(&id) {
+                        let _ = caller.reply.send(result);
                     }
                 }
                 Output::Sync(request) => self.sync(request),
@@ -347,6 +355,9 @@ impl Driver {
                 let elapsed_ms = elapsed.as_millis();
                 tracing::warn!(file = %request.file, elapsed_ms, "slow disk: an fsync took over a second");
             }
+            // Let go of the data directory before the node hears of it: a
+            // driver that stops as soon as it does must leave it unlocked.
+            drop(disk);
             let _ = done.send((request, result));
         });
     }
@@ -360,6 +371,7 @@ impl Driver {
             let started = std::time::Instant::now();
             let (kind, bytes) = (job.kind(), job.bytes());
             let result = job.run(&disk);
+            drop(disk);
             let elapsed_ms = started.elapsed().as_millis();
             tracing::debug!(?kind, bytes, elapsed_ms, "storage job done");
             let _ = done.send(result);
@@ -373,8 +385,11 @@ impl Driver {
     async fn finish(mut self) {
         // These reached the node and may have been written: indeterminate.
         let waited_ms = u64::try_from(self.shutdown_grace.as_millis()).unwrap_or(u64::MAX);
-        for (_, caller) in std::mem::take(&mut self.waiting) {
-            let _ = caller.reply.send(Reply::Failed(ClientError::ReplyLost { waited_ms }));
+        for (_, caller) in std::mem::take(&mut self.reads) {
+            let _ = caller.reply.send(Err(ClientError::ReplyLost { waited_ms }));
+        }
+        for (_, caller) in std::mem::take(&mut self.writes) {
+            let _ = caller.reply.send(Err(ClientError::ReplyLost { waited_ms }));
         }
         self.refresh_status();
         self.transport_stop.cancel();
@@ -384,10 +399,26 @@ impl Driver {
     }
 }
 
-/// A caller waiting for the node's reply.
-struct Waiting {
+/// A caller waiting for the node's answer, a `T` or why it failed.
+struct Waiting<T> {
     since: keel_core::Instant,
-    reply: oneshot::Sender<Reply>,
+    reply: Answer<T>,
+}
+
+/// Tells every caller of `waiting` that has waited `REPLY_WAIT_MAX` that its
+/// reply was lost.
+fn give_up_on<T>(waiting: &mut HashMap<RequestId, Waiting<T>>, now: keel_core::Instant) {
+    let waited =
+        |caller: &Waiting<T>| Duration::from_nanos(now.as_nanos().saturating_sub(caller.since.as_nanos()));
+    let lost: Vec<RequestId> =
+        waiting.iter().filter(|(_, caller)| waited(caller) >= REPLY_WAIT_MAX).map(|(&id, _)| id).collect();
+    for id in lost {
+        let Some(caller) = waiting.remove(&id) else { continue };
+        let waited = waited(&caller);
+        tracing::error!(request = id.0, ?waited, "the node never answered a request");
+        let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+        let _ = caller.reply.send(Err(ClientError::ReplyLost { waited_ms }));
+    }
 }
 
 /// How long a caller may wait for the node's reply before it is told the

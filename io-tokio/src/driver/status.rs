@@ -186,7 +186,7 @@ fn write_node_metrics(stats: &NodeStats, out: &mut String) {
 
 fn write_transport_metrics(stats: &TransportStats, out: &mut String) {
     type Field = fn(&crate::transport::PeerStats) -> u64;
-    let per_peer: [(&str, &str, &str, Field); 6] = [
+    let per_peer: [(&str, &str, &str, Field); 7] = [
         ("keel_peer_connected", "gauge", "1 while the outbound connection to a peer is up.", |peer| {
             u64::from(peer.connected)
         }),
@@ -203,6 +203,12 @@ fn write_transport_metrics(stats: &TransportStats, out: &mut String) {
         ("keel_peer_dropped_total", "counter", "Messages to a peer dropped unsent.", |peer| {
             peer.dropped_queue_full + peer.dropped_too_large + peer.dropped_unsent
         }),
+        (
+            "keel_peer_messages_rejected_total",
+            "counter",
+            "Frames from a peer dropped because they held no valid message.",
+            |peer| peer.messages_rejected,
+        ),
     ];
     for (name, kind, help, field) in per_peer {
         let _ = writeln!(out, "# HELP {name} {help}");

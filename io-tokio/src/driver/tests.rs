@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 
-use keel_core::client::{Consistency, Context, Request};
+use keel_core::client::{Consistency, Context, Delete, Get, Put, Read, Replaced, Replaces, Written};
 use keel_core::ring::Member;
 
 use super::*;
@@ -72,49 +72,51 @@ impl Cluster {
         self.nodes[index].as_ref().expect("running").0.handle.clone()
     }
 
-    async fn call(&self, index: usize, request: Request) -> Reply {
-        self.handle(index).call(request).await
+    async fn put(&self, index: usize, request: Put) -> Result<Written, ClientError> {
+        self.handle(index).put(request).await
+    }
+
+    async fn get(&self, index: usize, request: Get) -> Result<Read, ClientError> {
+        self.handle(index).get(request).await
     }
 }
 
-fn put(key: &str, value: &str, context: Option<Context>, write: Consistency) -> Request {
-    Request::Put { key: key.into(), value: value.into(), context, write }
+fn put(key: &str, value: &str, context: Option<Context>, write: Consistency) -> Put {
+    let replaces = context.map_or(Replaces::Held, Replaces::Context);
+    Put { key: key.into(), value: value.into(), replaces, write }
 }
 
-fn get(key: &str, read: Consistency) -> Request {
-    Request::Get { key: key.into(), read }
+fn get(key: &str, read: Consistency) -> Get {
+    Get { key: key.into(), read }
 }
 
-fn values(reply: &Reply) -> Vec<String> {
-    match reply {
-        Reply::Found { values, .. } => {
-            values.iter().map(|value| String::from_utf8_lossy(value).into_owned()).collect()
-        }
-        Reply::NotFound { .. } => Vec::new(),
-        other => panic!("expected a read, got {other:?}"),
+fn values(read: &Result<Read, ClientError>) -> Vec<String> {
+    match read {
+        Ok(read) => read.values.iter().map(|value| String::from_utf8_lossy(value).into_owned()).collect(),
+        Err(error) => panic!("expected a read, got {error:?}"),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_replicates_and_survives_a_restart() {
     let mut cluster = Cluster::start(3, "three").await;
-    let written = cluster.call(0, put("k", "v1", None, Consistency::All)).await;
-    assert!(matches!(written, Reply::Written { .. }), "{written:?}");
-    assert_eq!(values(&cluster.call(2, get("k", Consistency::All)).await), ["v1"]);
+    let written = cluster.put(0, put("k", "v1", None, Consistency::All)).await;
+    assert!(written.is_ok(), "{written:?}");
+    assert_eq!(values(&cluster.get(2, get("k", Consistency::All)).await), ["v1"]);
 
     cluster.stop(1).await;
     // With one node down, quorum writes and reads still succeed.
-    let written = cluster.call(0, put("k", "v2", None, Consistency::Quorum)).await;
-    assert!(matches!(written, Reply::Written { .. }), "{written:?}");
-    assert_eq!(values(&cluster.call(2, get("k", Consistency::Quorum)).await), ["v2"]);
+    let written = cluster.put(0, put("k", "v2", None, Consistency::Quorum)).await;
+    assert!(written.is_ok(), "{written:?}");
+    assert_eq!(values(&cluster.get(2, get("k", Consistency::Quorum)).await), ["v2"]);
 
     cluster.restart(1).await;
     // The restarted node kept what it had on disk...
-    assert_eq!(values(&cluster.call(1, get("k", Consistency::One)).await).len(), 1);
+    assert_eq!(values(&cluster.get(1, get("k", Consistency::One)).await).len(), 1);
     // ...and a read at `all` brings every replica up to date.
     let mut latest = Vec::new();
     for _ in 0..50 {
-        latest = values(&cluster.call(1, get("k", Consistency::All)).await);
+        latest = values(&cluster.get(1, get("k", Consistency::All)).await);
         if latest == ["v2"] {
             break;
         }
@@ -129,13 +131,13 @@ async fn a_three_node_cluster_replicates_and_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_become_siblings_and_a_context_resolves_them() {
     let mut cluster = Cluster::start(1, "siblings").await;
-    cluster.call(0, put("k", "a", Some(Context::default()), Consistency::One)).await;
-    cluster.call(0, put("k", "b", Some(Context::default()), Consistency::One)).await;
-    let read = cluster.call(0, get("k", Consistency::One)).await;
+    cluster.put(0, put("k", "a", Some(Context::default()), Consistency::One)).await.expect("written");
+    cluster.put(0, put("k", "b", Some(Context::default()), Consistency::One)).await.expect("written");
+    let read = cluster.get(0, get("k", Consistency::One)).await;
     assert_eq!(values(&read), ["a", "b"]);
-    let Reply::Found { context, .. } = read else { unreachable!() };
-    cluster.call(0, put("k", "c", Some(context), Consistency::One)).await;
-    assert_eq!(values(&cluster.call(0, get("k", Consistency::One)).await), ["c"]);
+    let context = read.expect("read").context;
+    cluster.put(0, put("k", "c", Some(context), Consistency::One)).await.expect("written");
+    assert_eq!(values(&cluster.get(0, get("k", Consistency::One)).await), ["c"]);
     cluster.stop(0).await;
 }
 
@@ -145,10 +147,10 @@ async fn many_concurrent_writes_share_syncs_and_all_are_durable() {
     let handle = cluster.handle(0);
     let writes = (0..500).map(|i| {
         let handle = handle.clone();
-        tokio::spawn(async move { handle.call(put(&format!("k{i}"), "v", None, Consistency::One)).await })
+        tokio::spawn(async move { handle.put(put(&format!("k{i}"), "v", None, Consistency::One)).await })
     });
     for write in writes.collect::<Vec<_>>() {
-        assert!(matches!(write.await.expect("task"), Reply::Written { .. }));
+        assert!(write.await.expect("task").is_ok());
     }
     // Every sync is measured, and there were fewer syncs than writes.
     let metrics = handle.metrics().render();
@@ -162,7 +164,7 @@ async fn many_concurrent_writes_share_syncs_and_all_are_durable() {
     cluster.stop(0).await;
     cluster.restart(0).await;
     for i in (0..500).step_by(37) {
-        assert_eq!(values(&cluster.call(0, get(&format!("k{i}"), Consistency::One)).await), ["v"]);
+        assert_eq!(values(&cluster.get(0, get(&format!("k{i}"), Consistency::One)).await), ["v"]);
     }
     // The status refreshes twice a second; the estimate errs high only by
     // copies of the node's metadata record that a flush left behind.
@@ -184,5 +186,29 @@ async fn a_stopping_node_refuses_new_calls_and_a_stopped_one_says_so() {
     let mut cluster = Cluster::start(1, "stop").await;
     let handle = cluster.handle(0);
     cluster.stop(0).await;
-    assert_eq!(handle.call(get("k", Consistency::One)).await, Reply::Failed(ClientError::ShuttingDown));
+    assert_eq!(handle.get(get("k", Consistency::One)).await, Err(ClientError::ShuttingDown));
+}
+
+/// Deletes and `SET … GET` as the servers send them, through real nodes:
+/// the node reads first and replaces exactly what its read saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_read_first_replace_what_the_read_saw() {
+    let mut cluster = Cluster::start(3, "read-first").await;
+    let blind = |value| put("k", value, Some(Context::default()), Consistency::All);
+    cluster.put(0, blind("a")).await.expect("written");
+    cluster.put(1, blind("b")).await.expect("written");
+    let set =
+        Put { key: b"k".to_vec(), value: b"c".to_vec(), replaces: Replaces::Read, write: Consistency::All };
+    let written = cluster.put(2, set).await.expect("written");
+    assert_eq!(written.replaced, Replaced::Values(vec![b"a".to_vec(), b"b".to_vec()]));
+    assert_eq!(values(&cluster.get(0, get("k", Consistency::All)).await), ["c"]);
+    let delete = |key: &str| Delete { key: key.into(), replaces: Replaces::Read, write: Consistency::Quorum };
+    let deleted = cluster.handle(1).delete(delete("k")).await.expect("deleted");
+    assert_eq!(deleted.replaced, Replaced::Values(vec![b"c".to_vec()]));
+    assert!(!cluster.get(2, get("k", Consistency::All)).await.expect("read").is_found());
+    let absent = cluster.handle(0).delete(delete("absent")).await.expect("nothing to delete");
+    assert_eq!(absent.replaced, Replaced::Values(Vec::new()));
+    for index in 0..3 {
+        cluster.stop(index).await;
+    }
 }

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use base64::Engine as _;
-use keel_core::client::{ClientError, Consistency, Reply, Request};
+use keel_core::client::{ClientError, Consistency, Get, Put, Read, Replaces, Written};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -99,11 +99,11 @@ pub(super) async fn get(
     let handle = &state.handle;
     let work = |key| {
         let handle = handle.clone();
-        async move { handle.call(Request::Get { key, read }).await }
+        async move { handle.get(Get { key, read }).await }
     };
     let replies = fan_out(keys, state.limits.fanout_max as usize, work, lost).await;
     let results =
-        batch.keys.into_iter().zip(replies).map(|(key, reply)| item_result(key, reply, encoding)).collect();
+        batch.keys.into_iter().zip(replies).map(|(key, reply)| item_read(key, reply, encoding)).collect();
     Ok(Json(Results { results }))
 }
 
@@ -119,31 +119,35 @@ pub(super) async fn put(
     for item in &batch.items {
         let key = decode(&item.key, encoding, "key")?;
         let value = decode(&item.value, encoding, "value")?;
-        let context = match item.context.as_deref() {
-            Some(text) => Some(decode_context(text.as_bytes()).map_err(ApiError::from)?),
-            None => None,
+        let replaces = match item.context.as_deref() {
+            Some(text) => Replaces::Context(decode_context(text.as_bytes()).map_err(ApiError::from)?),
+            None => Replaces::Held,
         };
-        requests.push(Request::Put { key, value, context, write });
+        requests.push(Put { key, value, replaces, write });
     }
     let handle = &state.handle;
     let work = |request| {
         let handle = handle.clone();
-        async move { handle.call(request).await }
+        async move { handle.put(request).await }
     };
     let replies = fan_out(requests, state.limits.fanout_max as usize, work, lost).await;
     let keys = batch.items.into_iter().map(|item| item.key);
-    let results = keys.zip(replies).map(|(key, reply)| item_result(key, reply, encoding)).collect();
+    let results = keys.zip(replies).map(|(key, reply)| item_written(key, reply)).collect();
     Ok(Json(Results { results }))
 }
 
-fn lost() -> Reply {
-    Reply::Failed(ClientError::ReplyLost { waited_ms: 0 })
+fn lost<T>() -> Result<T, ClientError> {
+    Err(ClientError::ReplyLost { waited_ms: 0 })
 }
 
-fn item_result(key: String, reply: Reply, encoding: Encoding) -> ItemResult {
+fn item_read(key: String, reply: Result<Read, ClientError>, encoding: Encoding) -> ItemResult {
     let mut result = ItemResult { key, status: "error", values: None, context: None, error: None };
     match reply {
-        Reply::Found { values, context } => {
+        Ok(Read { values, context }) if values.is_empty() => {
+            result.status = "not_found";
+            result.context = Some(encode_context(&context));
+        }
+        Ok(Read { values, context }) => {
             let encoded: Result<Vec<String>, ItemError> =
                 values.iter().map(|value| encode(value, encoding)).collect();
             match encoded {
@@ -155,19 +159,25 @@ fn item_result(key: String, reply: Reply, encoding: Encoding) -> ItemResult {
                 Err(error) => result.error = Some(error),
             }
         }
-        Reply::NotFound { context } => {
-            result.status = "not_found";
-            result.context = Some(encode_context(&context));
-        }
-        Reply::Written { context } => {
-            result.status = "written";
-            result.context = Some(encode_context(&context));
-        }
-        Reply::Failed(error) => {
-            result.error = Some(ItemError { code: error_code(&error), message: error.to_string() })
-        }
+        Err(error) => result.error = Some(item_error(&error)),
     }
     result
+}
+
+fn item_written(key: String, reply: Result<Written, ClientError>) -> ItemResult {
+    let mut result = ItemResult { key, status: "error", values: None, context: None, error: None };
+    match reply {
+        Ok(written) => {
+            result.status = "written";
+            result.context = Some(encode_context(&written.context));
+        }
+        Err(error) => result.error = Some(item_error(&error)),
+    }
+    result
+}
+
+fn item_error(error: &ClientError) -> ItemError {
+    ItemError { code: error_code(error), message: error.to_string() }
 }
 
 fn parse_body<T: DeserializeOwned>(

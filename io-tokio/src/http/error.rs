@@ -44,14 +44,6 @@ impl ApiError {
             ..ApiError::new(StatusCode::NOT_FOUND, "not_found", "key not found")
         }
     }
-
-    pub fn unexpected(what: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected_reply",
-            format!("the node answered {what}"),
-        )
-    }
 }
 
 /// The status for each node error. Unavailable and Overloaded are 503 (retry

@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use keel_core::client::{ClientError, Consistency, Context, Reply, Request};
+use keel_core::client::{Consistency, Context, Delete, Get, Put, Read, Replaces};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, CONTEXT_HEADER};
@@ -38,23 +38,24 @@ pub(super) struct Siblings {
 pub(super) async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let key = key_of(&uri)?;
     let read = consistency(&uri, Access::Read)?;
-    match state.handle.call(Request::Get { key, read }).await {
-        Reply::Found { mut values, context } if values.len() == 1 => {
+    let Read { mut values, context } = state.handle.get(Get { key, read }).await?;
+    match values.len() {
+        0 => Err(ApiError::not_found(context)),
+        1 => {
             let value = values.pop().unwrap_or_default();
             let headers = [(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))];
             Ok((StatusCode::OK, context_header(&context), headers, value).into_response())
         }
-        Reply::Found { values, context } => {
+        _ => {
             let siblings = values.iter().map(|value| base64_value(value)).collect();
             let body = Siblings { siblings, context: encode_context(&context) };
             Ok((StatusCode::MULTIPLE_CHOICES, context_header(&context), axum::Json(body)).into_response())
         }
-        Reply::NotFound { context } => Err(ApiError::not_found(context)),
-        Reply::Failed(error) => Err(error.into()),
-        Reply::Written { .. } => Err(ApiError::unexpected("a read with a write acknowledgement")),
     }
 }
 
+/// Without a context header, the value replaces what the coordinating
+/// replica holds, as a plain Redis `SET` does.
 pub(super) async fn put(
     State(state): State<AppState>,
     uri: Uri,
@@ -63,15 +64,14 @@ pub(super) async fn put(
 ) -> Result<Response, ApiError> {
     let key = key_of(&uri)?;
     let write = consistency(&uri, Access::Write)?;
-    let context = context_of(&headers)?;
+    let replaces = context_of(&headers)?.map_or(Replaces::Held, Replaces::Context);
     let value = body.map_err(|rejection| body_error(rejection, state.limits.value_bytes_max))?.to_vec();
-    written(state.handle.call(Request::Put { key, value, context, write }).await)
+    let written = state.handle.put(Put { key, value, replaces, write }).await?;
+    Ok((StatusCode::NO_CONTENT, context_header(&written.context)).into_response())
 }
 
 /// Without a context header, deletes what a read at the same consistency
-/// sees; deleting an absent key writes nothing. A key whose every copy is
-/// damaged has nothing readable: the delete goes without a context and the
-/// node replaces the damaged copies with it.
+/// sees (the node reads first); deleting an absent key writes nothing.
 pub(super) async fn delete(
     State(state): State<AppState>,
     uri: Uri,
@@ -79,29 +79,9 @@ pub(super) async fn delete(
 ) -> Result<Response, ApiError> {
     let key = key_of(&uri)?;
     let write = consistency(&uri, Access::Write)?;
-    let context = match context_of(&headers)? {
-        Some(context) => context,
-        None => match state.handle.call(Request::Get { key: key.clone(), read: write }).await {
-            Reply::Found { context, .. } => context,
-            Reply::NotFound { context } => {
-                return Ok((StatusCode::NO_CONTENT, context_header(&context)).into_response());
-            }
-            Reply::Failed(ClientError::Damaged { .. }) => {
-                return written(state.handle.call(Request::Delete { key, context: None, write }).await);
-            }
-            Reply::Failed(error) => return Err(error.into()),
-            Reply::Written { .. } => return Err(ApiError::unexpected("a read with a write acknowledgement")),
-        },
-    };
-    written(state.handle.call(Request::Delete { key, context: Some(context), write }).await)
-}
-
-fn written(reply: Reply) -> Result<Response, ApiError> {
-    match reply {
-        Reply::Written { context } => Ok((StatusCode::NO_CONTENT, context_header(&context)).into_response()),
-        Reply::Failed(error) => Err(error.into()),
-        Reply::Found { .. } | Reply::NotFound { .. } => Err(ApiError::unexpected("a write with a read")),
-    }
+    let replaces = context_of(&headers)?.map_or(Replaces::Read, Replaces::Context);
+    let written = state.handle.delete(Delete { key, replaces, write }).await?;
+    Ok((StatusCode::NO_CONTENT, context_header(&written.context)).into_response())
 }
 
 fn context_header(context: &Context) -> [(&'static str, HeaderValue); 1] {

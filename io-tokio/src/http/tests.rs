@@ -127,11 +127,11 @@ async fn siblings_come_back_as_multiple_choices() {
 async fn keys_are_percent_decoded_bytes() {
     let api = Api::new();
     assert_eq!(api.put("/v1/kv/a%2Fb%00%FF/c", b"v", None).await.status, 204);
-    let raw = api.backend.apply(keel_core::client::Request::Get {
+    let raw = api.backend.get(keel_core::client::Get {
         key: b"a/b\x00\xff/c".to_vec(),
         read: keel_core::client::Consistency::One,
     });
-    assert!(matches!(raw, keel_core::client::Reply::Found { .. }), "{raw:?}");
+    assert!(raw.as_ref().is_ok_and(|read| read.is_found()), "{raw:?}");
     assert_eq!(api.get("/v1/kv/a%2fb%00%ff/c").await.status, 200);
     assert_eq!(api.get("/v1/kv/bad%4").await.error_code(), "bad_key");
 }
@@ -395,4 +395,23 @@ async fn idle_connections_are_closed() {
         tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await.expect("closed in time");
     assert!(matches!(read, Ok(0) | Err(_)));
     shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_delete_without_a_context_deletes_every_sibling_a_read_sees() {
+    let api = Api::new();
+    api.put("/v1/kv/k", b"a", Some("")).await;
+    api.put("/v1/kv/k", b"b", Some("")).await;
+    assert_eq!(api.get("/v1/kv/k").await.status, 300);
+    let deleted = api.send(Method::DELETE, "/v1/kv/k", &[], Body::empty()).await;
+    assert_eq!(deleted.status, 204);
+    let missing = api.get("/v1/kv/k").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(deleted.context, missing.context, "the tombstone's context is what a read now sees");
+    // With a context, exactly what it covers: a value written after it stays.
+    let context = api.put("/v1/kv/k", b"c", None).await.context.expect("a context");
+    api.put("/v1/kv/k", b"d", Some("")).await;
+    let headers = [(CONTEXT_HEADER, context.as_str())];
+    assert_eq!(api.send(Method::DELETE, "/v1/kv/k", &headers, Body::empty()).await.status, 204);
+    assert_eq!(api.get("/v1/kv/k").await.body, b"d");
 }

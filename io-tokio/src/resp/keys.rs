@@ -1,11 +1,12 @@
 //! Commands on keys: Redis's string commands and keel's own.
 //!
 //! keel is leaderless and keeps concurrent writes as siblings, so Redis's
-//! "last SET wins" is built from keel's primitives: SET reads the key and
-//! writes with the context of that read, replacing every version the read
-//! saw; DEL does the same with a tombstone. A write concurrent with the read
-//! is kept as a sibling rather than lost. Reads of a key with siblings return
-//! the first sibling in the node's order; `KEEL.GET` returns them all.
+//! "last SET wins" is built from keel's primitives. A plain SET replaces what
+//! the coordinating replica holds; `SET … GET`, GETSET, DEL and GETDEL ask
+//! the node to read first and replace exactly what that read saw, and the
+//! node says what that was. A write concurrent with the read is kept as a
+//! sibling rather than lost. Reads of a key with siblings return the first
+//! sibling in the node's order; `KEEL.GET` returns them all.
 //!
 //! Multi-key commands send one request per distinct key. MGET answers each
 //! key on its own, a failed key as an error element of the array (Redis's
@@ -15,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_core::client::{ClientError, Consistency, Context, Reply, Request};
+use keel_core::client::{Consistency, Context, Delete, Get, Put, Read, Replaced, Replaces, Written};
 
 use super::Value;
 use super::command::{Shared, client_error, syntax_error};
@@ -24,91 +25,63 @@ use crate::service::{Handle, decode_context, encode_context, fan_out};
 /// GET, SET and DEL use the node's default consistency.
 const DEFAULT: Consistency = Consistency::Quorum;
 
-/// What a read found: the live values (siblings) and the causal context.
-struct Read {
-    values: Vec<Vec<u8>>,
-    context: Context,
-}
-
 async fn read(handle: &Handle, key: Vec<u8>, consistency: Consistency) -> Result<Read, Value> {
-    match handle.call(Request::Get { key, read: consistency }).await {
-        Reply::Failed(error) => Err(client_error(&error)),
-        reply => read_of(reply),
-    }
+    handle.get(Get { key, read: consistency }).await.map_err(|error| client_error(&error))
 }
 
-fn read_of(reply: Reply) -> Result<Read, Value> {
-    match reply {
-        Reply::Found { values, context } => Ok(Read { values, context }),
-        Reply::NotFound { context } => Ok(Read { values: Vec::new(), context }),
-        Reply::Failed(error) => Err(client_error(&error)),
-        Reply::Written { .. } => Err(Value::error("ERR the node answered a read with a write")),
-    }
+async fn put(handle: &Handle, request: Put) -> Result<Written, Value> {
+    handle.put(request).await.map_err(|error| client_error(&error))
 }
 
-async fn write(handle: &Handle, request: Request) -> Result<Context, Value> {
-    match handle.call(request).await {
-        Reply::Written { context } => Ok(context),
-        Reply::Failed(error) => Err(client_error(&error)),
-        Reply::Found { .. } | Reply::NotFound { .. } => {
-            Err(Value::error("ERR the node answered a write with a read"))
-        }
-    }
-}
-
-/// Writes `value` over what is stored. With `previous`, reads first, writes
-/// over exactly what that read saw, and returns the value it replaced.
+/// Writes `value` over what is stored. With `previous`, the node reads
+/// first, writes over exactly what that read saw, and the value it
+/// replaced (the first sibling) comes back.
 async fn overwrite(
     handle: Handle,
     key: Vec<u8>,
     value: Vec<u8>,
     previous: bool,
 ) -> Result<Option<Vec<u8>>, Value> {
-    if !previous {
-        // Without a context the write replaces whatever the coordinating
-        // replica holds: one round trip, no sibling for a plain SET.
-        write(&handle, Request::Put { key, value, context: None, write: DEFAULT }).await?;
-        return Ok(None);
-    }
-    let seen = read(&handle, key.clone(), DEFAULT).await?;
-    let context = Some(seen.context).filter(|context| !context.is_empty());
-    write(&handle, Request::Put { key, value, context, write: DEFAULT }).await?;
-    Ok(seen.values.into_iter().next())
+    // Without reading, the write replaces whatever the coordinating replica
+    // holds: one round trip, no sibling for a plain SET.
+    let replaces = if previous { Replaces::Read } else { Replaces::Held };
+    let written = put(&handle, Put { key, value, replaces, write: DEFAULT }).await?;
+    Ok(first_replaced(written.replaced))
 }
 
-/// Deletes what a read at `consistency` sees. The value deleted (the first
-/// sibling), and the context of the tombstone, or of the read when nothing
-/// was live and nothing was written.
-///
-/// A key whose every copy is damaged has nothing readable to delete by
-/// context: the delete goes without one, and the node replaces the damaged
-/// copies with the tombstone. It counts as deleted, with no value to return.
-async fn remove(
-    handle: Handle,
-    key: Vec<u8>,
-    consistency: Consistency,
-) -> Result<(Option<Removed>, Context), Value> {
-    let seen = match handle.call(Request::Get { key: key.clone(), read: consistency }).await {
-        Reply::Failed(ClientError::Damaged { .. }) => {
-            let context = write(&handle, Request::Delete { key, context: None, write: consistency }).await?;
-            return Ok((Some(Removed::Damaged), context));
-        }
-        reply => read_of(reply)?,
+/// The value a write replaced, as GETSET and GETDEL return it: the first
+/// sibling the node's read saw, none when it saw none or no copy read.
+fn first_replaced(replaced: Replaced) -> Option<Vec<u8>> {
+    match replaced {
+        Replaced::Values(values) => values.into_iter().next(),
+        Replaced::NotRead | Replaced::Unreadable => None,
+    }
+}
+
+/// Deletes what a read at `consistency` sees: what was deleted, and the
+/// context of the tombstone (or of the read, when nothing was live and
+/// nothing was written).
+async fn remove(handle: Handle, key: Vec<u8>, consistency: Consistency) -> Result<(Removed, Context), Value> {
+    let delete = Delete { key, replaces: Replaces::Read, write: consistency };
+    let written = handle.delete(delete).await.map_err(|error| client_error(&error))?;
+    let removed = match written.replaced {
+        Replaced::Values(values) if values.is_empty() => Removed::Nothing,
+        Replaced::Values(values) => Removed::Value(values.into_iter().next().unwrap_or_default()),
+        // Copies that no longer read were replaced by the tombstone: the
+        // key counts as deleted, with no value to return.
+        Replaced::NotRead | Replaced::Unreadable => Removed::Unknown,
     };
-    let Some(first) = seen.values.into_iter().next() else {
-        return Ok((None, seen.context));
-    };
-    let context =
-        write(&handle, Request::Delete { key, context: Some(seen.context), write: consistency }).await?;
-    Ok((Some(Removed::Value(first)), context))
+    Ok((removed, written.context))
 }
 
 /// What a delete removed.
 enum Removed {
+    /// The key held no live value; nothing was written.
+    Nothing,
     /// The first sibling of what the read saw.
     Value(Vec<u8>),
-    /// Copies that no longer read.
-    Damaged,
+    /// Something the node could not read.
+    Unknown,
 }
 
 fn lost<T>() -> Result<T, Value> {
@@ -221,8 +194,8 @@ pub(super) async fn getset(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
 pub(super) async fn getdel(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     let key = args.into_iter().nth(1).unwrap_or_default();
     match remove(shared.handle.clone(), key, DEFAULT).await {
-        Ok((Some(Removed::Value(value)), _)) => Value::Bulk(value),
-        Ok((Some(Removed::Damaged) | None, _)) => Value::Null,
+        Ok((Removed::Value(value), _)) => Value::Bulk(value),
+        Ok((Removed::Nothing | Removed::Unknown, _)) => Value::Null,
         Err(error) => error,
     }
 }
@@ -236,8 +209,8 @@ pub(super) async fn del(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     let mut deleted = 0;
     for result in results {
         match result {
-            Ok((Some(_), _)) => deleted += 1,
-            Ok((None, _)) => {}
+            Ok((Removed::Value(_) | Removed::Unknown, _)) => deleted += 1,
+            Ok((Removed::Nothing, _)) => {}
             Err(error) => return error,
         }
     }
@@ -311,9 +284,9 @@ pub(super) async fn keel_put(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
         Ok(options) => options,
         Err(error) => return error,
     };
-    let request = Request::Put { key, value, context: options.context, write: options.consistency };
-    match write(&shared.handle, request).await {
-        Ok(context) => Value::bulk(encode_context(&context)),
+    let replaces = options.context.map_or(Replaces::Held, Replaces::Context);
+    match put(&shared.handle, Put { key, value, replaces, write: options.consistency }).await {
+        Ok(written) => Value::bulk(encode_context(&written.context)),
         Err(error) => error,
     }
 }
@@ -329,8 +302,13 @@ pub(super) async fn keel_del(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     };
     let result = match options.context {
         Some(context) => {
-            write(&shared.handle, Request::Delete { key, context: Some(context), write: options.consistency })
+            let delete = Delete { key, replaces: Replaces::Context(context), write: options.consistency };
+            shared
+                .handle
+                .delete(delete)
                 .await
+                .map(|written| written.context)
+                .map_err(|error| client_error(&error))
         }
         None => remove(shared.handle.clone(), key, options.consistency).await.map(|(_, context)| context),
     };

@@ -60,6 +60,23 @@ async fn get_set_del_behave_like_redis() {
 }
 
 #[tokio::test]
+async fn writes_that_read_first_replace_every_sibling_and_return_the_first() {
+    let mut client = Client::new();
+    client.send("KEEL.PUT k a CONTEXT \"\"").await;
+    client.send("KEEL.PUT k b CONTEXT \"\"").await;
+    assert_eq!(client.send("SET k c GET").await, bulk("a"), "the first of the siblings it replaced");
+    let Value::Array(read) = client.send("KEEL.GET k").await else { panic!("not an array") };
+    assert_eq!(&read[1..], [bulk("c")], "both replaced");
+    client.send("KEEL.PUT k d CONTEXT \"\"").await;
+    assert_eq!(client.send("DEL k").await, Value::Integer(1), "a key with siblings is one key");
+    assert_eq!(client.send("EXISTS k").await, Value::Integer(0));
+    client.send("KEEL.PUT k e CONTEXT \"\"").await;
+    client.send("KEEL.PUT k f CONTEXT \"\"").await;
+    assert_eq!(client.send("GETDEL k").await, bulk("e"));
+    assert_eq!(client.send("GET k").await, Value::Null);
+}
+
+#[tokio::test]
 async fn binary_keys_and_values() {
     let mut client = Client::new();
     let key = vec![0, 255, b'\r', b'\n'];

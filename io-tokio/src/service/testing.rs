@@ -1,17 +1,19 @@
 //! An in-memory stand-in for the node driver, so servers can be tested (and
 //! tried with real clients) without a cluster.
 //!
-//! It keeps the semantics servers depend on: a write without a context
+//! It keeps the semantics servers depend on: a write replacing what is held
 //! replaces what is stored, a write with the empty context becomes a
 //! sibling, a write with the context of a read replaces what that read saw,
-//! deletes with a context remove what it covers, and the node's key rules
-//! (not empty, not over the limit) and value limit are enforced. Versions are a single counter per key, which is exact
-//! for one node and nothing more. It does not replicate or persist anything.
+//! a write that reads first replaces what is stored and says what that was
+//! (a delete that finds nothing live writes nothing), and the node's key
+//! rules (not empty, not over the limit) and value limit are enforced.
+//! Versions are a single counter per key, which is exact for one node and
+//! nothing more. It does not replicate or persist anything.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use keel_core::client::{ClientError, Context, Reply, Request};
+use keel_core::client::{ClientError, Context, Delete, Get, Put, Read, Replaced, Replaces, Written};
 use tokio::sync::mpsc;
 
 use super::{Call, Handle, Introspect, Member, MemberState, NodeStatus, Ownership, RingView, Token};
@@ -69,8 +71,12 @@ impl MemoryBackend {
 
     pub async fn serve(self, mut receiver: mpsc::Receiver<Call>) {
         while let Some(call) = receiver.recv().await {
-            let reply = self.apply(call.request);
-            let _ = call.reply.send(reply);
+            // A caller that gave up no longer listens; nothing to do.
+            let _ = match call {
+                Call::Get { request, reply } => reply.send(self.get(request)).map_err(drop),
+                Call::Put { request, reply } => reply.send(self.put(request)).map_err(drop),
+                Call::Delete { request, reply } => reply.send(self.delete(request)).map_err(drop),
+            };
         }
     }
 
@@ -94,45 +100,43 @@ impl MemoryBackend {
         self.lock().keys.values().filter(|entry| !entry.siblings.is_empty()).count() as u64
     }
 
-    pub fn apply(&self, request: Request) -> Reply {
-        let mut state = self.lock();
-        if let Some(failure) = state.failure.as_ref().or_else(|| state.key_failures.get(request.key())) {
-            return Reply::Failed(failure.clone());
-        }
-        if let Err(error) = state.check(&request) {
-            return Reply::Failed(error);
-        }
-        match request {
-            Request::Get { key, .. } => match state.keys.get(&key) {
-                Some(entry) if !entry.siblings.is_empty() => Reply::Found {
-                    values: entry.siblings.iter().map(|(_, value)| value.clone()).collect(),
-                    context: encode(entry.counter),
-                },
-                Some(entry) => Reply::NotFound { context: encode(entry.counter) },
-                None => Reply::NotFound { context: Context::default() },
+    pub fn get(&self, request: Get) -> Result<Read, ClientError> {
+        let state = self.lock();
+        state.check(&request.key, None)?;
+        Ok(match state.keys.get(&request.key) {
+            Some(entry) => Read {
+                values: entry.siblings.iter().map(|(_, value)| value.clone()).collect(),
+                context: encode(entry.counter),
             },
-            Request::Put { key, value, context, .. } => {
-                let entry = state.keys.entry(key).or_default();
-                let covered = match decode(context.as_ref(), entry.counter) {
-                    Ok(covered) => covered,
-                    Err(error) => return Reply::Failed(error),
-                };
-                entry.siblings.retain(|(version, _)| *version > covered);
-                entry.counter += 1;
-                entry.siblings.push((entry.counter, value));
-                Reply::Written { context: encode(entry.counter) }
-            }
-            Request::Delete { key, context, .. } => {
-                let entry = state.keys.entry(key).or_default();
-                let covered = match decode(context.as_ref(), entry.counter) {
-                    Ok(covered) => covered,
-                    Err(error) => return Reply::Failed(error),
-                };
-                entry.siblings.retain(|(version, _)| *version > covered);
-                entry.counter += 1;
-                Reply::Written { context: encode(entry.counter) }
-            }
+            None => Read { values: Vec::new(), context: Context::default() },
+        })
+    }
+
+    pub fn put(&self, request: Put) -> Result<Written, ClientError> {
+        let Put { key, value, replaces, .. } = request;
+        let mut state = self.lock();
+        state.check(&key, Some(&value))?;
+        let entry = state.keys.entry(key).or_default();
+        let (covered, replaced) = replaced_by(&replaces, entry)?;
+        entry.siblings.retain(|(version, _)| *version > covered);
+        entry.counter += 1;
+        entry.siblings.push((entry.counter, value));
+        Ok(Written { context: encode(entry.counter), replaced })
+    }
+
+    pub fn delete(&self, request: Delete) -> Result<Written, ClientError> {
+        let Delete { key, replaces, .. } = request;
+        let mut state = self.lock();
+        state.check(&key, None)?;
+        let entry = state.keys.entry(key).or_default();
+        let (covered, replaced) = replaced_by(&replaces, entry)?;
+        if replaced == Replaced::Values(Vec::new()) {
+            // Read first and nothing live: the node writes nothing.
+            return Ok(Written { context: encode(entry.counter), replaced });
         }
+        entry.siblings.retain(|(version, _)| *version > covered);
+        entry.counter += 1;
+        Ok(Written { context: encode(entry.counter), replaced })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -147,19 +151,21 @@ impl Default for MemoryBackend {
 }
 
 impl State {
-    fn check(&self, request: &Request) -> Result<(), ClientError> {
-        let key_len = request.key().len() as u64;
+    /// The failure set for `key`, or the node's limits.
+    fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), ClientError> {
+        if let Some(failure) = self.failure.as_ref().or_else(|| self.key_failures.get(key)) {
+            return Err(failure.clone());
+        }
+        let key_len = key.len() as u64;
         if key_len == 0 {
             return Err(ClientError::KeyEmpty { max: self.key_bytes_max });
         }
         if key_len > self.key_bytes_max {
             return Err(ClientError::KeyTooLarge { len: key_len, max: self.key_bytes_max });
         }
-        if let Request::Put { value, .. } = request {
-            let len = value.len() as u64;
-            if len > self.value_bytes_max {
-                return Err(ClientError::ValueTooLarge { len, max: self.value_bytes_max });
-            }
+        let len = value.map_or(0, |value| value.len() as u64);
+        if len > self.value_bytes_max {
+            return Err(ClientError::ValueTooLarge { len, max: self.value_bytes_max });
         }
         Ok(())
     }
@@ -169,17 +175,23 @@ fn encode(counter: u64) -> Context {
     Context(counter.to_be_bytes().to_vec())
 }
 
-/// What a write's context covers. Like the node: no context covers all
-/// that is stored (`stored`); an empty one covers nothing.
-fn decode(context: Option<&Context>, stored: u64) -> Result<u64, ClientError> {
-    let Some(context) = context else { return Ok(stored) };
-    if context.is_empty() {
-        return Ok(0);
-    }
+/// The highest version a write replacing `replaces` covers, and what it
+/// says it replaced. Like the node: what is held or read covers all that is
+/// stored; an empty context covers nothing.
+fn replaced_by(replaces: &Replaces, entry: &Entry) -> Result<(u64, Replaced), ClientError> {
+    let context = match replaces {
+        Replaces::Held => return Ok((entry.counter, Replaced::NotRead)),
+        Replaces::Read => {
+            let values = entry.siblings.iter().map(|(_, value)| value.clone()).collect();
+            return Ok((entry.counter, Replaced::Values(values)));
+        }
+        Replaces::Context(context) if context.is_empty() => return Ok((0, Replaced::NotRead)),
+        Replaces::Context(context) => context,
+    };
     let bytes: [u8; 8] = context.0.as_slice().try_into().map_err(|_| ClientError::BadContext {
         reason: format!("expected 8 bytes, got {}", context.0.len()),
     })?;
-    Ok(u64::from_be_bytes(bytes))
+    Ok((u64::from_be_bytes(bytes), Replaced::NotRead))
 }
 
 /// A fixed status and ring for tests and examples.
@@ -241,56 +253,64 @@ mod tests {
 
     use super::*;
 
-    fn put(key: &str, value: &str, context: Option<Context>) -> Request {
-        Request::Put { key: key.into(), value: value.into(), context, write: Consistency::Quorum }
+    fn put(key: &str, value: &str, replaces: Replaces) -> Put {
+        Put { key: key.into(), value: value.into(), replaces, write: Consistency::Quorum }
     }
 
-    fn get(key: &str) -> Request {
-        Request::Get { key: key.into(), read: Consistency::Quorum }
+    fn get(key: &str) -> Get {
+        Get { key: key.into(), read: Consistency::Quorum }
     }
 
     #[test]
     fn blind_writes_are_siblings_and_a_context_replaces_them() {
         let backend = MemoryBackend::new();
-        backend.apply(put("k", "a", Some(Context::default())));
-        backend.apply(put("k", "b", Some(Context::default())));
-        let Reply::Found { values, context } = backend.apply(get("k")) else { panic!("not found") };
+        backend.put(put("k", "a", Replaces::Context(Context::default()))).unwrap();
+        backend.put(put("k", "b", Replaces::Context(Context::default()))).unwrap();
+        let Read { values, context } = backend.get(get("k")).unwrap();
         assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec()]);
-        backend.apply(put("k", "c", Some(context)));
-        let Reply::Found { values, context } = backend.apply(get("k")) else { panic!("not found") };
+        backend.put(put("k", "c", Replaces::Context(context))).unwrap();
+        let Read { values, context } = backend.get(get("k")).unwrap();
         assert_eq!(values, vec![b"c".to_vec()]);
-        let deleted = backend.apply(Request::Delete {
-            key: "k".into(),
-            context: Some(context),
-            write: Consistency::One,
-        });
-        assert!(matches!(deleted, Reply::Written { .. }));
-        assert!(matches!(backend.apply(get("k")), Reply::NotFound { .. }));
+        let delete =
+            Delete { key: "k".into(), replaces: Replaces::Context(context), write: Consistency::One };
+        assert!(backend.delete(delete).is_ok());
+        assert!(!backend.get(get("k")).unwrap().is_found());
         assert_eq!(backend.live_keys(), 0);
+    }
+
+    #[test]
+    fn writes_that_read_first_say_what_they_replaced() {
+        let backend = MemoryBackend::new();
+        let first = backend.put(put("k", "a", Replaces::Read)).unwrap();
+        assert_eq!(first.replaced, Replaced::Values(Vec::new()));
+        let second = backend.put(put("k", "b", Replaces::Read)).unwrap();
+        assert_eq!(second.replaced, Replaced::Values(vec![b"a".to_vec()]));
+        let delete =
+            |key: &str| Delete { key: key.into(), replaces: Replaces::Read, write: Consistency::One };
+        assert_eq!(backend.delete(delete("k")).unwrap().replaced, Replaced::Values(vec![b"b".to_vec()]));
+        let absent = backend.delete(delete("absent")).unwrap();
+        assert_eq!((absent.replaced, absent.context), (Replaced::Values(Vec::new()), encode(0)));
     }
 
     #[test]
     fn limits_and_bad_contexts_are_errors() {
         let backend = MemoryBackend::with_limits(2, 3);
-        assert!(matches!(
-            backend.apply(get("abc")),
-            Reply::Failed(ClientError::KeyTooLarge { len: 3, max: 2 })
-        ));
-        let reply = backend.apply(put("k", "abcd", None));
-        assert!(matches!(reply, Reply::Failed(ClientError::ValueTooLarge { len: 4, max: 3 })));
-        let reply = backend.apply(put("k", "a", Some(Context(vec![1]))));
-        assert!(matches!(reply, Reply::Failed(ClientError::BadContext { .. })));
-        assert!(matches!(backend.apply(get("")), Reply::Failed(ClientError::KeyEmpty { max: 2 })));
+        assert_eq!(backend.get(get("abc")), Err(ClientError::KeyTooLarge { len: 3, max: 2 }));
+        let reply = backend.put(put("k", "abcd", Replaces::Held));
+        assert_eq!(reply, Err(ClientError::ValueTooLarge { len: 4, max: 3 }));
+        let reply = backend.put(put("k", "a", Replaces::Context(Context(vec![1]))));
+        assert!(matches!(reply, Err(ClientError::BadContext { .. })));
+        assert_eq!(backend.get(get("")), Err(ClientError::KeyEmpty { max: 2 }));
     }
 
     #[test]
     fn a_failing_key_fails_alone() {
         let backend = MemoryBackend::new();
-        backend.apply(put("a", "1", None));
+        backend.put(put("a", "1", Replaces::Held)).unwrap();
         backend.fail_key(b"a", Some(ClientError::Damaged { failed: 2 }));
-        assert_eq!(backend.apply(get("a")), Reply::Failed(ClientError::Damaged { failed: 2 }));
-        assert!(matches!(backend.apply(get("b")), Reply::NotFound { .. }));
+        assert_eq!(backend.get(get("a")), Err(ClientError::Damaged { failed: 2 }));
+        assert!(!backend.get(get("b")).unwrap().is_found());
         backend.fail_key(b"a", None);
-        assert!(matches!(backend.apply(get("a")), Reply::Found { .. }));
+        assert!(backend.get(get("a")).unwrap().is_found());
     }
 }

@@ -4,9 +4,13 @@
 //! after the handshake this node never writes to it. Frames are
 //! `keel_core::frame`s holding a postcard [`Message`], except the 8 zero
 //! bytes of an empty keepalive frame, which no message can be (a message
-//! encodes to at least one byte). A frame that is oversize, fails its
-//! checksum or does not decode closes the connection: the stream cannot be
-//! resynchronised, and the peer will reconnect.
+//! encodes to at least one byte). A frame that is oversize or fails its
+//! checksum closes the connection: its length cannot be trusted, so the
+//! stream cannot be resynchronised, and the peer will reconnect. A whole
+//! frame whose checksum holds but whose payload is no valid message (it
+//! does not decode, or breaks an invariant of what it carries) is dropped
+//! and counted, and the connection goes on at the next frame, whose start
+//! is known: see docs/TRANSPORT.md for why.
 
 use std::io;
 use std::net::SocketAddr;
@@ -124,7 +128,14 @@ async fn connection<S>(
     tracing::debug!(peer = %from, %remote, "accepted a peer connection");
     // It is up: if our own connection to it is waiting out a backoff, retry now.
     peer.redial.notify_one();
-    let reader = Reader { shared: &shared, peer: &peer, inbound: &inbound, stop: &stop, buffer: leftover };
+    let reader = Reader {
+        shared: &shared,
+        peer: &peer,
+        inbound: &inbound,
+        stop: &stop,
+        buffer: leftover,
+        rejected: 0,
+    };
     match reader.run(stream).await {
         Ok(()) => tracing::debug!(peer = %from, %remote, "peer connection closed"),
         Err(ReadError::Frame(error)) => {
@@ -148,6 +159,8 @@ struct Reader<'a> {
     /// plus one read: a frame's length is checked against the maximum as
     /// soon as its header is in.
     buffer: Vec<u8>,
+    /// Frames dropped on this connection for what they held.
+    rejected: u64,
 }
 
 impl Reader<'_> {
@@ -198,10 +211,17 @@ impl Reader<'_> {
                 consumed += HEADER_LEN;
                 continue;
             }
-            let Some((message, used)) = frame::decode::<Message>(rest, frame_bytes_max)? else {
+            let Some((payload, used)) = frame::take(rest, frame_bytes_max)? else {
                 break;
             };
             consumed += used;
+            let message = match frame::decode_payload::<Message>(payload) {
+                Ok(message) => message,
+                Err(error) => {
+                    self.reject(&error);
+                    continue;
+                }
+            };
             counters.messages_received.add(1);
             counters.bytes_received.add(used as u64);
             let inbound = Inbound { from: self.peer.id, message };
@@ -218,5 +238,18 @@ impl Reader<'_> {
         }
         self.buffer.drain(..consumed);
         Ok(going)
+    }
+
+    /// Counts a frame dropped for its payload. The first on a connection is
+    /// a warning; more would only repeat it, so they are debug messages.
+    fn reject(&mut self, error: &FrameError) {
+        self.peer.counters.messages_rejected.add(1);
+        self.rejected += 1;
+        let peer = self.peer.id;
+        if self.rejected == 1 {
+            tracing::warn!(%peer, %error, "dropped a frame from a peer: no valid message");
+        } else {
+            tracing::debug!(%peer, %error, rejected = self.rejected, "dropped a frame from a peer");
+        }
     }
 }

@@ -100,9 +100,14 @@ pub struct PeerStats {
     pub connect_failures: u64,
     /// Outbound handshakes that failed or that the peer refused.
     pub handshake_failures: u64,
-    /// Inbound connections from this peer closed for a corrupt, oversize or
-    /// undecodable frame.
+    /// Inbound connections from this peer closed for a frame whose length
+    /// or checksum cannot be trusted (oversize, or the checksum fails).
     pub decode_errors: u64,
+    /// Whole frames from this peer, their checksum sound, dropped because
+    /// their payload is no valid message: it does not decode, or what it
+    /// carries breaks an invariant (an object's siblings out of order, a
+    /// key too long…). The connection stays.
+    pub messages_rejected: u64,
     /// Empty frames sent to keep an idle connection known to be alive.
     pub keepalives_sent: u64,
 }
@@ -122,6 +127,7 @@ pub(super) struct PeerCounters {
     pub(super) connect_failures: Counter,
     pub(super) handshake_failures: Counter,
     pub(super) decode_errors: Counter,
+    pub(super) messages_rejected: Counter,
     pub(super) keepalives_sent: Counter,
 }
 
@@ -158,6 +164,7 @@ impl PeerCounters {
             connect_failures: self.connect_failures.get(),
             handshake_failures: self.handshake_failures.get(),
             decode_errors: self.decode_errors.get(),
+            messages_rejected: self.messages_rejected.get(),
             keepalives_sent: self.keepalives_sent.get(),
         }
     }

@@ -53,6 +53,13 @@ impl Build {
         self.op(key, action, Phase::Safety, (start, end), Outcome::Written)
     }
 
+    /// A delete that read first and was acknowledged, its read having seen `seen`.
+    pub fn delete_read_first(&mut self, key: u32, seen: &[OpId], start: u64, end: u64) -> OpId {
+        let action = Action::Delete { write: Consistency::Quorum, context: ContextSource::ReadFirst };
+        let replaced = Outcome::Replaced(seen.iter().map(|&value| ReadValue::Put(value)).collect());
+        self.op(key, action, Phase::Safety, (start, end), replaced)
+    }
+
     pub fn get_found(&mut self, key: u32, values: &[OpId], start: u64, end: u64) -> OpId {
         let values = values.iter().map(|&value| ReadValue::Put(value)).collect();
         let action = Action::Get { read: Consistency::Quorum };

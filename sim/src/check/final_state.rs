@@ -107,6 +107,25 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_that_read_first_excuses_only_what_its_read_saw() {
+        let mut b = Build::new();
+        let p0 = b.put(0, Empty, 0, 10);
+        let p1 = b.put(0, Empty, 0, 10);
+        let d2 = b.delete_read_first(0, &[p0], 20, 30);
+        b.final_read(0, &[p1], 100);
+        let causality = Causality::new(&b.history);
+        assert!(lost_writes(&b.history, &causality).is_empty(), "p0 was deleted");
+        assert!(resurrections(&b.history, &causality).is_empty());
+        b.final_read(0, &[p0], 200);
+        let causality = Causality::new(&b.history);
+        let lost = lost_writes(&b.history, &causality);
+        assert_eq!((lost.len(), lost[0].ops[0]), (1, p1), "its read did not see p1: {lost:?}");
+        let back = resurrections(&b.history, &causality);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].ops, vec![p0, d2, 4]);
+    }
+
+    #[test]
     fn a_replaced_value_must_not_come_back() {
         let mut b = Build::new();
         let p0 = b.put(0, Empty, 0, 10);

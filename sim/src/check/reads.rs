@@ -100,6 +100,23 @@ mod tests {
     }
 
     #[test]
+    fn what_a_write_read_first_is_checked_as_a_read() {
+        let mut b = Build::new();
+        let p0 = b.put(0, Empty, 0, 10);
+        let failed = b.put(0, Empty, 0, 10);
+        b.fail(failed);
+        let r2 = b.get_found(0, &[p0], 20, 30);
+        let p3 = b.put(0, Read(r2), 40, 50);
+        b.delete_read_first(0, &[p3], 60, 70);
+        let causality = Causality::new(&b.history);
+        assert!(garbage(&b.history).is_empty() && antichain(&b.history, &causality).is_empty());
+        let d5 = b.delete_read_first(0, &[failed, p0, p3], 60, 70);
+        let causality = Causality::new(&b.history);
+        assert_eq!(garbage(&b.history)[0].ops, vec![failed, d5]);
+        assert_eq!(antichain(&b.history, &causality)[0].ops, vec![p0, p3, d5]);
+    }
+
+    #[test]
     fn antichain_rejects_a_value_beside_its_replacement() {
         let mut b = Build::new();
         let p0 = b.put(0, Empty, 0, 10);

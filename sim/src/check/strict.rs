@@ -20,7 +20,8 @@ pub fn stale_reads(history: &History, causality: &Causality, replicas: u8) -> Ve
             let Action::Put { write, .. } = put.action else { continue };
             let overlaps = u16::from(needed(read)) + u16::from(needed(write)) > u16::from(replicas);
             let before = put.completed().is_some_and(|done| done < get.invoked());
-            if !(put.acknowledged() && before && overlaps) {
+            let intact = !history.copies_lost.contains(&put.id);
+            if !(put.acknowledged() && before && overlaps && intact) {
                 continue;
             }
             let seen = get.read_values().iter().any(|value| match value {
@@ -42,6 +43,17 @@ mod tests {
     use super::super::build::Build;
     use super::*;
     use crate::history::ContextSource::*;
+
+    #[test]
+    fn a_write_that_lost_a_copy_is_left_out() {
+        let mut b = Build::new();
+        let p0 = b.put(0, Empty, 0, 10);
+        b.get_not_found(0, 20, 30);
+        let causality = Causality::new(&b.history);
+        assert_eq!(stale_reads(&b.history, &causality, 3).len(), 1);
+        b.history.copies_lost.insert(p0);
+        assert!(stale_reads(&b.history, &causality, 3).is_empty());
+    }
 
     #[test]
     fn a_quorum_read_after_a_quorum_write_must_see_it() {

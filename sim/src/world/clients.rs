@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use keel_core::client::{Consistency, Context, Reply, Request, RequestId};
+use keel_core::client::{
+    ClientError, Consistency, Context, Delete, Get, Put, Replaced, Replaces, Reply, Request, RequestId,
+};
 
 use super::{Event, MS, World};
 use crate::history::{
@@ -63,7 +65,9 @@ impl World {
         let context = if self.workload.below(100) < u64::from(workload.context_percent) {
             self.clients[client].contexts.get(&key).map_or(ContextSource::Empty, |(source, _)| *source)
         } else if self.workload.below(100) < u64::from(workload.overwrite_percent) {
-            ContextSource::Overwrite
+            // No context: half replace what the primary holds (a plain
+            // SET), half what a read sees (SET … GET, DEL).
+            if self.workload.coin() { ContextSource::Overwrite } else { ContextSource::ReadFirst }
         } else {
             ContextSource::Empty
         };
@@ -136,24 +140,27 @@ impl World {
 
     fn request_for(&self, client: u32, op: OpId, key: u32, action: &Action) -> Request {
         let key_bytes = key_bytes(key);
-        let context = |source: ContextSource| match source {
-            ContextSource::Overwrite => None,
-            ContextSource::Empty => Some(Context::default()),
+        let replaces = |source: ContextSource| match source {
+            ContextSource::Overwrite => Replaces::Held,
+            ContextSource::ReadFirst => Replaces::Read,
+            ContextSource::Empty => Replaces::Context(Context::default()),
             ContextSource::Read(_) | ContextSource::Written(_) => {
                 let contexts = &self.clients.get(client as usize).map(|client| &client.contexts);
-                contexts.and_then(|contexts| contexts.get(&key)).map(|(_, context)| context.clone())
+                let context =
+                    contexts.and_then(|contexts| contexts.get(&key)).map(|(_, context)| context.clone());
+                context.map_or(Replaces::Held, Replaces::Context)
             }
         };
         match *action {
-            Action::Get { read } => Request::Get { key: key_bytes, read },
-            Action::Put { write, context: source, value_bytes } => Request::Put {
+            Action::Get { read } => Request::Get(Get { key: key_bytes, read }),
+            Action::Put { write, context: source, value_bytes } => Request::Put(Put {
                 key: key_bytes,
                 value: encode_value(key, op, value_bytes),
-                context: context(source),
+                replaces: replaces(source),
                 write,
-            },
+            }),
             Action::Delete { write, context: source } => {
-                Request::Delete { key: key_bytes, context: context(source), write }
+                Request::Delete(Delete { key: key_bytes, replaces: replaces(source), write })
             }
         }
     }
@@ -161,17 +168,28 @@ impl World {
     pub(super) fn on_reply(&mut self, host: usize, id: RequestId, reply: Reply) {
         let Some(op) = self.owners.remove(&(host, id)) else { return };
         let key = self.history.op(op).key;
+        let decode = |values: Vec<Vec<u8>>| values.iter().map(|bytes| decode_value(key, bytes)).collect();
+        let failed = |error: ClientError| {
+            if error.is_indeterminate() {
+                Outcome::Indeterminate(error.to_string())
+            } else {
+                Outcome::Failed(error)
+            }
+        };
         let (outcome, context) = match reply {
-            Reply::Found { values, context } => {
-                let values = values.iter().map(|bytes| decode_value(key, bytes)).collect();
-                (Outcome::Found(values), Some((ContextSource::Read(op), context)))
+            Reply::Read(Ok(read)) => {
+                let outcome =
+                    if read.is_found() { Outcome::Found(decode(read.values)) } else { Outcome::NotFound };
+                (outcome, Some((ContextSource::Read(op), read.context)))
             }
-            Reply::NotFound { context } => (Outcome::NotFound, Some((ContextSource::Read(op), context))),
-            Reply::Written { context } => (Outcome::Written, Some((ContextSource::Written(op), context))),
-            Reply::Failed(error) if error.is_indeterminate() => {
-                (Outcome::Indeterminate(error.to_string()), None)
+            Reply::Write(Ok(written)) => {
+                let outcome = match written.replaced {
+                    Replaced::Values(values) => Outcome::Replaced(decode(values)),
+                    Replaced::NotRead | Replaced::Unreadable => Outcome::Written,
+                };
+                (outcome, Some((ContextSource::Written(op), written.context)))
             }
-            Reply::Failed(error) => (Outcome::Failed(error), None),
+            Reply::Read(Err(error)) | Reply::Write(Err(error)) => (failed(error), None),
         };
         let client = self.history.op(op).client as usize;
         if let (Some(context), Some(state)) = (context, self.clients.get_mut(client)) {

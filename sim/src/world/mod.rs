@@ -293,26 +293,42 @@ pub fn run(config: SimConfig) -> RunResult {
 /// Runs `config` with an explicit fault schedule (used when shrinking).
 pub fn run_with(config: SimConfig, schedule: Vec<ScheduledFault>) -> RunResult {
     let mut world = World::new(config, schedule);
-    world.start();
-    while !world.done {
-        let Some(((at, _), event)) = world.queue.pop_first() else { break };
-        world.now = at;
-        world.stats.events += 1;
-        world.trace.record(&[at, event.code()]);
-        world.handle(event);
-        if world.stats.events > EVENTS_MAX {
-            world.violate(Property::Convergence, "the run did not finish within its event budget", vec![]);
-            break;
-        }
+    // A node's assertion that fails ends the run as a violation of its
+    // seed, with the history so far, rather than ending the whole sweep.
+    let played = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.play()));
+    if let Err(panic) = played {
+        let text =
+            panic.downcast_ref::<String>().map(String::as_str).or(panic.downcast_ref::<&str>().copied());
+        let message = format!("a node's assertion failed: {}", text.unwrap_or("(no message)"));
+        world.violate(Property::Invariant, message, vec![]);
     }
     world.finish()
 }
 
 impl World {
+    /// Handles events until the run is done or out of events.
+    fn play(&mut self) {
+        self.start();
+        while !self.done {
+            let Some(((at, _), event)) = self.queue.pop_first() else { break };
+            self.now = at;
+            self.stats.events += 1;
+            self.trace.record(&[at, event.code()]);
+            self.handle(event);
+            if self.stats.events > EVENTS_MAX {
+                self.violate(Property::Convergence, "the run did not finish within its event budget", vec![]);
+                break;
+            }
+        }
+    }
+
     fn new(config: SimConfig, schedule: Vec<ScheduledFault>) -> World {
         let seed = config.seed;
         let mut node_config = node::Config {
             members: (1..=config.nodes).map(|id| Member::new(NodeId(id))).collect(),
+            // Every assertion of the node, in every build: a failed one
+            // stops the run at the step that broke it.
+            check_invariants: true,
             ..node::Config::default()
         };
         node_config.ring.replicas = config.replicas;
@@ -652,10 +668,17 @@ impl World {
 
     /// Property 2's second half: one dot never names two values, anywhere.
     fn register_dots(&mut self, message: &Message) {
+        // Every kind named, so that a new message carrying versions cannot
+        // slip past this check unnoticed.
         let object = match message {
             Message::Replicate { object, .. } | Message::Repair { object, .. } => object,
             Message::ReadReply { result: Ok(Some(object)), .. } => object,
-            _ => return,
+            Message::ReadReply { result: Ok(None) | Err(_), .. }
+            | Message::Heartbeat { .. }
+            | Message::Forward { .. }
+            | Message::ForwardReply { .. }
+            | Message::ReplicateAck { .. }
+            | Message::Read { .. } => return,
         };
         for sibling in object.siblings() {
             let hash = model::value_hash(&sibling.value);
@@ -827,7 +850,11 @@ impl World {
         self.excuse_lost_acknowledgements();
         let setting = Setting { replicas: self.config.replicas, strict: self.config.strict_checked() };
         let mut violations = self.violations;
-        violations.extend(check::check(&self.history, setting));
+        // A run a broken invariant stopped did not finish: its history,
+        // cut short, would only add violations of its own.
+        if !violations.iter().any(|violation| violation.property == Property::Invariant) {
+            violations.extend(check::check(&self.history, setting));
+        }
         violations.sort_by_key(|violation| violation.property);
         let phase_ops = self.history.ops.iter().filter(|op| op.phase == Phase::Safety);
         self.stats.ops = phase_ops.count() as u64;

@@ -283,6 +283,9 @@ impl World {
             nodes.extend(self.config.bad_disk().map(NodeId));
             nodes.sort();
             nodes.dedup();
+            if !nodes.is_empty() && nodes.len() < usize::from(needed) {
+                self.history.copies_lost.insert(op.id);
+            }
             if nodes.len() >= usize::from(needed) {
                 self.stats.writes_excused += 1;
                 op.outcome = Outcome::Indeterminate(format!(

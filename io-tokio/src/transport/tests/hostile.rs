@@ -6,6 +6,7 @@ use tokio::net::TcpStream;
 
 use super::*;
 use crate::transport::backoff::SplitMix64;
+use keel_core::frame::FrameError;
 
 /// An address nothing listens on.
 async fn nowhere() -> SocketAddr {
@@ -125,6 +126,54 @@ async fn a_corrupt_or_oversize_frame_closes_the_connection_and_is_counted() {
     eventually("the oversize frame is counted", || node.peer(2).decode_errors == 2).await;
     eventually("no inbound connection is left", || !node.peer(2).inbound_connected).await;
     assert_eq!(node.peer(2).messages_received, 1);
+    node.stop().await;
+}
+
+/// A `Replicate` frame whose checksum holds but whose object has its two
+/// siblings in reverse dot order: the two siblings' bytes, swapped.
+fn replicate_with_unsorted_siblings() -> Vec<u8> {
+    use keel_core::version::{Actor, CausalContext, Object, Value};
+    let actor = Actor { node: NodeId(2), incarnation: 7, epoch: 1 };
+    let mut object = Object::new();
+    object.write(actor, &CausalContext::new(), Value::Live(b"AAAA".to_vec()), 5);
+    object.write(actor, &CausalContext::new(), Value::Live(b"BBBB".to_vec()), 5);
+    let message = Message::Replicate { tag: Tag { boot: 1, seq: 1 }, key: b"k".to_vec(), object };
+    let mut frame = Vec::new();
+    message.encode(&mut frame).expect("encode");
+    let find = |needle: &[u8]| frame.windows(4).position(|window| window == needle).expect("a value");
+    // Equal dots but for the counter, equal timestamps and value lengths:
+    // each sibling ends with its value, and both are as long as the gap.
+    let (first_end, second_end) = (find(b"AAAA") + 4, find(b"BBBB") + 4);
+    let len = second_end - first_end;
+    let first: Vec<u8> = frame[first_end - len..first_end].to_vec();
+    frame.copy_within(second_end - len..second_end, first_end - len);
+    frame[second_end - len..second_end].copy_from_slice(&first);
+    let checksum = crc32c::crc32c(&frame[8..]);
+    frame[4..8].copy_from_slice(&checksum.to_le_bytes());
+    frame
+}
+
+#[tokio::test]
+async fn a_frame_holding_no_valid_message_is_dropped_and_counted_and_the_connection_stays() {
+    let mut node = lone(|config| config).await;
+    let mut stream = as_node_two(node.transport.local_addr()).await;
+    let bad = replicate_with_unsorted_siblings();
+    assert!(matches!(Message::decode(&bad), Err(FrameError::Malformed(_))), "a sound frame, no message");
+    let mut wire = Vec::new();
+    heartbeat(1).encode(&mut wire).expect("encode");
+    wire.extend_from_slice(&bad);
+    heartbeat(2).encode(&mut wire).expect("encode");
+    stream.write_all(&wire).await.expect("write");
+    assert_eq!(boots(&node.receive(2).await, 2), [1, 2], "the frames around it are delivered");
+    eventually("the frame is counted", || node.peer(2).messages_rejected == 1).await;
+    let peer = node.peer(2);
+    assert_eq!((peer.decode_errors, peer.messages_received), (0, 2));
+    assert!(peer.inbound_connected, "the connection stays");
+    // And it goes on carrying messages.
+    let mut more = Vec::new();
+    heartbeat(3).encode(&mut more).expect("encode");
+    stream.write_all(&more).await.expect("write");
+    assert_eq!(boots(&node.receive(1).await, 2), [3]);
     node.stop().await;
 }
 
