@@ -547,9 +547,18 @@ impl Node {
     }
 
     fn release_durable(&mut self) {
-        self.store.prune_synced();
-        for action in self.barrier.release(self.shown_lsn()) {
-            self.run_deferred(action);
+        // An action run here can move the durable point on (a write that
+        // fills the memtable syncs the log it leaves): repeat until nothing
+        // more is due, so nothing waits for a sync it no longer needs.
+        loop {
+            self.store.prune_synced();
+            let due = self.barrier.release(self.shown_lsn());
+            if due.is_empty() {
+                break;
+            }
+            for action in due {
+                self.run_deferred(action);
+            }
         }
     }
 
