@@ -19,7 +19,7 @@ use std::time::{Duration, Instant as Clock};
 
 use common::mix;
 use keel_core::client::{Consistency, Get, Put, Replaces, Reply, Request, RequestId};
-use keel_core::disk::{Disk, MemDisk};
+use keel_core::disk::MemDisk;
 use keel_core::lsm::SyncPolicy;
 use keel_core::node::{Config, Input, Node, Output};
 use keel_core::ring::Member;
@@ -76,7 +76,7 @@ impl Bench {
                     self.answered += 1;
                 }
                 Output::Sync(request) => {
-                    let result = self.disk.sync(&request.file);
+                    let result = request.run(&self.disk);
                     self.node.handle_input(now(self.now), Input::Synced { request, result });
                 }
                 Output::Job(job) => {

@@ -27,6 +27,19 @@ pub struct Engine {
     pub(super) wal: WalWriter,
     /// Old WAL files kept only because a sync on them is in flight.
     pub(super) wal_retired: Vec<String>,
+    /// The WAL file the log rotated away from, while its last records
+    /// (up to the Lsn) are not yet synced. Until they are, nothing is
+    /// written to the new file, so what survives a crash is always a prefix
+    /// of the log; the next sync is this file's.
+    pub(super) wal_unsynced: Option<(String, Lsn)>,
+    /// A WAL file was created since the directory's last sync.
+    pub(super) dir_unsynced: bool,
+    /// The next WAL file, created, zeroed and synced ahead of need by a
+    /// job (under `always`, where the log is preallocated), so that
+    /// rotating the log writes and syncs nothing on the owner's loop.
+    pub(super) wal_spare: Option<SpareLog>,
+    /// The job preparing it.
+    pub(super) preparing: Option<(super::job::JobId, SpareLog)>,
     pub(super) last_lsn: Lsn,
     /// The newest write handed to the disk (appended to the WAL or flushed).
     pub(super) appended_lsn: Lsn,
@@ -52,6 +65,32 @@ pub struct Engine {
     /// Files no manifest names any more, for the next removal job.
     pub(super) obsolete: Vec<String>,
     pub(super) removing: Option<super::job::JobId>,
+    /// Manifest changes made in memory and stored on disk, counted.
+    pub(super) manifest_version: u64,
+    pub(super) manifest_stored: u64,
+    /// The manifest store in flight, and the version it stores.
+    pub(super) storing: Option<(super::job::JobId, u64)>,
+    /// What waits for a version of the manifest to be stored.
+    pub(super) after_store: Vec<AfterStore>,
+}
+
+/// A WAL file made ready before the log rotates to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SpareLog {
+    pub seq: u64,
+    /// Its length: the header and zeros.
+    pub bytes: u64,
+}
+
+/// Something that may happen only once the manifest naming its change is
+/// stored: before, a crash recovers the tree as it was.
+#[derive(Debug)]
+pub(super) enum AfterStore {
+    /// A flush of every write up to `lsn` into tables, whose WAL files
+    /// numbered below `wal_first` may then go.
+    Flushed { version: u64, lsn: Lsn, wal_first: u64 },
+    /// A compaction's inputs may be removed.
+    Compacted { version: u64, inputs: Vec<String> },
 }
 
 /// How far past its flush size the memtable may grow while the previous one
@@ -68,8 +107,6 @@ pub(super) struct Frozen {
     pub memtable: Arc<Memtable>,
     /// Its newest record.
     pub last_lsn: Lsn,
-    /// The WAL file that holds its newest records (synced when it froze).
-    pub wal_file: String,
     /// The WAL file writes went to after it was frozen.
     pub wal_next: u64,
 }
@@ -106,10 +143,22 @@ impl WalWriter {
         let (end, allocated) = (wal::FILE_HEADER_BYTES as u64, start.len() as u64);
         Ok(WalWriter { seq, file, buffer: Vec::new(), end, allocated, disk_bytes: disk_bytes + allocated })
     }
+
+    /// Writes to a spare WAL file, which holds its header and zeros.
+    pub fn adopt(spare: SpareLog) -> WalWriter {
+        WalWriter {
+            seq: spare.seq,
+            file: wal::file_name(spare.seq),
+            buffer: Vec::new(),
+            end: wal::FILE_HEADER_BYTES as u64,
+            allocated: spare.bytes,
+            disk_bytes: spare.bytes,
+        }
+    }
 }
 
 /// The size of the zero chunks the WAL grows by; 0 to append instead.
-fn preallocate_bytes(config: &EngineConfig) -> u64 {
+pub(super) fn preallocate_bytes(config: &EngineConfig) -> u64 {
     match config.sync_policy {
         SyncPolicy::Always => config.wal_preallocate_bytes,
         SyncPolicy::Periodic { .. } => 0,
@@ -202,7 +251,8 @@ impl Engine {
         let lsn = Lsn(self.last_lsn.0 + 1);
         wal::encode(Record { lsn, key, value }, &mut self.wal.buffer);
         self.last_lsn = lsn;
-        if self.wal.buffer.len() as u64 >= self.config.wal_buffer_bytes_max {
+        // After a rotation the buffer waits for the old file's sync.
+        if self.wal.buffer.len() as u64 >= self.config.wal_buffer_bytes_max && self.wal_unsynced.is_none() {
             // Poisoned now; the record may be on disk in part or whole, but
             // it is never read from the memtable.
             self.append_wal().map_err(WriteError::Disk)?;
@@ -218,7 +268,18 @@ impl Engine {
         if self.poisoned {
             return Err(poisoned_error());
         }
+        if self.wal_unsynced.is_some() {
+            // The new WAL file waits for the old one's sync (see `wal_unsynced`).
+            return Ok(());
+        }
         self.append_wal()
+    }
+
+    /// The log just rotated and the old file's last records wait for a
+    /// sync, which should come at once: writes are neither written out nor
+    /// synced until it does.
+    pub fn rotation_unsynced(&self) -> bool {
+        self.wal_unsynced.is_some()
     }
 
     /// Writes the buffered WAL bytes to the file, over preallocated zeros,
@@ -368,8 +429,14 @@ impl Engine {
         if self.poisoned || self.sync_in_flight.is_some() || self.durable_lsn >= self.last_lsn {
             return None;
         }
-        self.append_wal().ok()?;
-        let request = SyncRequest { file: self.wal.file.clone(), through: self.last_lsn };
+        let request = match &self.wal_unsynced {
+            Some((file, through)) => SyncRequest { file: file.clone(), dir: false, through: *through },
+            None => {
+                self.append_wal().ok()?;
+                let dir = core::mem::take(&mut self.dir_unsynced);
+                SyncRequest { file: self.wal.file.clone(), dir, through: self.last_lsn }
+            }
+        };
         self.sync_in_flight = Some(request.clone());
         Some(request)
     }
@@ -379,7 +446,12 @@ impl Engine {
         assert_eq!(self.sync_in_flight.as_ref(), Some(&request), "finish_sync for a sync not in flight");
         self.sync_in_flight = None;
         match result {
-            Ok(()) => self.durable_lsn = self.durable_lsn.max(request.through),
+            Ok(()) => {
+                self.durable_lsn = self.durable_lsn.max(request.through);
+                // A sync begun before the rotation may have missed the old
+                // file's last records: then that file's own sync comes next.
+                self.wal_unsynced.take_if(|(file, last)| *file == request.file && request.through >= *last);
+            }
             Err(_) => self.poisoned = true,
         }
         if let Some(at) = self.wal_retired.iter().position(|file| *file == request.file) {
@@ -395,7 +467,7 @@ impl Engine {
         let Some(request) = self.begin_sync() else {
             return if self.poisoned { Err(poisoned_error()) } else { Ok(()) };
         };
-        let result = self.disk.sync(&request.file);
+        let result = request.run(&*self.disk);
         self.finish_sync(request, result.clone());
         result
     }
@@ -416,6 +488,8 @@ impl Engine {
         // A memtable being flushed still holds memory and entries.
         let frozen = self.frozen.as_ref().map(|frozen| &*frozen.memtable);
         let frozen_sum = |count: &dyn Fn(&Memtable) -> u64| frozen.map_or(0, count);
+        let spare = self.wal_spare.iter().chain(self.preparing.iter().map(|(_, spare)| spare));
+        let wal_bytes = self.wal.disk_bytes + spare.map(|spare| spare.bytes).sum::<u64>();
         EngineStats {
             memtable_bytes: self.memtable.bytes() + frozen_sum(&|m| m.bytes()),
             memtable_bytes_max: self.config.memtable_bytes_max,
@@ -430,8 +504,8 @@ impl Engine {
             tables_per_level: levels.iter().map(|tables| tables.len() as u32).collect(),
             table_bytes_per_level,
             table_memory_bytes: self.tables.values().map(|table| table.memory_bytes()).sum(),
-            disk_bytes: table_bytes + self.wal.disk_bytes,
-            wal_bytes: self.wal.disk_bytes,
+            disk_bytes: table_bytes + wal_bytes,
+            wal_bytes,
             last_lsn: self.last_lsn.0,
             appended_lsn: self.appended_lsn.0,
             durable_lsn: self.durable_lsn.0,

@@ -83,7 +83,7 @@ fn synced_writes_survive_a_crash_and_unsynced_ones_do_not() {
     assert_eq!(request.through, Lsn(100));
     assert_eq!(engine.begin_sync(), None, "one sync in flight at a time");
     engine.put(&key(1000), b"during the sync").unwrap();
-    disk.sync(&request.file).unwrap();
+    request.run(&disk).unwrap();
     engine.finish_sync(request, Ok(()));
     assert_eq!(engine.durable_lsn(), Lsn(100));
     for i in 100..200 {
@@ -454,7 +454,7 @@ fn a_sync_in_flight_across_a_flush_keeps_its_file() {
     let request = engine.begin_sync().unwrap();
     engine.flush().unwrap();
     assert!(disk.list().unwrap().contains(&request.file));
-    disk.sync(&request.file).unwrap();
+    request.run(&disk).unwrap();
     engine.finish_sync(request.clone(), Ok(()));
     assert!(disk.list().unwrap().contains(&request.file), "removed by the next removal job");
     assert_eq!(engine.durable_lsn(), Lsn(1));

@@ -6,15 +6,21 @@
 //! everything the work needs (a frozen memtable, or shared handles on the
 //! input tables) and touches nothing but new files of its own; the owner
 //! runs it wherever it likes with [`Job::run`] and gives the [`JobDone`]
-//! back to [`super::Engine::finish_job`], which installs the result in one
-//! short step. Meanwhile the engine keeps serving: the memtable being
-//! written stays readable until its table is installed, and the inputs of a
-//! compaction until its outputs replace them.
+//! back to [`super::Engine::finish_job`], which installs the result in
+//! memory, without touching the disk. Meanwhile the engine keeps serving:
+//! the memtable being written stays readable until its table is installed,
+//! and the inputs of a compaction until its outputs replace them.
 //!
-//! At most one flush, one compaction and one removal of obsolete files are
-//! in flight. That is enough for correctness without locks: a flush only adds a table to level 0, newest
+//! Storing the manifest that names the new tables is a job as well, and so
+//! is removing the files it no longer names, which waits until that
+//! manifest is stored: until then a crash recovers the old tree, whose
+//! files are all still there.
+//!
+//! At most one job of each kind is in flight. That is enough for
+//! correctness without locks: a flush only adds a table to level 0, newest
 //! first, and a compaction only replaces its own inputs, so whichever
-//! installs first, the other's edit still applies to the manifest it finds.
+//! installs first, the other's edit still applies to the manifest it finds;
+//! a manifest store writes a copy of the newest manifest.
 //! Range scans for anti-entropy and streaming will be jobs of the same kind.
 
 use std::ops::Bound;
@@ -22,7 +28,7 @@ use std::sync::Arc;
 
 use super::cache::BlockCache;
 use super::iter::Merge;
-use super::manifest::TableMeta;
+use super::manifest::{Manifest, TableMeta};
 use super::memtable::Memtable;
 use super::sstable::{self, Reads, Table, TableWriter};
 use super::{EngineConfig, ReadError};
@@ -60,6 +66,11 @@ pub(super) enum Work {
     Compact { inputs: Vec<Arc<Table>>, first_table: u64, drop_tombstones: bool },
     /// Remove files no manifest names any more: compaction inputs, old logs.
     Remove { files: Vec<String> },
+    /// Store the manifest: two fsyncs, each as slow as the disk is busy.
+    StoreManifest { manifest: Box<Manifest> },
+    /// Create WAL file `seq` ahead of need, `bytes` long, zeroed and synced,
+    /// so the log rotates to it without writing or syncing anything.
+    PrepareLog { seq: u64, bytes: u64 },
 }
 
 /// What the engine needs to know of the job that did the work.
@@ -69,6 +80,11 @@ pub enum JobKind {
     Compaction,
     /// Removing obsolete files: unlinking a large file can take a while too.
     Removal,
+    /// Storing a new manifest: what the engine changed in memory becomes
+    /// what a crash recovers.
+    Manifest,
+    /// Preparing the next WAL file.
+    Log,
 }
 
 /// A job's result, for [`super::Engine::finish_job`].
@@ -96,6 +112,8 @@ impl Job {
             Work::Flush { .. } => JobKind::Flush,
             Work::Compact { .. } => JobKind::Compaction,
             Work::Remove { .. } => JobKind::Removal,
+            Work::StoreManifest { .. } => JobKind::Manifest,
+            Work::PrepareLog { .. } => JobKind::Log,
         }
     }
 
@@ -104,7 +122,8 @@ impl Job {
         match &self.work {
             Work::Flush { memtable, .. } => memtable.bytes(),
             Work::Compact { inputs, .. } => inputs.iter().map(|table| table.file_bytes()).sum(),
-            Work::Remove { .. } => 0,
+            Work::PrepareLog { bytes, .. } => *bytes,
+            Work::Remove { .. } | Work::StoreManifest { .. } => 0,
         }
     }
 
@@ -145,6 +164,14 @@ impl Job {
                     tombstones_dropped,
                 };
             }
+            Work::StoreManifest { manifest } => {
+                let outcome = manifest.store(disk).map(|()| Vec::new()).map_err(JobError::Disk);
+                return JobDone { id: self.id, outcome, corruption_detected, tombstones_dropped };
+            }
+            Work::PrepareLog { seq, bytes } => {
+                let outcome = prepare_log(disk, *seq, *bytes).map(|()| Vec::new()).map_err(JobError::Disk);
+                return JobDone { id: self.id, outcome, corruption_detected, tombstones_dropped };
+            }
         };
         let result = result.and_then(|()| disk.sync_dir().map_err(JobError::Disk));
         if result.is_err() {
@@ -154,6 +181,25 @@ impl Job {
         }
         JobDone { id: self.id, outcome: result.map(|()| outputs), corruption_detected, tombstones_dropped }
     }
+}
+
+/// Creates WAL file `seq`: its header, then zeros up to `bytes`, synced
+/// with its name. A file left half-written by a failure or a crash holds no
+/// records; recovery removes it with the other old logs.
+fn prepare_log(disk: &dyn Disk, seq: u64, bytes: u64) -> Result<(), DiskError> {
+    const CHUNK: u64 = 1 << 20;
+    let file = super::wal::file_name(seq);
+    disk.create(&file)?;
+    disk.append(&file, &super::wal::file_header())?;
+    let mut left = bytes.saturating_sub(super::wal::FILE_HEADER_BYTES as u64);
+    let zeros = vec![0; usize::try_from(left.min(CHUNK)).unwrap_or(0)];
+    while left > 0 {
+        let now = zeros.get(..usize::try_from(left).unwrap_or(usize::MAX).min(zeros.len())).unwrap_or(&zeros);
+        disk.append(&file, now)?;
+        left -= now.len() as u64;
+    }
+    disk.sync(&file)?;
+    disk.sync_dir()
 }
 
 /// Writes `memtable` to table `id`, synced; `None` when it is empty.

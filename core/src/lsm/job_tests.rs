@@ -3,6 +3,7 @@
 
 use super::engine_tests::{key, open_small, small_config};
 use super::job::{Job, JobKind};
+use super::wal;
 use super::*;
 use std::ops::Bound;
 
@@ -17,16 +18,44 @@ fn fill(engine: &mut Engine, round: u32) {
     }
 }
 
-/// The next flush or compaction; removals of obsolete files are run on the way.
+/// The next flush or compaction. What comes before it is done on the way:
+/// manifest stores, removals, and the sync of the log's last rotation.
 fn next(engine: &mut Engine) -> Job {
     loop {
-        let job = engine.next_job().unwrap().expect("a job is due");
-        if job.kind() != JobKind::Removal {
+        let Some(job) = engine.next_job().unwrap() else {
+            assert!(engine.rotation_unsynced(), "a job is due");
+            engine.sync_now().unwrap();
+            continue;
+        };
+        if matches!(job.kind(), JobKind::Flush | JobKind::Compaction) {
             return job;
         }
         let done = job.run(&*engine.disk);
-        assert_eq!(engine.finish_job(done).unwrap(), JobKind::Removal);
+        engine.finish_job(done).unwrap();
     }
+}
+
+/// Runs the jobs due other than flushes and compactions.
+fn run_side_jobs(engine: &mut Engine) {
+    while let Some(job) = engine.next_job().unwrap() {
+        assert!(
+            matches!(job.kind(), JobKind::Manifest | JobKind::Log | JobKind::Removal),
+            "{:?}",
+            job.kind()
+        );
+        let done = job.run(&*engine.disk);
+        engine.finish_job(done).unwrap();
+    }
+}
+
+/// Runs every job due and syncs: what an idle owner ends up with.
+fn settle(engine: &mut Engine) {
+    while let Some(job) = engine.next_job().unwrap() {
+        let done = job.run(&*engine.disk);
+        engine.finish_job(done).unwrap();
+    }
+    engine.sync_now().unwrap();
+    engine.sync_now().unwrap();
 }
 
 /// An engine with two flushed tables in level 0, which makes a compaction due.
@@ -51,6 +80,7 @@ fn a_memtable_being_flushed_stays_readable_and_writes_go_on() {
     let flush = next(&mut engine);
     assert_eq!(flush.kind(), JobKind::Flush);
     assert!(flush.bytes() > 0);
+    run_side_jobs(&mut engine);
     assert!(!engine.needs_maintenance(), "one flush at a time");
     // While the job runs: the frozen memtable answers, newer writes win.
     assert_eq!(engine.get(&key(0)).unwrap(), Some(b"round 1".to_vec()));
@@ -76,11 +106,18 @@ fn a_crash_before_the_flush_is_installed_recovers_from_the_logs() {
         let mut engine = open_small(&disk);
         fill(&mut engine, 1);
         let flush = next(&mut engine);
-        // Freezing synced the old log: everything written so far survives.
+        // Freezing rotated the log: the next sync is the old file's, and
+        // writes wait for it before they reach the new file.
         let frozen_last = engine.last_lsn();
-        assert_eq!(engine.durable_lsn(), frozen_last);
+        assert!(engine.rotation_unsynced());
         engine.put(b"after", b"freeze").unwrap();
+        engine.write_out().unwrap();
+        assert_eq!(engine.appended_lsn(), frozen_last, "nothing reaches the new file yet");
         engine.sync_now().unwrap();
+        assert_eq!(engine.durable_lsn(), frozen_last);
+        assert!(!engine.rotation_unsynced());
+        engine.sync_now().unwrap();
+        assert_eq!(engine.durable_lsn(), Lsn(frozen_last.0 + 1));
         // The job wrote its table, but the node crashed before installing it.
         let _lost = flush.run(&disk);
         drop(engine);
@@ -107,6 +144,7 @@ fn a_flush_and_a_compaction_finish_in_either_order() {
         let second = second.run(&disk);
         engine.finish_job(first).unwrap();
         engine.finish_job(second).unwrap();
+        settle(&mut engine);
         // The newest round wins in both orders, and after a restart.
         assert_eq!(engine.get(&key(0)).unwrap(), Some(b"round 3".to_vec()), "{compaction_first}");
         assert_eq!(engine.stats().compactions, 1);
@@ -127,7 +165,7 @@ fn writes_stall_only_far_past_the_flush_size_while_a_flush_runs() {
     let mut engine = Engine::open(Box::new(disk.clone()), config).unwrap();
     let value = vec![7; 64 << 10];
     let mut i = 0;
-    while !engine.needs_maintenance() {
+    while engine.memtable.bytes() < engine.config().memtable_bytes_max {
         engine.put(&key(i), &value).unwrap();
         i += 1;
     }
@@ -156,7 +194,7 @@ fn a_compaction_over_a_corrupt_block_leaves_the_tree_and_waits() {
     assert!(!engine.is_poisoned());
     // No retry until the tree changes: at most old logs left to remove.
     while let Some(job) = engine.next_job().unwrap() {
-        assert_eq!(job.kind(), JobKind::Removal, "no retry until the tree changes");
+        assert_ne!(job.kind(), JobKind::Compaction, "no retry until the tree changes");
         let done = job.run(&disk);
         engine.finish_job(done).unwrap();
     }
@@ -180,4 +218,54 @@ fn a_flush_that_fails_poisons_but_its_memtable_stays_readable() {
     // Reads keep working on everything written, frozen or not.
     assert_eq!(engine.get(&key(0)).unwrap(), Some(b"round 1".to_vec()));
     assert_eq!(engine.get(b"newer").unwrap(), Some(b"value".to_vec()));
+}
+
+#[test]
+fn the_log_rotates_to_a_spare_file_prepared_ahead() {
+    let disk = MemDisk::new(7);
+    let mut engine = open_small(&disk);
+    let prepare = engine.next_job().unwrap().expect("the spare is due at once");
+    assert_eq!(prepare.kind(), JobKind::Log);
+    let spare = wal::file_name(engine.wal.seq + 1);
+    let done = prepare.run(&disk);
+    engine.finish_job(done).unwrap();
+    assert!(disk.list().unwrap().contains(&spare));
+    fill(&mut engine, 1);
+    let flush = next(&mut engine);
+    assert_eq!(engine.wal.file, spare, "the log moved to the spare");
+    assert!(!engine.dir_unsynced, "the spare's name was synced with it");
+    // Writes to the spare survive a power loss once synced, with no
+    // directory sync of their own.
+    engine.sync_now().unwrap();
+    engine.put(b"in", b"spare").unwrap();
+    engine.sync_now().unwrap();
+    assert_eq!(engine.durable_lsn(), engine.last_lsn());
+    drop(flush);
+    drop(engine);
+    disk.crash(CrashMode::DropUnsynced);
+    let mut engine = open_small(&disk);
+    assert_eq!(engine.get(b"in").unwrap(), Some(b"spare".to_vec()));
+    assert_eq!(engine.get(&key(0)).unwrap(), Some(b"round 1".to_vec()));
+}
+
+#[test]
+fn a_crash_before_the_manifest_is_stored_recovers_the_tree_as_it_was() {
+    let (disk, config, mut engine) = due_for_compaction(8);
+    let compaction = next(&mut engine);
+    engine.sync_now().unwrap();
+    let inputs: Vec<String> =
+        disk.list().unwrap().into_iter().filter(|name| sstable::parse_file_name(name).is_some()).collect();
+    let done = compaction.run(&disk);
+    assert_eq!(engine.finish_job(done).unwrap(), JobKind::Compaction);
+    // Installed in memory only: the inputs stay until the manifest is stored.
+    assert_eq!(engine.get(&key(0)).unwrap(), Some(b"round 2".to_vec()));
+    let store = engine.next_job().unwrap().expect("the manifest store is due");
+    assert_eq!(store.kind(), JobKind::Manifest);
+    let names = disk.list().unwrap();
+    assert!(inputs.iter().all(|input| names.contains(input)), "{names:?}");
+    drop(engine);
+    disk.crash(CrashMode::DropUnsynced);
+    let mut engine = Engine::open(Box::new(disk.clone()), config).unwrap();
+    assert_eq!(engine.get(&key(0)).unwrap(), Some(b"round 2".to_vec()));
+    assert_eq!(engine.stats().tables_per_level[0], 2, "the old tree, compaction due again");
 }

@@ -4,14 +4,15 @@
 //!
 //! Both follow one order so that a crash at any point leaves a consistent
 //! tree: write and sync the new tables, sync the directory (the job does
-//! these), install the new manifest atomically, and only then remove what it
-//! no longer names. Files a crash leaves behind are not in the manifest and
-//! are removed at recovery.
+//! these), install the change in memory, store the new manifest atomically
+//! (a job of its own), and only then remove what it no longer names. Files
+//! a crash leaves behind are not in the stored manifest and are removed at
+//! recovery.
 
 use std::sync::Arc;
 
 use super::compaction::{self, Choice};
-use super::engine::{Engine, Frozen, WalWriter};
+use super::engine::{AfterStore, Engine, Frozen, SpareLog, WalWriter, preallocate_bytes};
 use super::job::{COMPACTION_IDS, Job, JobDone, JobError, JobId, JobKind, Work, write_table};
 use super::manifest::{Manifest, TableMeta};
 use super::memtable::Memtable;
@@ -31,24 +32,57 @@ impl Engine {
     /// True when a flush or compaction is due and none of its kind is in flight.
     pub fn needs_maintenance(&self) -> bool {
         !self.poisoned
-            && ((self.flush_due() && self.frozen.is_none())
+            && (self.store_due()
+                || self.spare_due()
+                || self.flush_due()
                 || (self.compaction_due && self.compacting.is_none())
                 || (!self.obsolete.is_empty() && self.removing.is_none()))
     }
 
+    /// A full memtable, no flush in flight, and the last rotation's old
+    /// WAL file synced (so at most one file waits for a sync).
     fn flush_due(&self) -> bool {
         self.memtable.bytes() >= self.config.memtable_bytes_max
+            && self.frozen.is_none()
+            && self.wal_unsynced.is_none()
     }
 
-    /// The next job due, if any: a flush of a full memtable first, then a
-    /// compaction step. At most one of each kind is in flight. A step that
-    /// only moves a table down a level needs no job and is done here.
-    /// Creating the next WAL file for a flush may fail: that poisons.
+    fn store_due(&self) -> bool {
+        self.manifest_version > self.manifest_stored && self.storing.is_none()
+    }
+
+    /// Under a preallocated log, the next WAL file is made ready ahead of need.
+    fn spare_due(&self) -> bool {
+        preallocate_bytes(&self.config) > 0 && self.wal_spare.is_none() && self.preparing.is_none()
+    }
+
+    /// Hands the preparation of the next WAL file to a job. It is as long
+    /// as a full memtable's log with a quarter to spare, so the log seldom
+    /// grows on the owner's loop.
+    fn begin_prepare(&mut self) -> Job {
+        let id = self.next_job_id();
+        let chunk = preallocate_bytes(&self.config).max(1);
+        let want = self.config.memtable_bytes_max.saturating_add(self.config.memtable_bytes_max / 4);
+        let bytes = wal::FILE_HEADER_BYTES as u64 + want.div_ceil(chunk).max(1).saturating_mul(chunk);
+        let spare = SpareLog { seq: self.wal.seq + 1, bytes };
+        self.preparing = Some((id, spare));
+        self.job(id, Work::PrepareLog { seq: spare.seq, bytes })
+    }
+
+    /// The next job due, if any: storing a changed manifest first (it is
+    /// short, and what waits on it may free disk space), then a flush of a
+    /// full memtable, then a compaction step, then removals. At most one of
+    /// each kind is in flight. A step that only moves a table down a level
+    /// needs no job and is done here. Creating the next WAL file for a
+    /// flush may fail: that poisons.
     pub fn next_job(&mut self) -> Result<Option<Job>, MaintainError> {
         if self.poisoned {
             return Err(MaintainError::Poisoned);
         }
-        if self.flush_due() && self.frozen.is_none() {
+        if self.store_due() {
+            return Ok(Some(self.begin_store()));
+        }
+        if self.flush_due() {
             return self.begin_flush().map(Some);
         }
         if self.compaction_due && self.compacting.is_none() {
@@ -56,10 +90,48 @@ impl Engine {
                 return Ok(Some(job));
             }
         }
+        if self.spare_due() {
+            return Ok(Some(self.begin_prepare()));
+        }
         if !self.obsolete.is_empty() && self.removing.is_none() {
             return Ok(Some(self.begin_removal()));
         }
         Ok(None)
+    }
+
+    /// Hands a copy of the newest manifest to a store job.
+    fn begin_store(&mut self) -> Job {
+        let id = self.next_job_id();
+        self.storing = Some((id, self.manifest_version));
+        let manifest = Box::new(self.manifest.clone());
+        self.job(id, Work::StoreManifest { manifest })
+    }
+
+    /// A manifest version is stored: what waited for it may happen.
+    fn stored(&mut self, version: u64) {
+        self.manifest_stored = self.manifest_stored.max(version);
+        let stored = self.manifest_stored;
+        let (due, waiting) =
+            core::mem::take(&mut self.after_store).into_iter().partition(|after| match after {
+                AfterStore::Flushed { version, .. } | AfterStore::Compacted { version, .. } => {
+                    *version <= stored
+                }
+            });
+        self.after_store = waiting;
+        for after in due {
+            match after {
+                AfterStore::Flushed { lsn, wal_first, .. } => {
+                    // Every write the old WAL files held is in a table the
+                    // stored manifest names: durable, whatever their syncs.
+                    self.durable_lsn = self.durable_lsn.max(lsn);
+                    self.appended_lsn = self.appended_lsn.max(lsn);
+                    self.wal_unsynced
+                        .take_if(|(file, _)| wal::parse_file_name(file).is_some_and(|seq| seq < wal_first));
+                    self.remove_wals_before(wal_first);
+                }
+                AfterStore::Compacted { inputs, .. } => self.obsolete.extend(inputs),
+            }
+        }
     }
 
     /// Hands the files no manifest names any more to a removal job.
@@ -74,34 +146,45 @@ impl Engine {
     /// where writes go from now on. The frozen memtable stays readable, and
     /// its records stay in the old WAL files, until its table is installed.
     fn begin_flush(&mut self) -> Result<Job, MaintainError> {
-        // The old file gets every record of the frozen memtable, synced: at
-        // most one file ever holds unsynced records, so a crash that keeps
-        // some unsynced pages and loses others still leaves a prefix of the
-        // log. Under `always` that is one group commit's worth at most.
-        self.append_wal().map_err(|error| self.poison(error))?;
-        if self.durable_lsn < self.last_lsn {
-            self.disk.sync(&self.wal.file).map_err(|error| self.poison(error))?;
-            self.durable_lsn = self.last_lsn;
+        // The old file gets every record of the frozen memtable. The next
+        // sync is its own, and nothing reaches the new file before it (see
+        // `wal_unsynced`), so a crash that keeps some unsynced pages and
+        // loses others still leaves a prefix of the log. The new file's
+        // name is synced with its first records (`SyncRequest::dir`).
+        if let Some((file, through)) = self.wal_unsynced.take() {
+            // Only an inline flush comes here before the last rotation's sync
+            // (`flush_due` waits for it): one file at most may wait.
+            self.disk.sync(&file).map_err(|error| self.poison(error))?;
+            self.durable_lsn = self.durable_lsn.max(through);
         }
-        let seq = self.wal.seq + 1;
-        let next_wal =
-            WalWriter::create(&*self.disk, seq, &self.config, 0).map_err(|error| self.poison(error))?;
-        // Records acknowledged in the new file need its name to survive a crash.
-        self.disk.sync_dir().map_err(|error| self.poison(error))?;
+        self.append_wal().map_err(|error| self.poison(error))?;
+        let next_wal = match self.wal_spare.take().filter(|spare| spare.seq == self.wal.seq + 1) {
+            Some(spare) => WalWriter::adopt(spare),
+            None => {
+                // No spare ready: create the file here, past the one a job
+                // may still be preparing, and sync its name with its first
+                // records (`SyncRequest::dir`).
+                let mut seq = self.wal.seq + 1;
+                if self.preparing.is_some_and(|(_, spare)| spare.seq == seq) {
+                    seq += 1;
+                }
+                self.dir_unsynced = true;
+                WalWriter::create(&*self.disk, seq, &self.config, 0).map_err(|error| self.poison(error))?
+            }
+        };
+        let seq = next_wal.seq;
         let old = core::mem::replace(&mut self.wal, next_wal);
+        if self.durable_lsn < self.last_lsn {
+            self.wal_unsynced = Some((old.file, self.last_lsn));
+        }
         let fresh = Memtable::new(self.memtable.hasher());
         let memtable = core::mem::replace(&mut self.memtable, fresh);
         let memtable = Arc::new(memtable);
         let id = self.next_job_id();
         let table = self.next_table_id;
         self.next_table_id += 1;
-        self.frozen = Some(Frozen {
-            job: id,
-            memtable: Arc::clone(&memtable),
-            last_lsn: self.last_lsn,
-            wal_file: old.file,
-            wal_next: seq,
-        });
+        self.frozen =
+            Some(Frozen { job: id, memtable: Arc::clone(&memtable), last_lsn: self.last_lsn, wal_next: seq });
         Ok(self.job(id, Work::Flush { memtable, table }))
     }
 
@@ -153,7 +236,7 @@ impl Engine {
             return Ok(());
         };
         insert_sorted(&mut manifest, from + 1, meta);
-        self.install(manifest, Vec::new(), &[]).map_err(|error| self.poison(error))?;
+        self.install(manifest, Vec::new(), &[]);
         self.counters.compactions += 1;
         Ok(())
     }
@@ -174,6 +257,33 @@ impl Engine {
         } else if self.removing == Some(done.id) {
             self.removing = None;
             return Ok(JobKind::Removal);
+        } else if let Some((_, spare)) = self.preparing.filter(|(id, _)| *id == done.id) {
+            self.preparing = None;
+            return match done.outcome {
+                _ if self.poisoned => Err(MaintainError::Poisoned),
+                Ok(_) if spare.seq == self.wal.seq + 1 => {
+                    self.wal_spare = Some(spare);
+                    Ok(JobKind::Log)
+                }
+                Ok(_) => {
+                    // The log rotated past it meanwhile: it holds nothing.
+                    self.obsolete.push(wal::file_name(spare.seq));
+                    Ok(JobKind::Log)
+                }
+                Err(JobError::Disk(error)) => Err(self.poison(error)),
+                Err(JobError::Read(error)) => Err(MaintainError::Corrupt(error)),
+            };
+        } else if let Some((_, version)) = self.storing.filter(|(id, _)| *id == done.id) {
+            self.storing = None;
+            return match done.outcome {
+                _ if self.poisoned => Err(MaintainError::Poisoned),
+                Ok(_) => {
+                    self.stored(version);
+                    Ok(JobKind::Manifest)
+                }
+                Err(JobError::Disk(error)) => Err(self.poison(error)),
+                Err(JobError::Read(error)) => Err(MaintainError::Corrupt(error)),
+            };
         } else {
             panic!("finish_job for a job not in flight: {:?}", done.id);
         };
@@ -200,7 +310,7 @@ impl Engine {
         match kind {
             JobKind::Flush => self.install_flush(outputs)?,
             JobKind::Compaction => self.install_compaction(outputs)?,
-            JobKind::Removal => {}
+            JobKind::Removal | JobKind::Manifest | JobKind::Log => {}
         }
         Ok(kind)
     }
@@ -218,12 +328,14 @@ impl Engine {
             }
             added.push(table);
         }
-        self.install(manifest, added, &[]).map_err(|error| self.poison(error))?;
+        self.install(manifest, added, &[]);
         let Some(frozen) = self.frozen.take() else { return Ok(()) };
-        // Everything the frozen memtable held is in a synced table now.
-        self.durable_lsn = self.durable_lsn.max(frozen.last_lsn);
-        self.appended_lsn = self.appended_lsn.max(frozen.last_lsn);
-        self.remove_wals_before(frozen.wal_next, &frozen.wal_file);
+        let version = self.manifest_version;
+        self.after_store.push(AfterStore::Flushed {
+            version,
+            lsn: frozen.last_lsn,
+            wal_first: frozen.wal_next,
+        });
         self.counters.flushes += 1;
         Ok(())
     }
@@ -240,20 +352,34 @@ impl Engine {
             insert_sorted(&mut manifest, compacting.to, meta);
             added.push(table);
         }
-        self.install(manifest, added, &compacting.inputs).map_err(|error| self.poison(error))?;
-        self.obsolete.extend(compacting.inputs.iter().map(|id| super::sstable::file_name(*id)));
+        self.install(manifest, added, &compacting.inputs);
+        let inputs = compacting.inputs.iter().map(|id| super::sstable::file_name(*id)).collect();
+        self.after_store.push(AfterStore::Compacted { version: self.manifest_version, inputs });
         self.counters.compactions += 1;
         Ok(())
     }
 
-    /// Runs a job here and now: for owners without an event loop.
+    /// Runs a job here and now, then stores the manifest and removes what
+    /// it no longer names: for owners without an event loop.
     fn run_inline(&mut self, job: Job) -> Result<JobKind, MaintainError> {
         let done = job.run(&*self.disk);
         let kind = self.finish_job(done)?;
+        self.store_manifest_inline()?;
         if self.removing.is_none() && !self.obsolete.is_empty() {
             self.remove_obsolete_inline()?;
         }
         Ok(kind)
+    }
+
+    /// Stores a changed manifest here and now, unless a store job is in
+    /// flight (its owner then stores the newest version after it).
+    fn store_manifest_inline(&mut self) -> Result<(), MaintainError> {
+        if !self.store_due() {
+            return Ok(());
+        }
+        let store = self.begin_store();
+        let done = store.run(&*self.disk);
+        self.finish_job(done).map(|_| ())
     }
 
     fn remove_obsolete_inline(&mut self) -> Result<(), MaintainError> {
@@ -271,9 +397,15 @@ impl Engine {
         if self.flush_due() && self.frozen.is_none() {
             report.flushed = self.flush()?;
         }
+        if self.spare_due() {
+            let prepare = self.begin_prepare();
+            let done = prepare.run(&*self.disk);
+            self.finish_job(done)?;
+        }
         if self.compaction_due {
             report.compacted = self.compact_step()?;
         }
+        self.store_manifest_inline()?;
         if self.removing.is_none() && !self.obsolete.is_empty() {
             self.remove_obsolete_inline()?;
         }
@@ -308,6 +440,8 @@ impl Engine {
         if let Some(job) = self.begin_compaction()? {
             self.run_inline(job)?;
         }
+        // A move down a level changed the manifest without a job.
+        self.store_manifest_inline()?;
         Ok(self.counters.compactions > compactions)
     }
 
@@ -332,16 +466,20 @@ impl Engine {
             }
         }
         // The manifest's directory sync also makes the table and the new WAL durable.
-        self.install(manifest, added, &[])?;
+        self.install(manifest, added, &[]);
+        // Opening has no job in flight: store at once.
+        self.manifest.store(&*self.disk)?;
+        self.stored(self.manifest_version);
         self.memtable = Memtable::new(self.memtable.hasher());
         self.durable_lsn = self.last_lsn;
         self.appended_lsn = self.last_lsn;
         Ok(())
     }
 
-    /// Removes WAL files older than `seq`; one with a sync in flight waits for it.
-    fn remove_wals_before(&mut self, seq: u64, current_old: &str) {
-        let mut names = self.disk.list().unwrap_or_else(|_| vec![current_old.to_owned()]);
+    /// Removes WAL files older than `seq`; one with a sync in flight waits
+    /// for it. A file a failed listing misses is removed at recovery.
+    fn remove_wals_before(&mut self, seq: u64) {
+        let mut names = self.disk.list().unwrap_or_default();
         names.retain(|name| wal::parse_file_name(name).is_some_and(|old| old < seq));
         for name in names {
             if self.sync_in_flight.as_ref().is_some_and(|request| request.file == name) {
@@ -352,9 +490,10 @@ impl Engine {
         }
     }
 
-    /// Stores `manifest`, then swaps the open tables to match it.
-    fn install(&mut self, manifest: Manifest, added: Vec<Table>, removed: &[u64]) -> Result<(), DiskError> {
-        manifest.store(&*self.disk)?;
+    /// Makes `manifest` the engine's and swaps the open tables to match it,
+    /// in memory; a store job makes it what a crash recovers.
+    fn install(&mut self, manifest: Manifest, added: Vec<Table>, removed: &[u64]) {
+        self.manifest_version += 1;
         for table in added {
             self.tables.insert(table.id, Arc::new(table));
         }
@@ -365,7 +504,6 @@ impl Engine {
         self.manifest = manifest;
         self.compaction_due = compaction::choose(&self.manifest, &self.config) != Choice::Nothing;
         assert_eq!(self.tables.len(), self.manifest.tables().count(), "open tables match the manifest");
-        Ok(())
     }
 
     fn poison(&mut self, error: DiskError) -> MaintainError {

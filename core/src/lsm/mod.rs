@@ -127,8 +127,22 @@ impl Default for EngineConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncRequest {
     pub file: String,
+    /// Sync the directory after the file: a WAL file created since the
+    /// last sync needs its name to survive a crash.
+    pub dir: bool,
     /// Every write with an Lsn up to this one is durable once the sync succeeds.
     pub through: Lsn,
+}
+
+impl SyncRequest {
+    /// Does the syncs on `disk`, the file's first.
+    pub fn run(&self, disk: &dyn crate::disk::Disk) -> Result<(), DiskError> {
+        disk.sync(&self.file)?;
+        if self.dir {
+            disk.sync_dir()?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Error)]

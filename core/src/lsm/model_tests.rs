@@ -14,7 +14,7 @@ use std::ops::Bound;
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 
 use super::*;
-use crate::disk::{CrashMode, Disk, Faults, MemDisk};
+use crate::disk::{CrashMode, Faults, MemDisk};
 
 const KEYS: u16 = 40;
 
@@ -118,11 +118,8 @@ struct Harness {
     in_flight: Option<SyncRequest>,
     /// Jobs handed out and not yet finished.
     jobs: Vec<job::Job>,
-    /// Flush count when the sync in flight began: a flush since then (or a
-    /// flush job begun, `u64::MAX`) means the sync is on a retired WAL file
-    /// and covers nothing newer.
-    in_flight_flushes: u64,
-    /// What the last successful disk sync covered: everything appended by then.
+    /// What the last successful disk sync covered: everything appended to
+    /// its file by then.
     disk_synced: Lsn,
 }
 
@@ -135,16 +132,13 @@ impl Harness {
                 let _ = self.engine.sync_now();
             }
             Op::Sync | Op::BeginSync if self.in_flight.is_some() => {}
-            Op::Sync | Op::BeginSync => {
-                self.in_flight = self.engine.begin_sync();
-                self.in_flight_flushes = self.engine.stats().flushes;
-            }
+            Op::Sync | Op::BeginSync => self.in_flight = self.engine.begin_sync(),
             Op::FinishSync => {
                 if let Some(request) = self.in_flight.take() {
-                    let appended = self.engine.appended_lsn();
-                    let result = self.disk.sync(&request.file);
-                    if result.is_ok() && self.engine.stats().flushes == self.in_flight_flushes {
-                        self.disk_synced = self.disk_synced.max(appended);
+                    let covered = self.covered_by(&request);
+                    let result = request.run(&self.disk);
+                    if result.is_ok() {
+                        self.disk_synced = self.disk_synced.max(covered);
                     }
                     self.engine.finish_sync(request, result);
                 }
@@ -157,33 +151,18 @@ impl Harness {
                 self.disk.set_faults(Faults::default());
             }
             Op::Maintain => {
-                let flushes = self.engine.stats().flushes;
                 for _ in 0..8 {
                     if !self.engine.needs_maintenance() {
                         break;
                     }
                     self.engine.maintain().map_err(|e| format!("maintain: {e}"))?;
                 }
-                if self.engine.stats().flushes != flushes {
-                    self.in_flight_flushes = u64::MAX;
-                }
             }
             Op::Flush => {
-                let flushes = self.engine.stats().flushes;
                 let _ = self.engine.flush();
-                if self.engine.stats().flushes != flushes {
-                    // Flushed inline: writes go to a new WAL file now.
-                    self.in_flight_flushes = u64::MAX;
-                }
             }
             Op::BeginJob if self.engine.needs_maintenance() => match self.engine.next_job() {
-                Ok(Some(job)) => {
-                    if job.kind() == job::JobKind::Flush {
-                        // Writes go to a new WAL file now: a sync in flight covers none of them.
-                        self.in_flight_flushes = u64::MAX;
-                    }
-                    self.jobs.push(job);
-                }
+                Ok(Some(job)) => self.jobs.push(job),
                 Ok(None) => {}
                 Err(MaintainError::Poisoned) => {}
                 Err(error) => return Err(format!("next job: {error}")),
@@ -193,14 +172,7 @@ impl Harness {
                 if !self.jobs.is_empty() {
                     let job = self.jobs.remove(if oldest { 0 } else { self.jobs.len() - 1 });
                     let done = job.run(&self.disk);
-                    let flush = job.kind() == job::JobKind::Flush;
-                    let result = self.engine.finish_job(done);
-                    // Installing a flush begun before the sync rotates no log:
-                    // the sync still covers what was appended since.
-                    if flush && self.in_flight_flushes != u64::MAX {
-                        self.in_flight_flushes = self.engine.stats().flushes;
-                    }
-                    match result {
+                    match self.engine.finish_job(done) {
                         Ok(_) | Err(MaintainError::Poisoned) => {}
                         Err(error) => return Err(format!("finish job: {error}")),
                     }
@@ -214,6 +186,21 @@ impl Harness {
         }
         self.model.advance_durable(self.engine.durable_lsn());
         Ok(())
+    }
+
+    /// What a sync of `request`'s file, run now, makes durable: everything
+    /// appended, when the file is still the one written to (every older
+    /// file was synced before the sync began); the old file's last record
+    /// when the log rotated since (nothing reaches the new file before that
+    /// sync); the request's own point otherwise.
+    fn covered_by(&self, request: &SyncRequest) -> Lsn {
+        if request.file == self.engine.wal.file {
+            return self.engine.appended_lsn();
+        }
+        match &self.engine.wal_unsynced {
+            Some((file, last)) if *file == request.file => *last,
+            _ => request.through,
+        }
     }
 
     fn write(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Result<(), String> {
@@ -282,7 +269,6 @@ fn run(ops: Vec<Op>, seed: u64) -> Result<EngineStats, String> {
         model: Model::default(),
         in_flight: None,
         jobs: Vec::new(),
-        in_flight_flushes: 0,
         disk_synced: Lsn(0),
     };
     for (i, op) in ops.iter().enumerate() {

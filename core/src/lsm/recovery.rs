@@ -97,6 +97,10 @@ pub(super) fn open(
         memtable,
         wal,
         wal_retired: Vec::new(),
+        wal_unsynced: None,
+        dir_unsynced: false,
+        wal_spare: None,
+        preparing: None,
         last_lsn: replay.last_lsn,
         appended_lsn: replay.last_lsn,
         durable_lsn: replay.last_lsn,
@@ -115,6 +119,10 @@ pub(super) fn open(
         job_next: 0,
         obsolete: Vec::new(),
         removing: None,
+        manifest_version: 0,
+        manifest_stored: 0,
+        storing: None,
+        after_store: Vec::new(),
     };
     engine.next_table_id = engine.manifest.next_table_id;
     engine.settle(replay)?;

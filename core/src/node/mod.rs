@@ -515,14 +515,22 @@ impl Node {
         self.release_durable();
         let engine = self.store.engine();
         let unsynced = engine.last_lsn() > engine.durable_lsn() && !engine.is_poisoned();
+        // The log just rotated: writes are neither written out nor synced
+        // until the old file is, so its sync is due at once.
+        let rotated = engine.rotation_unsynced();
+        if let Some(due) = self.sync_due.filter(|due| rotated && *due > self.now.mono) {
+            self.timers.cancel(due, Timer::Sync);
+            self.sync_due = None;
+        }
         if unsynced && self.sync_in_flight.is_none() && self.sync_due.is_none() {
-            let due = self.now.mono + self.sync_interval().unwrap_or_default();
+            let interval = if rotated { None } else { self.sync_interval() };
+            let due = self.now.mono + interval.unwrap_or_default();
             self.sync_due = Some(due);
             self.timers.schedule(due, Timer::Sync);
         }
         // Under `Always` the sync due now writes the log out itself.
         let buffered = engine.appended_lsn() < engine.last_lsn() && !engine.is_poisoned();
-        if buffered && self.sync_interval().is_some() && self.write_out_due.is_none() {
+        if buffered && !rotated && self.sync_interval().is_some() && self.write_out_due.is_none() {
             self.write_out_due = Some(self.now.mono);
             self.timers.schedule(self.now.mono, Timer::WriteOut);
         }

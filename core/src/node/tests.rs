@@ -75,7 +75,7 @@ impl Cluster {
                 Output::Reply { id, reply } => self.replies.push((id, reply)),
                 Output::Sync(request) => {
                     if self.syncs_complete {
-                        let result = self.disks[index].sync(&request.file);
+                        let result = request.run(&self.disks[index]);
                         self.nodes[index].handle_input(at(self.now), Input::Synced { request, result });
                     } else {
                         self.held_syncs.push((index, request));
@@ -234,7 +234,7 @@ fn a_write_is_acknowledged_only_after_its_sync() {
     assert_eq!(cluster.held_syncs.len(), 1);
     assert_eq!(cluster.take_reply(id), None, "no acknowledgement before the sync");
     let (index, request) = cluster.held_syncs.pop().unwrap();
-    let result = cluster.disks[index].sync(&request.file);
+    let result = request.run(&cluster.disks[index]);
     cluster.nodes[index].handle_input(at(cluster.now), Input::Synced { request, result });
     cluster.settle();
     assert!(cluster.take_reply(id).is_some_and(|reply| is_written(&reply)));
@@ -253,7 +253,7 @@ fn a_read_of_a_single_replica_key_waits_only_for_its_own_durability() {
     let read = cluster.request(1, get("k", Consistency::One));
     assert_eq!(cluster.take_reply(read), None, "nothing shown before it is durable");
     let (index, request) = cluster.held_syncs.pop().unwrap();
-    let result = cluster.disks[index].sync(&request.file);
+    let result = request.run(&cluster.disks[index]);
     cluster.nodes[index].handle_input(at(cluster.now), Input::Synced { request, result });
     cluster.settle();
     let written = cluster.take_reply(written).unwrap();
@@ -277,7 +277,7 @@ fn writes_queued_together_share_one_sync() {
     cluster.advance(Duration::from_millis(1));
     assert_eq!(cluster.held_syncs.len(), 1, "one sync for ten writes");
     let (index, request) = cluster.held_syncs.pop().unwrap();
-    let result = cluster.disks[index].sync(&request.file);
+    let result = request.run(&cluster.disks[index]);
     cluster.nodes[index].handle_input(at(cluster.now), Input::Synced { request, result });
     cluster.settle();
     assert_eq!(cluster.replies.iter().filter(|(_, reply)| is_written(reply)).count(), 10);

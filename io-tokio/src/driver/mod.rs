@@ -345,7 +345,7 @@ impl Driver {
         let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let result = disk.sync(&request.file);
+            let result = request.run(&disk);
             let ended = std::time::Instant::now();
             let elapsed = ended.saturating_duration_since(started);
             metrics.record_sync(elapsed, ended, result.is_ok());

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use keel_core::NodeId;
 use keel_core::client::{Consistency, RequestId};
-use keel_core::disk::{CrashMode, Disk, MemDisk};
+use keel_core::disk::{CrashMode, MemDisk};
 use keel_core::lsm::job::{Job, JobId};
 use keel_core::lsm::{EngineStats, SyncPolicy, SyncRequest};
 use keel_core::message::Message;
@@ -607,7 +607,7 @@ impl World {
         if self.hosts[host].boot != boot || self.hosts[host].node.is_none() {
             return;
         }
-        let result = self.hosts[host].disk.sync(&request.file);
+        let result = request.run(&self.hosts[host].disk);
         self.trace.record(&[u64::from(result.is_ok())]);
         if result.is_ok() {
             let state = &mut self.hosts[host];

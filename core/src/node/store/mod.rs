@@ -356,7 +356,7 @@ mod tests {
 
     fn sync(store: &mut Store, disk: &MemDisk) {
         let request = store.engine_mut().begin_sync().unwrap();
-        let result = disk.sync(&request.file);
+        let result = request.run(disk);
         store.engine_mut().finish_sync(request, result);
         store.prune_synced();
     }
