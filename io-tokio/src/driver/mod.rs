@@ -362,20 +362,35 @@ impl Driver {
         });
     }
 
-    /// A flush or compaction on a blocking thread: the event loop keeps
-    /// serving while it writes. Its result comes back as an input.
+    /// A storage job (a flush, a compaction, a manifest store …) on a
+    /// thread of its own: the event loop keeps serving while it writes.
+    /// Its result comes back as an input. A few run at once at most, and
+    /// seldom (one per memtable's worth of writes, about), so a thread each
+    /// costs nothing that matters, and each lowers its own CPU priority
+    /// without touching the threads that serve requests or sync the log.
     fn run_job(&self, job: Job) {
         let disk = self.disk.clone();
         let done = self.jobs_sender.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let (kind, bytes) = (job.kind(), job.bytes());
-            let result = job.run(&disk);
-            drop(disk);
-            let elapsed_ms = started.elapsed().as_millis();
-            tracing::debug!(?kind, bytes, elapsed_ms, "storage job done");
-            let _ = done.send(result);
+        let (give, take) = std::sync::mpsc::sync_channel::<Job>(1);
+        let spawned = std::thread::Builder::new().name(String::from("keel-storage-job")).spawn(move || {
+            lower_priority();
+            if let Ok(job) = take.recv() {
+                run_storage_job(&job, disk, &done);
+            }
         });
+        match spawned {
+            Ok(_) => {
+                let _ = give.send(job);
+            }
+            Err(error) => {
+                // Out of threads: a thread of the blocking pool does it at
+                // the usual priority rather than the node waiting forever.
+                tracing::warn!(%error, "could not start a storage job thread");
+                let disk = self.disk.clone();
+                let done = self.jobs_sender.clone();
+                tokio::task::spawn_blocking(move || run_storage_job(&job, disk, &done));
+            }
+        }
     }
 
     fn refresh_status(&self) {
@@ -436,6 +451,35 @@ const CALLS_PER_PASS_MAX: usize = 256;
 const TIMER_LATE_MAX: Duration = Duration::from_millis(1);
 
 /// A deadline that never comes, for a timer with nothing to wait for.
+/// Runs `job` and hands its result back, letting go of the data directory
+/// first (a driver that stops as soon as it hears must leave it unlocked).
+fn run_storage_job(job: &Job, disk: FileDisk, done: &mpsc::UnboundedSender<JobDone>) {
+    let started = std::time::Instant::now();
+    let result = job.run(&disk);
+    drop(disk);
+    let elapsed_ms = started.elapsed().as_millis();
+    tracing::debug!(kind = ?job.kind(), bytes = job.bytes(), elapsed_ms, "storage job done");
+    let _ = done.send(result);
+}
+
+/// Storage jobs yield the CPU to the threads that serve requests: on a busy
+/// machine a compaction then takes longer rather than reads waiting behind
+/// it. Best effort: where the call is refused, the job runs as it is.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux the priority is per thread; the thread id names this one.
+        let this_thread = rustix::thread::gettid();
+        if let Err(error) = rustix::process::setpriority_process(Some(this_thread), JOB_NICE) {
+            tracing::debug!(%error, "could not lower a storage job thread's priority");
+        }
+    }
+}
+
+/// The nice value of storage job threads: well below the default 0.
+#[cfg(target_os = "linux")]
+const JOB_NICE: i32 = 10;
+
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
