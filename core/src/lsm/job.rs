@@ -49,6 +49,10 @@ pub struct Job {
     pub id: JobId,
     pub(super) work: Work,
     pub(super) config: Arc<EngineConfig>,
+    /// Memtables the engine no longer reads, freed where the job is
+    /// dropped: freeing a full one (tens of thousands of allocations)
+    /// takes milliseconds the owner's loop should not spend.
+    pub(super) release: Vec<Arc<Memtable>>,
 }
 
 /// One job is equal to itself only: an engine never hands out an id twice.

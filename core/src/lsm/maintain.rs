@@ -104,7 +104,10 @@ impl Engine {
         let id = self.next_job_id();
         self.storing = Some((id, self.manifest_version));
         let manifest = Box::new(self.manifest.clone());
-        self.job(id, Work::StoreManifest { manifest })
+        let mut job = self.job(id, Work::StoreManifest { manifest });
+        // A store follows every installed flush: it frees the flushed memtable.
+        job.release = core::mem::take(&mut self.released);
+        job
     }
 
     /// A manifest version is stored: what waited for it may happen.
@@ -214,7 +217,7 @@ impl Engine {
     }
 
     fn job(&self, id: JobId, work: Work) -> Job {
-        Job { id, work, config: Arc::new(self.config.clone()) }
+        Job { id, work, config: Arc::new(self.config.clone()), release: Vec::new() }
     }
 
     fn next_job_id(&mut self) -> JobId {
@@ -330,6 +333,7 @@ impl Engine {
         }
         self.install(manifest, added, &[]);
         let Some(frozen) = self.frozen.take() else { return Ok(()) };
+        self.released.push(frozen.memtable);
         let version = self.manifest_version;
         self.after_store.push(AfterStore::Flushed {
             version,
