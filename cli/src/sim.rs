@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use keel_sim::config::PERIODIC_SYNC_MS;
 use keel_sim::report::{failure_report, summary_line};
 use keel_sim::shrink::shrink;
-use keel_sim::{FaultKind, RunResult, SimConfig, run};
+use keel_sim::{FaultKind, RunResult, RunStats, SimConfig, run};
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("which").required(true).args(["seed", "seeds"]))]
@@ -46,6 +46,11 @@ pub struct SimArgs {
     /// Pin the number of client operations of the safety phase.
     #[arg(long)]
     ops: Option<u32>,
+    /// Pin whether the nodes start on the release of storage format 1 and
+    /// are upgraded at their first restart, migrating their records
+    /// (drawn true in three seeds of ten).
+    #[arg(long, value_name = "BOOL")]
+    upgrade: Option<bool>,
     /// After a failure, search for a smaller failing fault schedule.
     #[arg(long)]
     shrink: bool,
@@ -78,6 +83,9 @@ impl SimArgs {
         }
         if let Some(ops) = self.ops {
             config = config.with_ops(ops);
+        }
+        if let Some(upgrade) = self.upgrade {
+            config = config.with_format_1_upgrade(upgrade);
         }
         if let Some(names) = &self.faults {
             let kinds = if names.iter().any(|name| name == "none") {
@@ -177,8 +185,9 @@ fn stats_line(result: &RunResult) -> String {
     format!(
         "simulated {:.1}s: {} events, {} messages ({} lost), {} syncs, {} crashes ({} power losses), {} pauses, \
          {} wipes, {} ops ({} failed, {} indeterminate, {} acknowledged writes excused by power losses or wipes), \
-         {} read repairs\nstorage: {} flushes, {} compactions, {} engine tombstones dropped, {} corruptions caught; injected {} read corruptions, \
-         {} bit rots, {} sync failures, {} torn tails; {} restarts after failed syncs, {} disks replaced",
+         {} read repairs\nstorage: {} flushes, {} compactions, {} engine tombstones written, {} dropped, {} corruptions caught; \
+         injected {} read corruptions, {} bit rots, {} sync failures, {} torn tails; {} restarts after failed syncs, \
+         {} disks replaced, {} upgrades from format 1",
         stats.sim_ns as f64 / 1e9,
         stats.events,
         stats.messages_sent,
@@ -195,6 +204,7 @@ fn stats_line(result: &RunResult) -> String {
         stats.read_repairs,
         stats.flushes,
         stats.compactions,
+        stats.tombstones_written,
         stats.tombstones_dropped,
         stats.corruption_detected,
         stats.read_corruptions,
@@ -203,7 +213,30 @@ fn stats_line(result: &RunResult) -> String {
         stats.torn_tails,
         stats.storage_restarts,
         stats.disks_replaced,
+        stats.upgrades,
     )
+}
+
+/// What a sweep adds up over its seeds.
+#[derive(Debug, Default)]
+struct SweepStats {
+    /// Seeds whose nodes wrote engine tombstones, and how many they wrote.
+    writing_seeds: u64,
+    tombstones_written: u64,
+    /// Seeds whose compactions dropped engine tombstones, and how many.
+    dropping_seeds: u64,
+    tombstones_dropped: u64,
+    upgrading_seeds: u64,
+}
+
+impl SweepStats {
+    fn add(&mut self, stats: &RunStats) {
+        self.writing_seeds += u64::from(stats.tombstones_written > 0);
+        self.tombstones_written += stats.tombstones_written;
+        self.dropping_seeds += u64::from(stats.tombstones_dropped > 0);
+        self.tombstones_dropped += stats.tombstones_dropped;
+        self.upgrading_seeds += u64::from(stats.upgrades > 0);
+    }
 }
 
 fn many_seeds(args: &SimArgs, range: Range<u64>) -> Result<bool, String> {
@@ -218,6 +251,7 @@ fn many_seeds(args: &SimArgs, range: Range<u64>) -> Result<bool, String> {
     );
     let next = AtomicU64::new(range.start);
     let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    let sweep: Mutex<SweepStats> = Mutex::new(SweepStats::default());
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
@@ -229,6 +263,7 @@ fn many_seeds(args: &SimArgs, range: Range<u64>) -> Result<bool, String> {
                     }
                     let Ok(config) = args.config(seed) else { break };
                     let result = run(config);
+                    sweep.lock().unwrap_or_else(|poison| poison.into_inner()).add(&result.stats);
                     if !result.ok() {
                         let mut failures = failures.lock().unwrap_or_else(|poison| poison.into_inner());
                         failures.push((seed, summary_line(&result)));
@@ -245,6 +280,16 @@ fn many_seeds(args: &SimArgs, range: Range<u64>) -> Result<bool, String> {
     for (_, line) in &failures {
         println!("{line}");
     }
+    let sweep = sweep.into_inner().unwrap_or_else(|poison| poison.into_inner());
+    println!(
+        "engine tombstones: written in {} of {total} seeds ({} in all), dropped by compactions in {} ({} in all); \
+         nodes upgraded from format 1 in {} seeds",
+        sweep.writing_seeds,
+        sweep.tombstones_written,
+        sweep.dropping_seeds,
+        sweep.tombstones_dropped,
+        sweep.upgrading_seeds,
+    );
     let seeds: Vec<String> = failures.iter().map(|(seed, _)| seed.to_string()).collect();
     println!(
         "seeds={total} failed={}{}",

@@ -195,17 +195,26 @@ pub struct SimConfig {
     /// has a write (`--fsync periodic`); crashes are then of the process
     /// only, since a machine crash loses acknowledged writes by design.
     pub sync_interval_ms: Option<u64>,
+    /// The nodes start on the release of storage format 1 and each is
+    /// upgraded at its first restart: its directory is rewritten as that
+    /// release left it, and opening it migrates every record, deleting each
+    /// old key with an engine tombstone.
+    pub format_1_upgrade: bool,
 }
 
 /// The sync interval of runs drawn with `--fsync periodic`, in simulated ms.
 pub const PERIODIC_SYNC_MS: u64 = 100;
+
+/// The share of seeds whose nodes are upgraded from storage format 1, in percent.
+const UPGRADE_PERCENT: u64 = 30;
 
 impl SimConfig {
     /// Draws a whole configuration from `seed`: the classic draw, then the
     /// swarm over everything a deployment chooses (replica count, cluster
     /// size, fsync policy), the storage shape, the run's length and key
     /// space, and the faults added since. Those come from a stream of their
-    /// own, so the classic draw stays what it was.
+    /// own, so the classic draw stays what it was; whether the nodes are
+    /// upgraded from format 1 comes from another, after them.
     pub fn from_seed(seed: u64) -> SimConfig {
         SimConfig::drawn(seed).settled()
     }
@@ -255,6 +264,8 @@ impl SimConfig {
         if rng.below(3) == 0 {
             config.sync_interval_ms = Some(PERIODIC_SYNC_MS);
         }
+        let mut rng = SimRng::new(seed, Stream::Upgrade);
+        config.format_1_upgrade = rng.below(100) < UPGRADE_PERCENT;
         config
     }
 
@@ -325,6 +336,7 @@ impl SimConfig {
             sync_us_max,
             storage,
             sync_interval_ms: None,
+            format_1_upgrade: false,
         }
     }
 
@@ -366,6 +378,12 @@ impl SimConfig {
     /// Every write waits for its fsync.
     pub fn with_always_syncs(mut self) -> SimConfig {
         self.sync_interval_ms = None;
+        self
+    }
+
+    /// Pins whether the nodes are upgraded from storage format 1.
+    pub fn with_format_1_upgrade(mut self, upgrade: bool) -> SimConfig {
+        self.format_1_upgrade = upgrade;
         self
     }
 
@@ -442,6 +460,9 @@ impl fmt::Display for SimConfig {
         if let Some(interval_ms) = self.sync_interval_ms {
             write!(f, " fsync=periodic/{interval_ms}ms")?;
         }
+        if self.format_1_upgrade {
+            write!(f, " upgrade=format-1")?;
+        }
         Ok(())
     }
 }
@@ -478,6 +499,8 @@ mod tests {
         }
         let periodic = configs.iter().filter(|config| config.sync_interval_ms.is_some()).count();
         assert!((250..420).contains(&periodic), "periodic syncs in {periodic} of 1000 seeds");
+        let upgraded = configs.iter().filter(|config| config.format_1_upgrade).count();
+        assert!((220..380).contains(&upgraded), "upgrades from format 1 in {upgraded} of 1000 seeds");
         assert!(configs.iter().any(|config| config.safety_ms > 20_000 && config.workload.ops > 400));
         assert!(configs.iter().any(|config| config.workload.keys > 100));
         for config in &configs {

@@ -16,6 +16,9 @@ pub enum Stream {
     Disks,
     /// The swarm's draws added after the first (`SimConfig::drawn`).
     Swarm,
+    /// Whether a run upgrades its nodes from storage format 1
+    /// (`SimConfig::drawn`), drawn after the swarm.
+    Upgrade,
 }
 
 #[derive(Clone, Debug)]

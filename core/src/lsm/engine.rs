@@ -172,6 +172,7 @@ pub(super) struct Counters {
     pub flushes: u64,
     pub compactions: u64,
     pub corruption_detected: u64,
+    pub tombstones_written: u64,
     pub tombstones_dropped: u64,
 }
 
@@ -221,7 +222,9 @@ impl Engine {
 
     /// Deletes `key` by writing a tombstone.
     pub fn delete(&mut self, key: &[u8]) -> Result<Lsn, WriteError> {
-        self.write(key, None)
+        let lsn = self.write(key, None)?;
+        self.counters.tombstones_written += 1;
+        Ok(lsn)
     }
 
     fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<Lsn, WriteError> {
@@ -514,6 +517,7 @@ impl Engine {
             flushes: self.counters.flushes,
             compactions: self.counters.compactions,
             corruption_detected: self.counters.corruption_detected,
+            tombstones_written: self.counters.tombstones_written,
             tombstones_dropped: self.counters.tombstones_dropped,
             poisoned: self.poisoned,
         }

@@ -322,6 +322,8 @@ pub struct EngineStats {
     pub compactions: u64,
     /// Checksum failures seen, including transient ones that a re-read cured.
     pub corruption_detected: u64,
+    /// Tombstones written by [`Engine::delete`] since the engine opened.
+    pub tombstones_written: u64,
     /// Tombstones compactions dropped, having found no older version of
     /// their key below the output level.
     pub tombstones_dropped: u64,

@@ -39,7 +39,7 @@ pub use self::config::{Config, ConfigError, SIBLINGS_MAX_LIMIT};
 pub use self::io::{Event, Input, Output};
 pub use self::store::{
     Migration, RECORD_KEY_HEADER_BYTES, Record, STORAGE_FORMAT, ScanChunk, ScanCursor, ScanLimit,
-    ScannedRecord, StoreError, encode_record_key,
+    ScannedRecord, StoreError, encode_record_key, rewrite_as_format_1,
 };
 
 use self::dedup::SeenForwards;
@@ -288,6 +288,13 @@ impl Node {
     /// simulator and operators. It may include writes not yet durable.
     pub fn local_object(&mut self, key: &[u8]) -> Result<Option<Object>, StoreError> {
         Ok(self.store.read(PlacedKey::new(key))?.map(|record| record.object))
+    }
+
+    /// Records this node still stores under a key of storage format 1, for
+    /// the simulator: none once opening has migrated them, unless damage to
+    /// the log brought back one the migration had deleted.
+    pub fn format_1_records(&mut self) -> Result<usize, StoreError> {
+        self.store.format_1_records()
     }
 
     /// This node's stored records at the ring positions of `range`, in ring

@@ -98,10 +98,14 @@ pub struct RunStats {
     pub storage_restarts: u64,
     /// Disks replaced because they no longer opened.
     pub disks_replaced: u64,
+    /// Restarts over a directory rewritten as the format 1 release left it.
+    pub upgrades: u64,
     /// Storage work across every node's last life (restarts reset them).
     pub flushes: u64,
     pub compactions: u64,
     pub corruption_detected: u64,
+    /// Engine tombstones (records removed outright) that nodes wrote.
+    pub tombstones_written: u64,
     /// Engine tombstones (records removed outright) that compactions dropped.
     pub tombstones_dropped: u64,
     /// Disk faults injected across the run.
@@ -117,6 +121,7 @@ struct StorageWork {
     flushes: u64,
     compactions: u64,
     corruption_detected: u64,
+    tombstones_written: u64,
     tombstones_dropped: u64,
 }
 
@@ -125,6 +130,7 @@ impl StorageWork {
         self.flushes += engine.flushes;
         self.compactions += engine.compactions;
         self.corruption_detected += engine.corruption_detected;
+        self.tombstones_written += engine.tombstones_written;
         self.tombstones_dropped += engine.tombstones_dropped;
     }
 }
@@ -236,6 +242,9 @@ struct Host {
     /// When the node last asked for a sync that then succeeded: everything
     /// it wrote before survives a power loss.
     synced_asked_ns: u64,
+    /// The node still runs the release of storage format 1: its next
+    /// restart upgrades it (see `SimConfig::format_1_upgrade`).
+    on_format_1: bool,
 }
 
 /// A node lost what it held since `durable_before_ns` (a power loss under
@@ -376,6 +385,7 @@ impl World {
                 paused: false,
                 backlog: Vec::new(),
                 synced_asked_ns: 0,
+                on_format_1: config.format_1_upgrade,
             })
             .collect::<Vec<Host>>();
         for host in &hosts {
@@ -466,6 +476,7 @@ impl World {
     }
 
     fn open_node(&mut self, host: usize) {
+        self.upgrade_from_format_1(host);
         let seed = self.node_seeds.u64();
         let transient = self.transient_disk_faults();
         let disks_max = self.disks_max();
@@ -845,9 +856,11 @@ impl World {
             self.stats.flushes += work.flushes;
             self.stats.compactions += work.compactions;
             self.stats.corruption_detected += work.corruption_detected;
+            self.stats.tombstones_written += work.tombstones_written;
             self.stats.tombstones_dropped += work.tombstones_dropped;
         }
         self.excuse_lost_acknowledgements();
+        self.check_format_1_records();
         let setting = Setting { replicas: self.config.replicas, strict: self.config.strict_checked() };
         let mut violations = self.violations;
         // A run a broken invariant stopped did not finish: its history,

@@ -16,8 +16,11 @@
 use std::ops::Bound;
 
 use super::META_READS_MAX;
-use super::layout::{FORMAT_1_RECORD_PREFIX, FORMAT_KEY, STORAGE_FORMAT, encode_record_key};
-use crate::lsm::{Engine, MaintainError, OpenError, Pair, ReadError, WriteError};
+use super::layout::{
+    FORMAT_1_RECORD_PREFIX, FORMAT_KEY, POSITION_BYTES, STORAGE_FORMAT, decode_record_key, encode_record_key,
+};
+use crate::disk::Disk;
+use crate::lsm::{Engine, EngineConfig, MaintainError, OpenError, Pair, ReadError, WriteError};
 use crate::ring::PlacedKey;
 
 /// Format 1 records moved per step, at most, between which the memtable is
@@ -114,6 +117,70 @@ fn migrate(engine: &mut Engine) -> Result<u64, OpenError> {
             engine.maintain().map_err(maintain_failed)?;
         }
     }
+}
+
+/// How many records of format 1 the engine holds: none once a migration
+/// has finished, unless damage to the log brought back one it had deleted.
+pub(super) fn format_1_records(engine: &mut Engine) -> Result<usize, ReadError> {
+    Ok(engine.scan_prefix(&[FORMAT_1_RECORD_PREFIX], usize::MAX)?.len())
+}
+
+/// Rewrites the data directory on `disk` as the release of format 1 would
+/// have left it: the node's metadata, and each record under `01 | client
+/// key` with the same bytes, with no version key. Opening it then migrates
+/// it, as for a node upgraded from that release: the simulator uses this
+/// to upgrade nodes at a restart. `config` is the node's engine
+/// configuration.
+///
+/// Everything is read before anything is written. If opening finds synced
+/// records lost (which the node must see for itself, to take a new
+/// incarnation) or a read fails, the directory is left as any open leaves
+/// it and the error returned. Returns the records the directory holds.
+pub fn rewrite_as_format_1<D: Disk + Clone + 'static>(
+    disk: &D,
+    config: &EngineConfig,
+) -> Result<u64, OpenError> {
+    let current = EngineConfig {
+        key_bytes_max: config.key_bytes_max.saturating_add(POSITION_BYTES),
+        refuse_lost_records: true,
+        ..config.clone()
+    };
+    let failed = |reason: String| OpenError::Corrupt { file: "data directory".into(), reason };
+    let mut engine = Engine::open(Box::new(disk.clone()), current)?;
+    let pairs = engine.scan(Bound::Unbounded, Bound::Unbounded, usize::MAX).map_err(|error| match error {
+        ReadError::Disk(error) => OpenError::Disk(error),
+        error => failed(error.to_string()),
+    })?;
+    drop(engine);
+    let mut records = 0;
+    let mut format_1 = Vec::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        if key == FORMAT_KEY {
+            continue;
+        }
+        match decode_record_key(&key) {
+            Some((_, client_key)) => {
+                let mut old_key = vec![FORMAT_1_RECORD_PREFIX];
+                old_key.extend_from_slice(client_key);
+                format_1.push((old_key, value));
+                records += 1;
+            }
+            None => format_1.push((key, value)),
+        }
+    }
+    for name in disk.list()? {
+        disk.remove(&name)?;
+    }
+    disk.sync_dir()?;
+    let mut engine = Engine::open(Box::new(disk.clone()), config.clone())?;
+    for (key, value) in &format_1 {
+        engine.put(key, value).map_err(|error| failed(error.to_string()))?;
+        while engine.needs_maintenance() {
+            engine.maintain().map_err(|error| failed(error.to_string()))?;
+        }
+    }
+    engine.sync_now()?;
+    Ok(records)
 }
 
 /// Up to a chunk of format 1 records, from after `after` on. A read that
@@ -328,6 +395,61 @@ mod tests {
         let mut engine = Engine::open(Box::new(disk), config()).unwrap();
         let held = engine.scan(Bound::Unbounded, Bound::Unbounded, usize::MAX).unwrap();
         assert_eq!(held, vec![(FORMAT_KEY.to_vec(), 3u32.to_le_bytes().to_vec())]);
+    }
+
+    #[test]
+    fn a_directory_rewritten_as_format_1_migrates_back() {
+        let disk = MemDisk::new(5);
+        let mut store = open(Box::new(disk.clone())).unwrap();
+        let incarnation = store.incarnation();
+        let mut held = Vec::new();
+        for i in 0..90 {
+            store.write(PlacedKey::new(&key(i)), &record(i)).unwrap();
+            if i % 13 == 4 {
+                store.remove(PlacedKey::new(&key(i))).unwrap();
+            } else {
+                held.push((key(i), record(i)));
+            }
+            while store.engine().needs_maintenance() {
+                store.engine_mut().maintain().unwrap();
+            }
+        }
+        store.engine_mut().sync_now().unwrap();
+        assert!(store.engine().stats().flushes > 0, "tables and log both hold records");
+        drop(store);
+        assert_eq!(rewrite_as_format_1(&disk, &config()).unwrap(), held.len() as u64);
+        let mut engine = Engine::open(Box::new(disk.clone()), config()).unwrap();
+        assert_eq!(engine.get(FORMAT_KEY).unwrap(), None, "format 1 had no version key");
+        let old = engine.scan_prefix(&[FORMAT_1_RECORD_PREFIX], usize::MAX).unwrap();
+        assert_eq!(old.len(), held.len());
+        drop(engine);
+        let mut store = open(Box::new(disk)).unwrap();
+        assert_eq!(store.migration(), Some(Migration { from: 1, records: held.len() as u64 }));
+        assert_eq!(store.incarnation(), incarnation, "the same node, upgraded");
+        assert_eq!(store.engine().stats().tombstones_written, held.len() as u64, "each old key is deleted");
+        assert_eq!(store.format_1_records(), Ok(0));
+        assert_migrated(&mut store, &held);
+    }
+
+    #[test]
+    fn a_directory_that_lost_records_is_left_for_the_node_to_find() {
+        let disk = MemDisk::new(6);
+        let mut store = open(Box::new(disk.clone())).unwrap();
+        let incarnation = store.incarnation();
+        for i in 0..5 {
+            store.write(PlacedKey::new(&key(i)), &record(i)).unwrap();
+        }
+        store.engine_mut().sync_now().unwrap();
+        drop(store);
+        let wal = disk.list().unwrap().into_iter().filter(|name| name.starts_with("wal")).max().unwrap();
+        let bytes = disk.read_at(&wal, 0, disk.len(&wal).unwrap()).unwrap();
+        let middle = bytes.iter().rposition(|&byte| byte != 0).unwrap() / 2;
+        disk.corrupt_at(&wal, middle as u64, 1).unwrap();
+        let refused = rewrite_as_format_1(&disk, &config());
+        assert!(matches!(refused, Err(OpenError::RecordsLost(_))), "{refused:?}");
+        let store = open(Box::new(disk)).unwrap();
+        assert_ne!(store.incarnation(), incarnation, "the node still sees the loss");
+        assert_eq!(store.migration(), None);
     }
 
     /// A disk whose writes start failing after `budget` of them, as if the

@@ -27,7 +27,7 @@ use crate::lsm::{Engine, EngineConfig, EngineStats, Lsn, OpenError, ReadError, S
 use crate::ring::PlacedKey;
 use crate::version::Object;
 
-pub use self::format::Migration;
+pub use self::format::{Migration, rewrite_as_format_1};
 pub use self::layout::{RECORD_KEY_HEADER_BYTES, STORAGE_FORMAT, encode_record_key};
 pub use self::scan::{ScanChunk, ScanCursor, ScanLimit, ScannedRecord};
 
@@ -187,6 +187,11 @@ impl Store {
     /// The records opening moved from an older layout, if it found one.
     pub fn migration(&self) -> Option<Migration> {
         self.migration
+    }
+
+    /// Records still under a key of format 1 (see `format`).
+    pub fn format_1_records(&mut self) -> Result<usize, StoreError> {
+        Ok(format::format_1_records(&mut self.engine)?)
     }
 
     pub fn engine(&self) -> &Engine {
