@@ -21,7 +21,7 @@ use std::time::Duration;
 use keel_core::client::{ClientError, Read, Reply, Request, RequestId, Written};
 use keel_core::disk::{Disk, DiskError};
 use keel_core::lsm::SyncRequest;
-use keel_core::lsm::job::{Job, JobDone};
+use keel_core::lsm::job::{Job, JobDone, JobKind};
 use keel_core::node::{self, Event, Input, Node, Output};
 use keel_core::{NodeId, Now};
 use thiserror::Error;
@@ -170,8 +170,8 @@ struct Driver {
     synced: mpsc::UnboundedReceiver<(SyncRequest, Result<(), DiskError>)>,
     synced_sender: mpsc::UnboundedSender<(SyncRequest, Result<(), DiskError>)>,
     /// Flushes and compactions done on blocking threads (a few at most).
-    jobs_done: mpsc::UnboundedReceiver<JobDone>,
-    jobs_sender: mpsc::UnboundedSender<JobDone>,
+    jobs_done: mpsc::UnboundedReceiver<(JobKind, JobDone)>,
+    jobs_sender: mpsc::UnboundedSender<(JobKind, JobDone)>,
     metrics: Arc<Metrics>,
     /// Callers waiting for the answer to each request handed to the node,
     /// gets apart from puts and deletes: each kind of reply goes to the
@@ -243,13 +243,15 @@ impl Driver {
                 Some((request, result)) = self.synced.recv() => {
                     self.node.handle_input(self.clock.now(), Input::Synced { request, result });
                 }
-                Some(done) = self.jobs_done.recv() => {
+                Some((kind, done)) = self.jobs_done.recv() => {
                     let started = std::time::Instant::now();
                     self.node.handle_input(self.clock.now(), Input::JobDone(done));
+                    let installed = started.elapsed();
                     self.drain();
-                    let elapsed_ms = started.elapsed().as_millis();
-                    if elapsed_ms >= 20 {
-                        tracing::warn!(elapsed_ms, "installing a storage job held the event loop");
+                    let elapsed = started.elapsed();
+                    if elapsed >= INSTALL_SLOW {
+                        let (elapsed_ms, install_ms) = (elapsed.as_millis(), installed.as_millis());
+                        tracing::warn!(?kind, elapsed_ms, install_ms, "finishing a storage job held the event loop");
                     }
                 }
                 Some(inbound) = self.inbound.recv() => {
@@ -442,6 +444,8 @@ const REPLY_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// An fsync this long is logged.
 const SYNC_SLOW: Duration = Duration::from_secs(1);
+/// Finishing a job this long stalled every request waiting behind it.
+const INSTALL_SLOW: Duration = Duration::from_millis(20);
 
 /// Calls taken from the queue in one pass of the loop before its other
 /// inputs get a turn.
@@ -453,13 +457,13 @@ const TIMER_LATE_MAX: Duration = Duration::from_millis(1);
 /// A deadline that never comes, for a timer with nothing to wait for.
 /// Runs `job` and hands its result back, letting go of the data directory
 /// first (a driver that stops as soon as it hears must leave it unlocked).
-fn run_storage_job(job: &Job, disk: FileDisk, done: &mpsc::UnboundedSender<JobDone>) {
+fn run_storage_job(job: &Job, disk: FileDisk, done: &mpsc::UnboundedSender<(JobKind, JobDone)>) {
     let started = std::time::Instant::now();
     let result = job.run(&disk);
     drop(disk);
     let elapsed_ms = started.elapsed().as_millis();
     tracing::debug!(kind = ?job.kind(), bytes = job.bytes(), elapsed_ms, "storage job done");
-    let _ = done.send(result);
+    let _ = done.send((job.kind(), result));
 }
 
 /// Storage jobs yield the CPU to the threads that serve requests: on a busy
