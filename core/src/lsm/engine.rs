@@ -72,8 +72,9 @@ pub struct Engine {
     pub(super) storing: Option<(super::job::JobId, u64)>,
     /// What waits for a version of the manifest to be stored.
     pub(super) after_store: Vec<AfterStore>,
-    /// Flushed memtables, for the next manifest store job to free.
-    pub(super) released: Vec<Arc<Memtable>>,
+    /// Flushed memtables and compacted tables, for the next manifest store
+    /// job to free.
+    pub(super) released: super::job::Released,
 }
 
 /// A WAL file made ready before the log rotates to it.

@@ -49,10 +49,17 @@ pub struct Job {
     pub id: JobId,
     pub(super) work: Work,
     pub(super) config: Arc<EngineConfig>,
-    /// Memtables the engine no longer reads, freed where the job is
-    /// dropped: freeing a full one (tens of thousands of allocations)
-    /// takes milliseconds the owner's loop should not spend.
-    pub(super) release: Vec<Arc<Memtable>>,
+    /// Memory the engine no longer reads, freed where the job is dropped.
+    pub(super) release: Released,
+}
+
+/// A flushed memtable or a compaction's input tables: freeing them (tens of
+/// thousands of allocations for a full memtable or a level's worth of table
+/// indexes) takes milliseconds the owner's loop should not spend.
+#[derive(Debug, Default)]
+pub(super) struct Released {
+    pub memtables: Vec<Arc<Memtable>>,
+    pub tables: Vec<Arc<Table>>,
 }
 
 /// One job is equal to itself only: an engine never hands out an id twice.

@@ -105,7 +105,7 @@ impl Engine {
         self.storing = Some((id, self.manifest_version));
         let manifest = Box::new(self.manifest.clone());
         let mut job = self.job(id, Work::StoreManifest { manifest });
-        // A store follows every installed flush: it frees the flushed memtable.
+        // A store follows every install: it frees what the install let go of.
         job.release = core::mem::take(&mut self.released);
         job
     }
@@ -217,7 +217,7 @@ impl Engine {
     }
 
     fn job(&self, id: JobId, work: Work) -> Job {
-        Job { id, work, config: Arc::new(self.config.clone()), release: Vec::new() }
+        Job { id, work, config: Arc::new(self.config.clone()), release: Default::default() }
     }
 
     fn next_job_id(&mut self) -> JobId {
@@ -333,7 +333,7 @@ impl Engine {
         }
         self.install(manifest, added, &[]);
         let Some(frozen) = self.frozen.take() else { return Ok(()) };
-        self.released.push(frozen.memtable);
+        self.released.memtables.push(frozen.memtable);
         let version = self.manifest_version;
         self.after_store.push(AfterStore::Flushed {
             version,
@@ -502,9 +502,13 @@ impl Engine {
             self.tables.insert(table.id, Arc::new(table));
         }
         for id in removed {
-            self.tables.remove(id);
-            self.cache.remove_table(*id);
+            // Freeing a table's index (an entry per block) takes a while for
+            // large tables: the next manifest store job does it.
+            if let Some(table) = self.tables.remove(id) {
+                self.released.tables.push(table);
+            }
         }
+        self.cache.remove_tables(removed);
         self.manifest = manifest;
         self.compaction_due = compaction::choose(&self.manifest, &self.config) != Choice::Nothing;
         assert_eq!(self.tables.len(), self.manifest.tables().count(), "open tables match the manifest");

@@ -123,7 +123,7 @@ pub(super) fn open(
         manifest_stored: 0,
         storing: None,
         after_store: Vec::new(),
-        released: Vec::new(),
+        released: Default::default(),
     };
     engine.next_table_id = engine.manifest.next_table_id;
     engine.settle(replay)?;
