@@ -51,9 +51,15 @@ impl Engine {
         self.manifest_version > self.manifest_stored && self.storing.is_none()
     }
 
-    /// Under a preallocated log, the next WAL file is made ready ahead of need.
+    /// Under a preallocated log, the next WAL file is made ready ahead of
+    /// need: once the memtable is half full, half a memtable's worth of
+    /// writes before the log rotates (a node that writes little never
+    /// writes a spare).
     fn spare_due(&self) -> bool {
-        preallocate_bytes(&self.config) > 0 && self.wal_spare.is_none() && self.preparing.is_none()
+        preallocate_bytes(&self.config) > 0
+            && self.wal_spare.is_none()
+            && self.preparing.is_none()
+            && self.memtable.bytes() >= self.config.memtable_bytes_max / 2
     }
 
     /// Hands the preparation of the next WAL file to a job. It is as long

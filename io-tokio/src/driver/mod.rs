@@ -10,6 +10,7 @@
 //! next sync: group commit), events to the log.
 
 mod clock;
+mod jobs;
 mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +71,8 @@ pub enum StartError {
     Node(#[from] node::OpenError),
     #[error("cannot start the peer transport on {address}: {source}")]
     Transport { address: SocketAddr, source: std::io::Error },
+    #[error("cannot start the storage job threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// A node being driven.
@@ -134,6 +137,7 @@ pub async fn start(config: DriverConfig, shutdown: CancellationToken) -> Result<
     addresses.insert(config.node, peer_addr);
     let (synced_sender, synced) = mpsc::unbounded_channel();
     let (jobs_sender, jobs_done) = mpsc::unbounded_channel();
+    let job_threads = jobs::JobThreads::start(&jobs_sender).map_err(StartError::Threads)?;
     let driver = Driver {
         node,
         clock,
@@ -145,7 +149,8 @@ pub async fn start(config: DriverConfig, shutdown: CancellationToken) -> Result<
         synced,
         synced_sender,
         jobs_done,
-        jobs_sender,
+        job_threads,
+        jobs_running: 0,
         metrics: handle.metrics().clone(),
         reads: HashMap::new(),
         writes: HashMap::new(),
@@ -171,7 +176,9 @@ struct Driver {
     synced_sender: mpsc::UnboundedSender<(SyncRequest, Result<(), DiskError>)>,
     /// Flushes and compactions done on blocking threads (a few at most).
     jobs_done: mpsc::UnboundedReceiver<(JobKind, JobDone)>,
-    jobs_sender: mpsc::UnboundedSender<(JobKind, JobDone)>,
+    job_threads: jobs::JobThreads,
+    /// Jobs handed to the threads whose results have not come back.
+    jobs_running: usize,
     metrics: Arc<Metrics>,
     /// Callers waiting for the answer to each request handed to the node,
     /// gets apart from puts and deletes: each kind of reply goes to the
@@ -244,6 +251,7 @@ impl Driver {
                     self.node.handle_input(self.clock.now(), Input::Synced { request, result });
                 }
                 Some((kind, done)) = self.jobs_done.recv() => {
+                    self.jobs_running -= 1;
                     let started = std::time::Instant::now();
                     self.node.handle_input(self.clock.now(), Input::JobDone(done));
                     let installed = started.elapsed();
@@ -364,35 +372,11 @@ impl Driver {
         });
     }
 
-    /// A storage job (a flush, a compaction, a manifest store …) on a
-    /// thread of its own: the event loop keeps serving while it writes.
-    /// Its result comes back as an input. A few run at once at most, and
-    /// seldom (one per memtable's worth of writes, about), so a thread each
-    /// costs nothing that matters, and each lowers its own CPU priority
-    /// without touching the threads that serve requests or sync the log.
-    fn run_job(&self, job: Job) {
-        let disk = self.disk.clone();
-        let done = self.jobs_sender.clone();
-        let (give, take) = std::sync::mpsc::sync_channel::<Job>(1);
-        let spawned = std::thread::Builder::new().name(String::from("keel-storage-job")).spawn(move || {
-            lower_priority();
-            if let Ok(job) = take.recv() {
-                run_storage_job(&job, disk, &done);
-            }
-        });
-        match spawned {
-            Ok(_) => {
-                let _ = give.send(job);
-            }
-            Err(error) => {
-                // Out of threads: a thread of the blocking pool does it at
-                // the usual priority rather than the node waiting forever.
-                tracing::warn!(%error, "could not start a storage job thread");
-                let disk = self.disk.clone();
-                let done = self.jobs_sender.clone();
-                tokio::task::spawn_blocking(move || run_storage_job(&job, disk, &done));
-            }
-        }
+    /// A storage job on one of the job threads: the event loop keeps
+    /// serving while it writes. Its result comes back as an input.
+    fn run_job(&mut self, job: Job) {
+        self.jobs_running += 1;
+        self.job_threads.run(job, self.disk.clone());
     }
 
     fn refresh_status(&self) {
@@ -411,6 +395,17 @@ impl Driver {
         self.refresh_status();
         self.transport_stop.cancel();
         self.transport.closed().await;
+        // A job holds the data directory: wait for those running, so that a
+        // node started on it next finds it free. Their results are dropped;
+        // recovery makes of the disk what it finds.
+        let jobs = async {
+            while self.jobs_running > 0 && self.jobs_done.recv().await.is_some() {
+                self.jobs_running -= 1;
+            }
+        };
+        if tokio::time::timeout(self.shutdown_grace, jobs).await.is_err() {
+            tracing::warn!(running = self.jobs_running, "stopping with storage jobs still running");
+        }
         let durable = self.node.is_quiescent();
         tracing::info!(all_writes_durable = durable, "node stopped");
     }
@@ -455,35 +450,6 @@ const CALLS_PER_PASS_MAX: usize = 256;
 const TIMER_LATE_MAX: Duration = Duration::from_millis(1);
 
 /// A deadline that never comes, for a timer with nothing to wait for.
-/// Runs `job` and hands its result back, letting go of the data directory
-/// first (a driver that stops as soon as it hears must leave it unlocked).
-fn run_storage_job(job: &Job, disk: FileDisk, done: &mpsc::UnboundedSender<(JobKind, JobDone)>) {
-    let started = std::time::Instant::now();
-    let result = job.run(&disk);
-    drop(disk);
-    let elapsed_ms = started.elapsed().as_millis();
-    tracing::debug!(kind = ?job.kind(), bytes = job.bytes(), elapsed_ms, "storage job done");
-    let _ = done.send((job.kind(), result));
-}
-
-/// Storage jobs yield the CPU to the threads that serve requests: on a busy
-/// machine a compaction then takes longer rather than reads waiting behind
-/// it. Best effort: where the call is refused, the job runs as it is.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // On Linux the priority is per thread; the thread id names this one.
-        let this_thread = rustix::thread::gettid();
-        if let Err(error) = rustix::process::setpriority_process(Some(this_thread), JOB_NICE) {
-            tracing::debug!(%error, "could not lower a storage job thread's priority");
-        }
-    }
-}
-
-/// The nice value of storage job threads: well below the default 0.
-#[cfg(target_os = "linux")]
-const JOB_NICE: i32 = 10;
-
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
