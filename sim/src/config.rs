@@ -195,6 +195,18 @@ pub struct SimConfig {
     /// has a write (`--fsync periodic`); crashes are then of the process
     /// only, since a machine crash loses acknowledged writes by design.
     pub sync_interval_ms: Option<u64>,
+    /// How long the healed cluster settles before the liveness phase's
+    /// requests, in simulated ms. `None`: a fixed 3 s, enough for every
+    /// failure detector to hear every peer and for a node whose reopening
+    /// fails to use up its retries. `Some(ms)`: until every node is up and
+    /// every message sent before healing has arrived, and then `ms` (more
+    /// than a heartbeat interval, so that every node has heard from every
+    /// peer since), which ends short runs much sooner.
+    pub settle_ms: Option<u64>,
+    /// Fold every event and every delivered message into the run's trace
+    /// hash (`RunResult::trace`). Off, the hash is the same for every run:
+    /// for runs nothing replays or compares, such as the fuzzer's.
+    pub trace: bool,
 }
 
 /// The sync interval of runs drawn with `--fsync periodic`, in simulated ms.
@@ -325,6 +337,8 @@ impl SimConfig {
             sync_us_max,
             storage,
             sync_interval_ms: None,
+            settle_ms: None,
+            trace: true,
         }
     }
 
