@@ -9,7 +9,12 @@
 //! N), the fault kinds that act per message or per disk read, the fsync
 //! policy and the storage shape. Each further group of six bytes is one
 //! scheduled fault: its kind, start, duration and nodes. Runs are short (2 s
-//! of faults, a few dozen operations) so that millions of them fit.
+//! of faults, a few dozen operations) so that millions of them fit. After
+//! healing, a run settles only until every node is up and every message sent
+//! under the faults is in, plus two heartbeat intervals, rather than the
+//! sweep's fixed 3 s; then come the liveness requests, repair rounds and
+//! final reads, and every check, as in any run. No trace hash is kept: the
+//! input itself replays the run.
 
 #![no_main]
 
@@ -21,6 +26,9 @@ use keel_sim::{SimConfig, run_with};
 use libfuzzer_sys::fuzz_target;
 
 const SAFETY_MS: u64 = 2_000;
+/// How long the healed cluster settles once every node is up (see
+/// `SimConfig::settle_ms`): two heartbeat intervals.
+const SETTLE_MS: u64 = 500;
 
 /// The fault kinds that are not scheduled but strike per message or read.
 const RATES: [FaultKind; 7] = [
@@ -59,6 +67,8 @@ fn config(input: &mut Bytes) -> SimConfig {
     config.storage.l0_tables_max = 2 + u32::from(shape >> 2 & 1);
     config.storage.level_base_bytes = config.storage.memtable_bytes_max * 2;
     config.safety_ms = SAFETY_MS;
+    config.settle_ms = Some(SETTLE_MS);
+    config.trace = false;
     config.workload.ops = 20 + u32::from(shape >> 3);
     config.workload.keys = 1 + config.workload.keys % 4;
     config

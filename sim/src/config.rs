@@ -200,6 +200,18 @@ pub struct SimConfig {
     /// release left it, and opening it migrates every record, deleting each
     /// old key with an engine tombstone.
     pub format_1_upgrade: bool,
+    /// How long the healed cluster settles before the liveness phase's
+    /// requests, in simulated ms. `None`: a fixed 3 s, enough for every
+    /// failure detector to hear every peer and for a node whose reopening
+    /// fails to use up its retries. `Some(ms)`: until every node is up and
+    /// every message sent before healing has arrived, and then `ms` (more
+    /// than a heartbeat interval, so that every node has heard from every
+    /// peer since), which ends short runs much sooner.
+    pub settle_ms: Option<u64>,
+    /// Fold every event and every delivered message into the run's trace
+    /// hash (`RunResult::trace`). Off, the hash is the same for every run:
+    /// for runs nothing replays or compares, such as the fuzzer's.
+    pub trace: bool,
 }
 
 /// The sync interval of runs drawn with `--fsync periodic`, in simulated ms.
@@ -337,6 +349,8 @@ impl SimConfig {
             storage,
             sync_interval_ms: None,
             format_1_upgrade: false,
+            settle_ms: None,
+            trace: true,
         }
     }
 

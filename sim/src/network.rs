@@ -22,6 +22,33 @@ pub struct Network {
     healed: bool,
 }
 
+/// The copies of one message that arrive, by their delays: at most two, so
+/// no allocation per message.
+#[derive(Clone, Copy, Debug)]
+pub struct Copies {
+    delays: [u64; 2],
+    len: usize,
+}
+
+impl Copies {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl IntoIterator for Copies {
+    type Item = u64;
+    type IntoIter = core::iter::Take<core::array::IntoIter<u64, 2>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.delays.into_iter().take(self.len)
+    }
+}
+
 impl Network {
     pub fn new(seed: u64, mix: FaultMix) -> Network {
         Network {
@@ -35,20 +62,24 @@ impl Network {
 
     /// The delays after which copies of a message sent now arrive: none if
     /// it is lost, two if it is duplicated.
-    pub fn plan(&mut self, from: NodeId, to: NodeId) -> Vec<u64> {
+    pub fn plan(&mut self, from: NodeId, to: NodeId) -> Copies {
+        let mut copies = Copies { delays: [0; 2], len: 0 };
         if self.is_blocked(from, to) {
-            return Vec::new();
+            return copies;
         }
         let faulty = |kind| !self.healed && self.mix.has(kind);
         if faulty(FaultKind::Drop) && self.rng.chance(self.mix.drop_per_million) {
-            return Vec::new();
+            return copies;
         }
-        let copies = if faulty(FaultKind::Duplicate) && self.rng.chance(self.mix.duplicate_per_million) {
+        copies.len = if faulty(FaultKind::Duplicate) && self.rng.chance(self.mix.duplicate_per_million) {
             2
         } else {
             1
         };
-        (0..copies).map(|_| self.delay(from, to)).collect()
+        for copy in 0..copies.len {
+            copies.delays[copy] = self.delay(from, to);
+        }
+        copies
     }
 
     fn delay(&mut self, from: NodeId, to: NodeId) -> u64 {

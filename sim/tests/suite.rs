@@ -4,8 +4,11 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use keel_core::NodeId;
+use keel_sim::faults::{Fault, ScheduledFault};
+use keel_sim::history::Phase;
 use keel_sim::report::{failure_report, summary_line};
-use keel_sim::{FaultKind, RunResult, SimConfig, run};
+use keel_sim::{FaultKind, RunResult, SimConfig, run, run_with};
 
 /// Seeds run on every `cargo test`.
 const SUITE: std::ops::Range<u64> = 1_000..1_400;
@@ -256,6 +259,60 @@ fn a_seed_replays_exactly() {
     assert_eq!(format!("{:?}", first.history), format!("{:?}", second.history));
     let other = run(SimConfig::from_seed(8));
     assert_ne!(first.trace, other.trace, "different seeds, different runs");
+}
+
+#[test]
+fn a_run_without_its_trace_is_the_same_run() {
+    let traced = run(SimConfig::from_seed(7));
+    let untraced = run(SimConfig { trace: false, ..SimConfig::from_seed(7) });
+    assert_eq!(traced.stats, untraced.stats);
+    assert_eq!(format!("{:?}", traced.history), format!("{:?}", untraced.history));
+    assert_eq!(untraced.trace, run(SimConfig { trace: false, ..SimConfig::from_seed(8) }).trace);
+}
+
+/// Runs that settle until every node is up (`SimConfig::settle_ms`) pass,
+/// and begin the liveness phase long before the fixed three seconds.
+#[test]
+fn runs_settling_until_every_node_is_up_pass() {
+    let quick = |seed| SimConfig { settle_ms: Some(500), ..SimConfig::from_seed(seed) };
+    assert_all_pass(&run_all_with(SUITE.take(60), quick, |_| {}));
+    let calm = |settle_ms| {
+        let config = SimConfig::from_seed(3).with_faults_only(&[]).with_nodes(3);
+        run(SimConfig { settle_ms, ..config })
+    };
+    let (fixed, quick) = (calm(None), calm(Some(500)));
+    assert!(quick.ok(), "{}", failure_report(&quick));
+    let liveness_ns = |result: &RunResult| {
+        result.history.ops.iter().find(|op| op.phase == Phase::Liveness).map(|op| op.invoked_ns)
+    };
+    // Healing waits for the messages then in flight, a few ms at most here.
+    let (quick, fixed) = (liveness_ns(&quick).unwrap(), liveness_ns(&fixed).unwrap());
+    assert!(quick + 2_490_000_000 <= fixed, "liveness began at {quick} ns, and at {fixed} ns after 3 s");
+}
+
+/// A heartbeat sent before healing over a clogged link arrives late, with a
+/// boot of its sender that may no longer be true; settling until every node
+/// is up also waits it out, and fresh heartbeats after it.
+#[test]
+fn settling_waits_out_messages_sent_before_healing() {
+    let mut config =
+        SimConfig::from_seed(5).with_faults_only(&[FaultKind::Clog]).with_nodes(2).with_replicas(1);
+    config.safety_ms = 2_000;
+    config.workload.ops = 20;
+    config.settle_ms = Some(500);
+    let clog = Fault::Clog { from: NodeId(1), to: NodeId(2), delay_ms: 1_500 };
+    let result = run_with(config, vec![ScheduledFault { at_ms: 0, duration_ms: 60_000, fault: clog }]);
+    assert!(result.ok(), "{}", failure_report(&result));
+    let healed_ns = result.history.ops.iter().filter(|op| op.phase == Phase::Safety);
+    let healed_ns = healed_ns.filter_map(|op| op.completed_ns).max().unwrap().max(2_000_000_000);
+    let liveness = result.history.ops.iter().find(|op| op.phase == Phase::Liveness).unwrap();
+    // The last heartbeat sent before healing arrives 1.25 s after it at the
+    // earliest, and the cluster settles 0.5 s after that.
+    assert!(
+        liveness.invoked_ns >= healed_ns + 1_750_000_000,
+        "healed at {healed_ns}, liveness began at {}",
+        liveness.invoked_ns
+    );
 }
 
 #[test]

@@ -33,14 +33,19 @@ impl Dots {
         let runs = self.runs.entry(actor).or_default();
         runs.push((low, high));
         runs.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
-        for &(low, high) in runs.iter() {
-            match merged.last_mut() {
+        // Merged in place: the first `merged` runs are done.
+        let mut merged: usize = 0;
+        for index in 0..runs.len() {
+            let (low, high) = runs[index];
+            match merged.checked_sub(1).map(|last| &mut runs[last]) {
                 Some(last) if low <= last.1.saturating_add(1) => last.1 = last.1.max(high),
-                _ => merged.push((low, high)),
+                _ => {
+                    runs[merged] = (low, high);
+                    merged += 1;
+                }
             }
         }
-        *runs = merged;
+        runs.truncate(merged);
     }
 
     pub fn union(&mut self, other: &Dots) {
@@ -86,6 +91,17 @@ impl Version {
         let mut seen = self.seen.clone();
         seen.union(&other.seen);
         Version { seen, kept }
+    }
+
+    /// `self.join(other)`, in place.
+    pub fn absorb(&mut self, other: &Version) {
+        self.kept.retain(|dot, _| other.kept.contains_key(dot) || !other.seen.contains(dot));
+        for (dot, hash) in &other.kept {
+            if !self.seen.contains(dot) {
+                self.kept.insert(*dot, *hash);
+            }
+        }
+        self.seen.union(&other.seen);
     }
 
     /// Whether this version already holds everything `other` says: joining
@@ -148,6 +164,42 @@ mod tests {
         assert_eq!(after.kept.len(), 1);
         assert!(after.includes(&both), "what was replaced stays seen");
         assert!(!both.includes(&after));
+    }
+
+    #[test]
+    fn absorbing_a_version_is_joining_it() {
+        let (empty, x, y) = (CausalContext::new(), b"x".as_slice(), b"y".as_slice());
+        let mut objects = vec![Object::new()];
+        for (node, value) in [(1, x), (2, y), (1, y), (3, x)] {
+            let mut concurrent = objects.last().cloned().unwrap_or_default();
+            write(&mut concurrent, node, &empty, value);
+            let mut replacing = concurrent.clone();
+            let seen = replacing.context().clone();
+            write(&mut replacing, node + 1, &seen, value);
+            let mut merged = concurrent.clone();
+            merged.merge(&objects[objects.len() / 2]);
+            objects.extend([concurrent, replacing, merged]);
+        }
+        let versions: Vec<Version> = objects.iter().map(Version::of).collect();
+        for a in &versions {
+            for b in &versions {
+                let mut absorbed = a.clone();
+                absorbed.absorb(b);
+                assert_eq!(absorbed, a.join(b));
+            }
+        }
+    }
+
+    #[test]
+    fn runs_added_out_of_order_merge_in_place() {
+        let mut dots = Dots::default();
+        for (low, high) in [(10, 12), (1, 2), (20, 20), (4, 6), (3, 3), (13, 19), (30, 31), (8, 8)] {
+            dots.add(actor(1), low, high);
+        }
+        assert_eq!(dots.runs[&actor(1)], vec![(1, 6), (8, 8), (10, 20), (30, 31)]);
+        dots.add(actor(1), 7, 9);
+        dots.add(actor(1), 25, 40);
+        assert_eq!(dots.runs[&actor(1)], vec![(1, 20), (25, 40)]);
     }
 
     #[test]

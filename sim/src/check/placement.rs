@@ -32,8 +32,9 @@ impl Placement {
         let mut vnodes = Vec::new();
         for &node in nodes {
             for vnode in 0..vnodes_per_node {
-                let mut bytes = node.0.to_le_bytes().to_vec();
-                bytes.extend_from_slice(&vnode.to_le_bytes());
+                let mut bytes = [0; 12];
+                bytes[..8].copy_from_slice(&node.0.to_le_bytes());
+                bytes[8..].copy_from_slice(&vnode.to_le_bytes());
                 vnodes.push((sip(TOKEN_KEYS, &bytes), node));
             }
         }

@@ -45,6 +45,10 @@ impl World {
         match stage {
             Stage::Heal => self.heal(),
             Stage::Liveness => {
+                if let Some(wait_ns) = self.settle_wait_ns() {
+                    self.at(self.now + wait_ns, Event::Stage(Stage::Liveness));
+                    return;
+                }
                 self.stage = Stage::Liveness;
                 for client in 0..self.clients.len() {
                     self.clients[client].liveness_left = LIVENESS_OPS_PER_CLIENT;
@@ -84,8 +88,32 @@ impl World {
                 self.open_node(host);
             }
         }
-        self.at(self.now + SETTLE_MS * MS, Event::Stage(Stage::Liveness));
+        let settle_ns = self.config.settle_ms.unwrap_or(SETTLE_MS) * MS;
+        let mut settled_ns = self.now + settle_ns;
+        if self.config.settle_ms.is_some() {
+            // Messages sent before healing may still arrive, clogged or
+            // reordered, with news that is no longer true (a peer's boot
+            // before it restarted): the cluster settles once the last of
+            // them is in, and fresh heartbeats had time to correct them.
+            let in_flight = self.queue.iter().filter(|(_, event)| matches!(event, Event::Deliver { .. }));
+            let last_ns = in_flight.map(|((at, _), _)| *at).max().unwrap_or(self.now);
+            settled_ns = settled_ns.max(last_ns + settle_ns);
+        }
+        self.at(settled_ns, Event::Stage(Stage::Liveness));
         self.at(self.now + LIVENESS_MS_MAX * MS, Event::Stage(Stage::Deadline));
+    }
+
+    /// How much longer the healed cluster must settle, under
+    /// `SimConfig::settle_ms`: while a node is down (reopening after a
+    /// failed open), and until the last node to open has been up that long.
+    /// (Healing put the first look past every message sent before it.)
+    fn settle_wait_ns(&self) -> Option<u64> {
+        let settle_ns = self.config.settle_ms? * MS;
+        if self.hosts.iter().any(|host| host.node.is_none()) {
+            return Some(settle_ns);
+        }
+        let settled_ns = self.last_open_ns + settle_ns;
+        (settled_ns > self.now).then(|| settled_ns - self.now)
     }
 
     /// Whether every operation of the safety phase was issued and answered.

@@ -290,6 +290,8 @@ pub(crate) struct World {
     convergence_rounds: u32,
     /// Keys whose final read was taken again (see `retry_final_read`).
     final_retried: std::collections::BTreeSet<u32>,
+    /// When a node last opened.
+    last_open_ns: u64,
     done: bool,
 }
 
@@ -393,6 +395,7 @@ impl World {
         }
         let clients = (0..config.workload.clients).map(|_| Client::new()).collect();
         let config_periodic = config.sync_interval_ms.is_some();
+        let trace = Trace::new(config.trace);
         let ids: Vec<NodeId> = hosts.iter().map(|host| host.id).collect();
         let placement = Placement::new(&ids, VNODES_PER_NODE, config.replicas);
         World {
@@ -407,7 +410,7 @@ impl World {
             hosts,
             clients,
             history: History::default(),
-            trace: Trace::default(),
+            trace,
             owners: BTreeMap::new(),
             request_next: 0,
             schedule,
@@ -422,6 +425,7 @@ impl World {
             checks_pending: 0,
             convergence_rounds: 0,
             final_retried: Default::default(),
+            last_open_ns: 0,
             done: false,
         }
     }
@@ -485,6 +489,7 @@ impl World {
         let disk = Box::new(state.disk.clone());
         match Node::open(self.node_config.clone(), state.id, seed, disk, now) {
             Ok(node) => {
+                self.last_open_ns = self.now;
                 state.node = Some(node);
                 state.timer_at = None;
                 state.open_failures = 0;
@@ -641,7 +646,9 @@ impl World {
 
     fn send(&mut self, from: NodeId, to: NodeId, message: &Message) {
         self.stats.messages_sent += 1;
-        let mut bytes = Vec::new();
+        // Room for most messages: grown from empty, the buffer would be
+        // reallocated several times per message.
+        let mut bytes = Vec::with_capacity(256);
         if let Err(error) = message.encode(&mut bytes) {
             self.violate(Property::Invariant, format!("{from} could not encode a message: {error}"), vec![]);
             return;
@@ -650,8 +657,10 @@ impl World {
         if delays.is_empty() {
             self.stats.messages_lost += 1;
         }
-        for delay in delays {
-            self.at(self.now + delay, Event::Deliver { from, to, bytes: bytes.clone() });
+        let copies = delays.len();
+        for (copy, delay) in delays.into_iter().enumerate() {
+            let bytes = if copy + 1 == copies { std::mem::take(&mut bytes) } else { bytes.clone() };
+            self.at(self.now + delay, Event::Deliver { from, to, bytes });
         }
     }
 

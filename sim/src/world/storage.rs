@@ -28,7 +28,7 @@ use crate::rng::splitmix;
 /// succeeds; until then it survives a process crash but not a power loss.
 #[derive(Debug, Default)]
 pub(crate) struct Claims {
-    durable: BTreeMap<(NodeId, Vec<u8>), Version>,
+    durable: BTreeMap<NodeId, BTreeMap<Vec<u8>, Version>>,
     /// Replicate messages delivered and not yet acknowledged: what an
     /// acknowledgement from the replica would vouch for.
     delivered: BTreeMap<(NodeId, NodeId, Tag), (Vec<u8>, Object)>,
@@ -53,8 +53,13 @@ impl Claims {
     }
 
     fn make_durable(&mut self, node: NodeId, key: &[u8], version: &Version) {
-        let held = self.durable.entry((node, key.to_vec())).or_default();
-        *held = held.join(version);
+        let keys = self.durable.entry(node).or_default();
+        match keys.get_mut(key) {
+            Some(held) => held.absorb(version),
+            None => {
+                keys.insert(key.to_vec(), Version::default().join(version));
+            }
+        }
     }
 
     /// A message `from` sends to `to` at `now` (seen when it is sent).
@@ -91,14 +96,16 @@ impl Claims {
     /// Takes `node`'s unsynced claims made when `due` says, keeping them as
     /// durable or dropping them.
     fn settle(&mut self, node: NodeId, due: impl Fn(u64) -> bool, keep: bool) {
-        let (taken, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsynced)
-            .into_iter()
-            .partition(|(owner, made_ns, _, _)| *owner == node && due(*made_ns));
-        self.unsynced = rest;
-        if keep {
-            for (node, _, key, version) in taken {
-                self.make_durable(node, &key, &version);
+        let mut taken = Vec::new();
+        self.unsynced.retain_mut(|(owner, made_ns, key, version)| {
+            let settled = *owner == node && due(*made_ns);
+            if settled && keep {
+                taken.push((std::mem::take(key), std::mem::take(version)));
             }
+            !settled
+        });
+        for (key, version) in taken {
+            self.make_durable(node, &key, &version);
         }
     }
 
@@ -111,24 +118,22 @@ impl Claims {
 
     /// Forgets what `node` claimed: its disk was replaced.
     fn forget(&mut self, node: NodeId) {
-        self.durable.retain(|(owner, _), _| *owner != node);
+        self.durable.remove(&node);
         self.unsynced.retain(|(owner, ..)| *owner != node);
     }
 
     /// `node` lost part of `key` to damage it detected: from now on it
     /// claims what it holds, until repair restores the rest.
     fn reset(&mut self, node: NodeId, key: &[u8], held: Option<Object>) {
+        let keys = self.durable.entry(node).or_default();
         match held {
-            Some(object) => self.durable.insert((node, key.to_vec()), Version::of(&object)),
-            None => self.durable.remove(&(node, key.to_vec())),
+            Some(object) => keys.insert(key.to_vec(), Version::of(&object)),
+            None => keys.remove(key),
         };
     }
 
     fn of(&self, node: NodeId) -> impl Iterator<Item = (&Vec<u8>, &Version)> {
-        self.durable
-            .range((node, Vec::new())..)
-            .take_while(move |((owner, _), _)| *owner == node)
-            .map(|((_, key), object)| (key, object))
+        self.durable.get(&node).into_iter().flatten()
     }
 }
 

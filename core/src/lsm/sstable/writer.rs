@@ -40,7 +40,7 @@ impl TableWriter {
             id,
             file,
             block: BlockBuilder::default(),
-            out: Vec::with_capacity(WRITE_CHUNK_BYTES + (64 << 10)),
+            out: Vec::new(),
             written: 0,
             index: Vec::new(),
             hashes: Vec::new(),
