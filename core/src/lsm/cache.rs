@@ -99,14 +99,7 @@ impl BlockCache {
 
     /// Drops every block of a table that no longer exists.
     pub fn remove_table(&mut self, table: u64) {
-        self.remove_tables(&[table]);
-    }
-
-    /// Drops every block of tables that no longer exist, in one pass over
-    /// the cache (a compaction removes dozens of tables at once).
-    pub fn remove_tables(&mut self, tables: &[u64]) {
-        let keys: Vec<BlockKey> =
-            self.by_tick.values().filter(|key| tables.contains(&key.0)).copied().collect();
+        let keys: Vec<BlockKey> = self.by_tick.values().filter(|key| key.0 == table).copied().collect();
         for key in keys {
             self.remove(key);
         }

@@ -514,7 +514,10 @@ impl Engine {
                 self.released.tables.push(table);
             }
         }
-        self.cache.remove_tables(removed);
+        // The cache keeps a removed table's blocks until they age out:
+        // table ids are never reused, so nothing reads them again, and
+        // dropping them here meant a pass over the whole cache on the
+        // owner's loop (20–50 ms after large compactions).
         self.manifest = manifest;
         self.compaction_due = compaction::choose(&self.manifest, &self.config) != Choice::Nothing;
         assert_eq!(self.tables.len(), self.manifest.tables().count(), "open tables match the manifest");
