@@ -268,31 +268,19 @@ impl Engine {
             return Ok(JobKind::Removal);
         } else if let Some((_, spare)) = self.preparing.filter(|(id, _)| *id == done.id) {
             self.preparing = None;
-            return match done.outcome {
-                _ if self.poisoned => Err(MaintainError::Poisoned),
-                Ok(_) if spare.seq == self.wal.seq + 1 => {
-                    self.wal_spare = Some(spare);
-                    Ok(JobKind::Log)
-                }
-                Ok(_) => {
-                    // The log rotated past it meanwhile: it holds nothing.
-                    self.obsolete.push(wal::file_name(spare.seq));
-                    Ok(JobKind::Log)
-                }
-                Err(JobError::Disk(error)) => Err(self.poison(error)),
-                Err(JobError::Read(error)) => Err(MaintainError::Corrupt(error)),
-            };
+            self.outcome_of_writing(done.outcome)?;
+            if spare.seq == self.wal.seq + 1 {
+                self.wal_spare = Some(spare);
+            } else {
+                // The log rotated past it meanwhile: it holds nothing.
+                self.obsolete.push(wal::file_name(spare.seq));
+            }
+            return Ok(JobKind::Log);
         } else if let Some((_, version)) = self.storing.filter(|(id, _)| *id == done.id) {
             self.storing = None;
-            return match done.outcome {
-                _ if self.poisoned => Err(MaintainError::Poisoned),
-                Ok(_) => {
-                    self.stored(version);
-                    Ok(JobKind::Manifest)
-                }
-                Err(JobError::Disk(error)) => Err(self.poison(error)),
-                Err(JobError::Read(error)) => Err(MaintainError::Corrupt(error)),
-            };
+            self.outcome_of_writing(done.outcome)?;
+            self.stored(version);
+            return Ok(JobKind::Manifest);
         } else {
             panic!("finish_job for a job not in flight: {:?}", done.id);
         };
@@ -322,6 +310,17 @@ impl Engine {
             JobKind::Removal | JobKind::Manifest | JobKind::Log => {}
         }
         Ok(kind)
+    }
+
+    /// The outcome of a job that only writes (a manifest store, a spare
+    /// log file): a failure to write poisons, as any failed write does.
+    fn outcome_of_writing<T>(&mut self, outcome: Result<T, JobError>) -> Result<(), MaintainError> {
+        match outcome {
+            _ if self.poisoned => Err(MaintainError::Poisoned),
+            Ok(_) => Ok(()),
+            Err(JobError::Disk(error)) => Err(self.poison(error)),
+            Err(JobError::Read(error)) => Err(MaintainError::Corrupt(error)),
+        }
     }
 
     fn install_flush(&mut self, outputs: Vec<(TableMeta, Table)>) -> Result<(), MaintainError> {
