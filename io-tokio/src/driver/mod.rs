@@ -174,7 +174,7 @@ struct Driver {
     calls: mpsc::Receiver<Call>,
     synced: mpsc::UnboundedReceiver<(SyncRequest, Result<(), DiskError>)>,
     synced_sender: mpsc::UnboundedSender<(SyncRequest, Result<(), DiskError>)>,
-    /// Flushes and compactions done on blocking threads (a few at most).
+    /// Results of the storage jobs run on the job threads, with their kind.
     jobs_done: mpsc::UnboundedReceiver<(JobKind, JobDone)>,
     job_threads: jobs::JobThreads,
     /// Jobs handed to the threads whose results have not come back.
