@@ -77,14 +77,23 @@ fn any_process_mentions(needle: &str) -> bool {
 }
 
 /// A base port whose layout (node i at base + 100(i-1) + 10, 20, 21) is
-/// free for three nodes right now.
-fn free_base_port() -> u16 {
+/// free for three nodes right now, and a listener already holding the
+/// port at `held` past it: a test running beside this one cannot take it
+/// between the check and its use.
+fn free_base_port(held: u16) -> (u16, TcpListener) {
     for _ in 0..200 {
         let base = free_port().port().saturating_sub(300) / 100 * 100;
         let ports = (0..3u16).flat_map(|i| [10, 20, 21].map(|offset| base + 100 * i + offset));
-        let listeners: Vec<_> = ports.map(|port| TcpListener::bind(("127.0.0.1", port))).collect();
+        let mut listeners: Vec<_> = ports.map(|port| TcpListener::bind(("127.0.0.1", port))).collect();
         if base >= 1024 && listeners.iter().all(Result::is_ok) {
-            return base;
+            let at = listeners.iter().position(|listener| {
+                listener
+                    .as_ref()
+                    .is_ok_and(|listener| listener.local_addr().is_ok_and(|a| a.port() == base + held))
+            });
+            if let Some(Ok(listener)) = at.map(|at| listeners.swap_remove(at)) {
+                return (base, listener);
+            }
         }
     }
     panic!("no free run of ports for a dev cluster");
@@ -92,10 +101,9 @@ fn free_base_port() -> u16 {
 
 #[test]
 fn dev_cluster_stops_everything_when_a_node_cannot_start() {
-    let base = free_base_port();
-    let dir = scratch_dir("dev-cluster-port-taken");
     // Another program holds node 2's HTTP port.
-    let squatter = TcpListener::bind(("127.0.0.1", base + 120)).expect("take node 2's HTTP port");
+    let (base, squatter) = free_base_port(120);
+    let dir = scratch_dir("dev-cluster-port-taken");
     let child = Command::new(keel_binary())
         .args(["dev-cluster", "--nodes", "3", "--base-port", &base.to_string()])
         .arg("--dir")
