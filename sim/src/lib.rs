@@ -14,6 +14,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod faults;
+pub mod fuzz_input;
 pub mod history;
 pub mod network;
 pub mod report;

@@ -38,7 +38,7 @@ use thiserror::Error;
 pub use self::config::{Config, ConfigError, SIBLINGS_MAX_LIMIT};
 pub use self::io::{Event, Input, Output};
 pub use self::store::{
-    Migration, RECORD_KEY_HEADER_BYTES, Record, STORAGE_FORMAT, ScanChunk, ScanCursor, ScanLimit,
+    LocalEpoch, Migration, RECORD_KEY_HEADER_BYTES, Record, STORAGE_FORMAT, ScanChunk, ScanCursor, ScanLimit,
     ScannedRecord, StoreError, encode_record_key, rewrite_as_format_1,
 };
 

@@ -715,7 +715,7 @@ fn a_write_that_reads_first_replaces_a_key_no_copy_of_which_reads() {
 struct RawRecord {
     siblings: Vec<crate::version::Sibling>,
     context: CausalContext,
-    local_epoch: Option<u64>,
+    local_epoch: Option<crate::node::store::LocalEpoch>,
 }
 
 #[test]
@@ -733,7 +733,7 @@ fn a_stored_record_whose_object_breaks_its_invariants_is_a_corrupt_copy() {
     siblings.insert(0, other);
     let mut context = stored.context().clone();
     context.insert(siblings[0].dot);
-    let raw = RawRecord { siblings, context, local_epoch: Some(1) };
+    let raw = RawRecord { siblings, context, local_epoch: None };
     // The record's own format byte, then the record.
     let bytes = postcard::to_extend(&raw, vec![found.1[0]]).unwrap();
     let key = found.0.clone();

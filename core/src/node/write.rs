@@ -262,14 +262,11 @@ impl Node {
             (Err(_), Unreadable::Replace) => self.read_or_replace(PlacedKey::known(&write.key, position)),
         };
         let mut record = stored.unwrap_or(Record { object: Object::new(), local_epoch: None });
-        let epoch = match record.local_epoch {
-            Some(epoch) => epoch,
-            None => self.store.allocate_epoch().map_err(|error| storage_failed(&error.to_string()))?,
-        };
+        let local = self.store.epoch_for(&record).map_err(|error| storage_failed(&error.to_string()))?;
         let Write { key, value, seen, .. } = write;
         // Without a context, the write replaces what this replica holds.
         let seen = seen.unwrap_or_else(|| record.object.context().clone());
-        let actor = Actor { node: self.id, incarnation: self.store.incarnation(), epoch };
+        let actor = Actor { node: self.id, incarnation: local.incarnation, epoch: local.epoch };
         let Some(dot) = record.object.write(actor, &seen, value, self.now.wall_ms) else {
             return Err(ClientError::BadContext { reason: "context counter at its maximum".into() }.into());
         };
@@ -284,7 +281,7 @@ impl Node {
             let max = self.config.siblings_max.into();
             return Err(ClientError::SiblingsTooMany { count: siblings as u64, max }.into());
         }
-        record.local_epoch = Some(epoch);
+        record.local_epoch = Some(local);
         let lsn = self.store.write(PlacedKey::known(&key, position), &record).map_err(write_failed)?;
         let mut reply_context = seen;
         reply_context.insert(dot);

@@ -266,6 +266,7 @@ mod tests {
     use crate::NodeId;
     use crate::disk::{CrashMode, Disk, DiskError, MemDisk};
     use crate::lsm::EngineConfig;
+    use crate::node::store::LocalEpoch;
     use crate::version::{Actor, CausalContext, Object, Value};
 
     const INCARNATION: u32 = 0x5eed;
@@ -293,7 +294,7 @@ mod tests {
         let mut object = Object::new();
         let actor = Actor { node: NodeId(1), incarnation: INCARNATION, epoch: u64::from(i) };
         object.write(actor, &CausalContext::new(), Value::Live(format!("value-{i}").into_bytes()), 7);
-        Record { object, local_epoch: Some(u64::from(i)) }
+        Record { object, local_epoch: Some(LocalEpoch { incarnation: INCARNATION, epoch: u64::from(i) }) }
     }
 
     /// A directory as the format 1 store left it: metadata, records under

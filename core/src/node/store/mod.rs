@@ -37,7 +37,11 @@ pub use self::scan::{ScanChunk, ScanCursor, ScanLimit, ScannedRecord};
 /// every record of format 1 fits under its new key.
 pub(super) const KEY_PREFIX_BYTES: u32 = RECORD_KEY_HEADER_BYTES - POSITION_BYTES;
 /// The encoding of a record's value (not of the directory's layout).
-const RECORD_FORMAT: u8 = 1;
+const RECORD_FORMAT: u8 = 2;
+
+/// Records of this format hold the object and an epoch that does not say
+/// which incarnation allocated it: they read as records without one.
+const RECORD_FORMAT_1: u8 = 1;
 
 /// Epochs are reserved in blocks, one metadata write per block, so starting
 /// a fresh epoch for a key is usually free. A crash skips the rest of the
@@ -56,7 +60,17 @@ pub struct Record {
     /// node first coordinates a write for it. It is valid because the record
     /// has existed continuously since: the record has seen every dot issued
     /// in that epoch. A record that is created afresh starts without one.
-    pub local_epoch: Option<u64>,
+    pub local_epoch: Option<LocalEpoch>,
+}
+
+/// An epoch and the incarnation that allocated it. Only that incarnation
+/// issues dots in it: a later one cannot know how far the earlier one's
+/// leases went (damage to the log may have taken the last lease and left
+/// records that name its epochs), so it starts a fresh epoch for the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalEpoch {
+    pub incarnation: u32,
+    pub epoch: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,18 +145,14 @@ impl Store {
         // no longer knows every dot it issued: it becomes a new actor.
         // With periodic syncs a crash may have lost writes whose dots were
         // already seen by others: never trust the history to be complete.
+        // A new incarnation counts its epochs from the start: records keep
+        // the epochs of the old one, but name it (`LocalEpoch`).
         let periodic = matches!(engine.config().sync_policy, SyncPolicy::Periodic { .. });
         let fresh = stored.is_none() || engine.recovery().log_damaged || periodic;
         let meta = match stored {
             Some(meta) if !fresh => meta,
-            Some(meta) => Meta { incarnation: new_incarnation(rng, meta.incarnation), ..meta },
-            None if metadata_damage.is_none() => Meta { incarnation: rng.next_u32(), epoch_lease_end: 1 },
-            // Records that survived still name epochs of the lost lease as
-            // their `local_epoch`, and the new incarnation would issue dots
-            // from them as its own: its epochs must start past any of them.
-            // How far the old lease went is unknown, so they start at a
-            // random point of a range no lease ever reaches by counting.
-            None => Meta { incarnation: rng.next_u32(), epoch_lease_end: EPOCH_FAR + (rng.next_u64() >> 2) },
+            Some(meta) => Meta { incarnation: new_incarnation(rng, meta.incarnation), epoch_lease_end: 1 },
+            None => Meta { incarnation: rng.next_u32(), epoch_lease_end: 1 },
         };
         let mut store = Store {
             engine,
@@ -253,14 +263,23 @@ impl Store {
     }
 
     /// A new epoch for this node, never handed out before by this incarnation.
-    pub fn allocate_epoch(&mut self) -> Result<u64, StoreError> {
+    pub fn allocate_epoch(&mut self) -> Result<LocalEpoch, StoreError> {
         if self.epoch_next >= self.meta.epoch_lease_end {
             self.meta.epoch_lease_end = self.epoch_next + EPOCH_LEASE;
             self.write_meta()?;
         }
         let epoch = self.epoch_next;
         self.epoch_next += 1;
-        Ok(epoch)
+        Ok(LocalEpoch { incarnation: self.meta.incarnation, epoch })
+    }
+
+    /// The epoch in which this incarnation issues dots for `record`'s key:
+    /// the record's own if this incarnation allocated it, else a new one.
+    pub fn epoch_for(&mut self, record: &Record) -> Result<LocalEpoch, StoreError> {
+        match record.local_epoch {
+            Some(local) if local.incarnation == self.meta.incarnation => Ok(local),
+            _ => self.allocate_epoch(),
+        }
     }
 
     /// The Lsn that must be safe to show before `key`'s current state may be
@@ -314,10 +333,6 @@ const META_READS_MAX: usize = 4;
 /// layout version.
 const METADATA_RECORDS: u64 = 2;
 
-/// Where epochs start after the metadata was lost: 2^40 epochs are 2^30
-/// leases, more than a node writes in its life.
-const EPOCH_FAR: u64 = 1 << 40;
-
 /// The generator stream the node's hash key is drawn from.
 const HASH_KEY_STREAM: u64 = 0x6861_7368;
 
@@ -337,12 +352,18 @@ fn decode_found(found: Option<Cow<'_, [u8]>>) -> Result<Option<Record>, StoreErr
 
 fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
     match bytes.split_first() {
-        Some((&RECORD_FORMAT, body)) => {
-            postcard::from_bytes(body).map_err(|error| StoreError::Malformed(error.to_string()))
+        Some((&RECORD_FORMAT, body)) => postcard::from_bytes(body).map_err(malformed),
+        Some((&RECORD_FORMAT_1, body)) => {
+            let (object, _epoch): (Object, Option<u64>) = postcard::from_bytes(body).map_err(malformed)?;
+            Ok(Record { object, local_epoch: None })
         }
         Some((format, _)) => Err(StoreError::Malformed(format!("unknown record format {format}"))),
         None => Err(StoreError::Malformed("empty record".into())),
     }
+}
+
+fn malformed(error: postcard::Error) -> StoreError {
+    StoreError::Malformed(error.to_string())
 }
 
 #[cfg(test)]
@@ -385,7 +406,7 @@ mod tests {
         let mut object = Object::new();
         let actor = Actor { node: NodeId(1), incarnation: store.incarnation(), epoch: 1 };
         object.write(actor, &CausalContext::new(), Value::Live(b"v".to_vec()), 5);
-        let record = Record { object, local_epoch: Some(1) };
+        let record = Record { object, local_epoch: Some(store.allocate_epoch().unwrap()) };
         let lsn = store.write(PlacedKey::new(b"k"), &record).unwrap();
         assert_eq!(store.read(PlacedKey::new(b"k")).unwrap(), Some(record));
         assert_eq!(store.read(PlacedKey::new(b"other")).unwrap(), None);
@@ -418,7 +439,56 @@ mod tests {
         disk.crash(CrashMode::DropUnsynced);
         let mut store = open(&disk, 99);
         assert_eq!(store.incarnation(), incarnation, "a restart is not a new incarnation");
-        assert!(store.allocate_epoch().unwrap() > first, "epochs are never reused");
+        let next = store.allocate_epoch().unwrap();
+        assert_eq!(next.incarnation, incarnation);
+        assert!(next.epoch > first.epoch, "epochs are never reused");
+    }
+
+    /// Damage to the log that takes the lease write and keeps the record
+    /// after it: the record names an epoch the stored metadata never
+    /// leased, and the new incarnation, counting from the old lease, would
+    /// allocate that epoch again for another key. A dot then carried two
+    /// values (found by the simulation fuzz target).
+    #[test]
+    fn a_new_incarnation_issues_no_dot_in_an_epoch_of_the_old_one() {
+        let disk = MemDisk::new(7);
+        let mut store = open(&disk, 7);
+        let old = store.incarnation();
+        let epoch = store.allocate_epoch().unwrap();
+        let record = Record { object: Object::new(), local_epoch: Some(epoch) };
+        store.write(PlacedKey::new(b"k"), &record).unwrap();
+        sync(&mut store, &disk);
+        drop(store);
+        // The lease write's value: the incarnation, then the lease's end.
+        let lease =
+            postcard::to_allocvec(&Meta { incarnation: old, epoch_lease_end: epoch.epoch + EPOCH_LEASE })
+                .unwrap();
+        let wal = disk.list().unwrap().into_iter().find(|name| name.starts_with("wal")).unwrap();
+        let bytes = disk.read_at(&wal, 0, disk.len(&wal).unwrap()).unwrap();
+        let at = bytes.windows(lease.len()).position(|window| window == lease).unwrap();
+        disk.corrupt_at(&wal, at as u64, 1).unwrap();
+        let mut store = open(&disk, 8);
+        assert_ne!(store.incarnation(), old, "synced records were lost: a new incarnation");
+        let survived = store.read(PlacedKey::new(b"k")).unwrap().unwrap();
+        assert_eq!(survived.local_epoch, Some(epoch), "the record after the damage survived");
+        let issued = [store.epoch_for(&survived).unwrap(), store.allocate_epoch().unwrap()];
+        assert!(issued.iter().all(|local| local.incarnation == store.incarnation()));
+        assert_ne!(issued[0], issued[1], "the record's key and another key share no epoch");
+    }
+
+    #[test]
+    fn a_record_of_format_1_reads_without_its_epoch() {
+        let disk = MemDisk::new(9);
+        let mut store = open(&disk, 9);
+        let mut object = Object::new();
+        let actor = Actor { node: NodeId(1), incarnation: store.incarnation(), epoch: 3 };
+        object.write(actor, &CausalContext::new(), Value::Live(b"v".to_vec()), 5);
+        let bytes = postcard::to_extend(&(&object, Some(3u64)), vec![RECORD_FORMAT_1]).unwrap();
+        encode_record_key(PlacedKey::new(b"k"), &mut store.key_buffer);
+        let key = store.key_buffer.clone();
+        store.engine_mut().put(&key, &bytes).unwrap();
+        let read = store.read(PlacedKey::new(b"k")).unwrap().unwrap();
+        assert_eq!(read, Record { object, local_epoch: None }, "no incarnation says whose epoch 3 was");
     }
 
     #[test]
@@ -427,7 +497,8 @@ mod tests {
         let mut store = open(&disk, 5);
         let incarnation = store.incarnation();
         for epoch in 0..5 {
-            let record = Record { object: Object::new(), local_epoch: Some(epoch) };
+            let record =
+                Record { object: Object::new(), local_epoch: Some(LocalEpoch { incarnation, epoch }) };
             store.write(PlacedKey::new(format!("key-{epoch}").as_bytes()), &record).unwrap();
         }
         sync(&mut store, &disk);

@@ -114,6 +114,7 @@ mod tests {
     use crate::NodeId;
     use crate::disk::MemDisk;
     use crate::lsm::EngineConfig;
+    use crate::node::store::LocalEpoch;
     use crate::ring::position;
     use crate::version::{Actor, CausalContext, Object, Value};
 
@@ -131,7 +132,7 @@ mod tests {
         let actor = Actor { node: NodeId(1), incarnation: 1, epoch: 1 };
         let value = value.map_or(Value::Tombstone, |value| Value::Live(value.to_vec()));
         object.write(actor, &CausalContext::new(), value, 1);
-        Record { object, local_epoch: Some(1) }
+        Record { object, local_epoch: Some(LocalEpoch { incarnation: 1, epoch: 1 }) }
     }
 
     fn found_keys(scan: &ScanChunk) -> Vec<Vec<u8>> {
