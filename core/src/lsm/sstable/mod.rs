@@ -152,10 +152,30 @@ pub fn decode_value(entry: EntryRef<'_>, value_bytes_max: u32) -> Result<Entry, 
     if len > value_bytes_max {
         return Err(BlockError::Malformed("compressed value longer than the maximum"));
     }
-    match zstd::bulk::decompress(frame, len as usize) {
+    match decompress(frame, len as usize) {
         Ok(value) if value.len() == len as usize => Ok(Some(value)),
         _ => Err(BlockError::Malformed("compressed value does not decompress")),
     }
+}
+
+thread_local! {
+    /// One zstd context per reading thread, made at its first compressed
+    /// value and kept: making one probes the CPU's features, which traps to
+    /// the hypervisor on a virtual machine and cost more than the reads it
+    /// served (a tenth of a loaded node's CPU time, on its event loop).
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn decompress(frame: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match &mut *slot {
+            Some(decompressor) => decompressor,
+            empty => empty.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(frame, capacity)
+    })
 }
 
 /// What reads need besides the table: the disk, the cache and a corruption counter.

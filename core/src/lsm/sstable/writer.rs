@@ -29,7 +29,20 @@ pub struct TableWriter {
     tombstones: u64,
     block_bytes: usize,
     compress_over: usize,
+    /// Made at the first value worth compressing, then kept for the table:
+    /// making a zstd context probes the CPU's features, which traps to the
+    /// hypervisor on a virtual machine and costs more than compressing a
+    /// value (a quarter of a loaded node's CPU time, before it was kept).
+    compressor: Option<Compressor>,
     scratch: Vec<u8>,
+}
+
+struct Compressor(zstd::bulk::Compressor<'static>);
+
+impl core::fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Compressor")
+    }
 }
 
 impl TableWriter {
@@ -48,6 +61,7 @@ impl TableWriter {
             tombstones: 0,
             block_bytes: config.block_bytes as usize,
             compress_over: config.compress_values_over_bytes as usize,
+            compressor: None,
             scratch: Vec::new(),
         })
     }
@@ -72,7 +86,17 @@ impl TableWriter {
         let mut scratch = core::mem::take(&mut self.scratch);
         scratch.clear();
         scratch.extend_from_slice(&u32::try_from(value.len()).expect("bounded value").to_le_bytes());
-        let result = match zstd::bulk::compress(value, 1) {
+        let compressed = match &mut self.compressor {
+            Some(Compressor(compressor)) => compressor.compress(value),
+            None => zstd::bulk::Compressor::new(1).and_then(|mut compressor| {
+                let compressed = compressor.compress(value);
+                self.compressor = Some(Compressor(compressor));
+                compressed
+            }),
+        };
+        // A value that does not compress, or a context that could not be
+        // made, is stored as it is.
+        let result = match compressed {
             Ok(frame) if frame.len() + 4 < value.len() => {
                 scratch.extend_from_slice(&frame);
                 self.add_encoded(disk, key, FLAG_COMPRESSED, &scratch)
