@@ -187,7 +187,7 @@ fn stats_line(result: &RunResult) -> String {
          {} wipes, {} ops ({} failed, {} indeterminate, {} acknowledged writes excused by power losses or wipes), \
          {} read repairs\nstorage: {} flushes, {} compactions, {} engine tombstones written, {} dropped, {} corruptions caught; \
          injected {} read corruptions, {} bit rots, {} sync failures, {} torn tails; {} restarts after failed syncs, \
-         {} disks replaced, {} upgrades from format 1",
+         {} disks replaced, {} upgrades from format 1\nhints: {} stored, {} handed over, {} dropped",
         stats.sim_ns as f64 / 1e9,
         stats.events,
         stats.messages_sent,
@@ -214,6 +214,9 @@ fn stats_line(result: &RunResult) -> String {
         stats.storage_restarts,
         stats.disks_replaced,
         stats.upgrades,
+        stats.hints_stored,
+        stats.hints_delivered,
+        stats.hints_dropped,
     )
 }
 
@@ -227,6 +230,11 @@ struct SweepStats {
     dropping_seeds: u64,
     tombstones_dropped: u64,
     upgrading_seeds: u64,
+    /// Seeds where fallback nodes stored hints, and the hints' fates.
+    hinting_seeds: u64,
+    hints_stored: u64,
+    hints_delivered: u64,
+    hints_dropped: u64,
 }
 
 impl SweepStats {
@@ -236,6 +244,10 @@ impl SweepStats {
         self.dropping_seeds += u64::from(stats.tombstones_dropped > 0);
         self.tombstones_dropped += stats.tombstones_dropped;
         self.upgrading_seeds += u64::from(stats.upgrades > 0);
+        self.hinting_seeds += u64::from(stats.hints_stored > 0);
+        self.hints_stored += stats.hints_stored;
+        self.hints_delivered += stats.hints_delivered;
+        self.hints_dropped += stats.hints_dropped;
     }
 }
 
@@ -289,6 +301,10 @@ fn many_seeds(args: &SimArgs, range: Range<u64>) -> Result<bool, String> {
         sweep.dropping_seeds,
         sweep.tombstones_dropped,
         sweep.upgrading_seeds,
+    );
+    println!(
+        "hints: stored in {} of {total} seeds ({} in all), {} handed over, {} dropped",
+        sweep.hinting_seeds, sweep.hints_stored, sweep.hints_delivered, sweep.hints_dropped,
     );
     let seeds: Vec<String> = failures.iter().map(|(seed, _)| seed.to_string()).collect();
     println!(

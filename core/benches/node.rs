@@ -118,7 +118,13 @@ fn main() {
     let key = |i: u64| keys[(i % KEYS) as usize].clone();
     let put = |i: u64| {
         let value = vec![b'x'; VALUE_BYTES];
-        Request::Put(Put { key: key(i), value, replaces: Replaces::Held, write: Consistency::Quorum })
+        Request::Put(Put {
+            key: key(i),
+            value,
+            replaces: Replaces::Held,
+            write: Consistency::Quorum,
+            strict: false,
+        })
     };
     let mut bench = Bench::new();
     bench.time(KEYS, put);

@@ -101,6 +101,9 @@ pub struct Put {
     pub value: Vec<u8>,
     pub replaces: Replaces,
     pub write: Consistency,
+    /// Only the key's own replicas count towards `write`: no fallback node
+    /// keeps a hint for one that is down (see `Written::fallbacks`).
+    pub strict: bool,
 }
 
 /// Writes a tombstone over the versions `replaces` names.
@@ -109,6 +112,8 @@ pub struct Delete {
     pub key: Vec<u8>,
     pub replaces: Replaces,
     pub write: Consistency,
+    /// As [`Put::strict`].
+    pub strict: bool,
 }
 
 /// Which stored versions a put or delete replaces. Whatever it does not
@@ -193,6 +198,11 @@ impl Read {
 pub struct Written {
     pub context: Context,
     pub replaced: Replaced,
+    /// Acknowledgements that came from fallback nodes, each holding the
+    /// write as a hint for a replica that was down (sloppy quorum): the
+    /// write counts as durable on that many replicas only once the hints
+    /// are handed over.
+    pub fallbacks: u8,
 }
 
 /// What a write replaced, as far as the node knows it.

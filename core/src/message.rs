@@ -12,6 +12,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
+use crate::NodeId;
 use crate::client::{ClientError, Consistency};
 use crate::frame::{self, FrameError};
 use crate::version::{CausalContext, Object, Value};
@@ -53,11 +54,10 @@ pub enum Message {
         /// refusing (see `node::write`).
         replace_unreadable: bool,
     },
-    /// The outcome of a forwarded write: the context of the new version
-    /// (what the write replaced plus its own dot), or why it failed.
+    /// The outcome of a forwarded write, or why it failed.
     ForwardReply {
         tag: Tag,
-        result: Result<CausalContext, ClientError>,
+        result: Result<Acknowledged, ClientError>,
     },
     /// Merge `object` into your copy of `key`; answer once that is durable.
     Replicate {
@@ -69,6 +69,25 @@ pub enum Message {
     ReplicateAck {
         tag: Tag,
         result: Result<(), ReplicaError>,
+    },
+    /// Sloppy quorum: `owner`, a replica of `key`, is down, so keep `object`
+    /// as a hint for it and hand it over once it is back. Answered with
+    /// `ReplicateAck` once the hint is durable.
+    Hint {
+        tag: Tag,
+        owner: NodeId,
+        #[serde(serialize_with = "serde_bytes::serialize", deserialize_with = "decode_key")]
+        key: Vec<u8>,
+        object: Object,
+    },
+    /// A fallback hands over the hint it kept for this node, a replica of
+    /// `key`: merge it, as for `Replicate`, and answer with `ReplicateAck`
+    /// once that is durable (the fallback then deletes the hint).
+    HintDelivery {
+        tag: Tag,
+        #[serde(serialize_with = "serde_bytes::serialize", deserialize_with = "decode_key")]
+        key: Vec<u8>,
+        object: Object,
     },
     /// Send your copy of `key`.
     Read {
@@ -101,6 +120,17 @@ pub struct Write {
     /// `None` whatever the primary holds.
     pub seen: Option<CausalContext>,
     pub consistency: Consistency,
+    /// No fallback replicas (see `client::Put::strict`).
+    pub strict: bool,
+}
+
+/// A coordinated write that reached its consistency level.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Acknowledged {
+    /// What the write replaced plus its own dot: the client's new context.
+    pub context: CausalContext,
+    /// How many of the acknowledgements came from fallback nodes.
+    pub fallbacks: u8,
 }
 
 /// Why a replica could not serve a read or a write.
@@ -142,6 +172,8 @@ impl Message {
             Message::ForwardReply { .. } => "forward_reply",
             Message::Replicate { .. } => "replicate",
             Message::ReplicateAck { .. } => "replicate_ack",
+            Message::Hint { .. } => "hint",
+            Message::HintDelivery { .. } => "hint_delivery",
             Message::Read { .. } => "read",
             Message::ReadReply { .. } => "read_reply",
             Message::Repair { .. } => "repair",
@@ -161,7 +193,10 @@ impl Message {
         let check_object = |object: &Object| object.invariants().map_err(|error| error.to_string());
         match self {
             Message::Forward { write, .. } => check_key(&write.key),
-            Message::Replicate { key, object, .. } | Message::Repair { key, object } => {
+            Message::Replicate { key, object, .. }
+            | Message::Hint { key, object, .. }
+            | Message::HintDelivery { key, object, .. }
+            | Message::Repair { key, object } => {
                 check_key(key)?;
                 check_object(object)
             }
@@ -200,12 +235,15 @@ mod tests {
             value: Value::Tombstone,
             seen: Some(object.context().clone()),
             consistency: Consistency::All,
+            strict: true,
         };
         vec![
             Message::Heartbeat { boot: 7 },
             Message::Forward { tag, target_boot: 7, write, replace_unreadable: false },
             Message::Replicate { tag, key: b"k".to_vec(), object: object.clone() },
             Message::ReplicateAck { tag, result: Err(ReplicaError::Corrupt) },
+            Message::Hint { tag, owner: NodeId(3), key: b"k".to_vec(), object: object.clone() },
+            Message::HintDelivery { tag, key: b"k".to_vec(), object: object.clone() },
             Message::ReadReply { tag, result: Ok(Some(object.clone())) },
             Message::ForwardReply { tag, result: Err(ClientError::Damaged { failed: 2 }) },
             Message::Repair { key: vec![0xff; KEY_BYTES_MAX], object },

@@ -6,14 +6,13 @@
 
 use crate::NodeId;
 use crate::client::{ClientError, Consistency, RequestId};
-use crate::message::Tag;
+use crate::message::{Acknowledged, Tag};
 use crate::quorum::{Outcome, Tally};
 use crate::time::Instant;
 use crate::version::{CausalContext, Object, Value};
 
-/// How a coordinated write ended, for whoever asked: the context of the new
-/// version, or why it failed.
-pub type WriteResult = Result<CausalContext, ClientError>;
+/// How a coordinated write ended, for whoever asked.
+pub type WriteResult = Result<Acknowledged, ClientError>;
 
 /// Who a coordinated write answers to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,6 +36,9 @@ pub struct PutRequest {
     /// What the client saw plus the new dot: handed back on success.
     pub reply_context: CausalContext,
     pub tally: Tally,
+    /// `(fallback, owner)`: the fallback nodes asked, each to keep a hint
+    /// for a primary that is down. They are in the tally too.
+    pub fallbacks: Vec<(NodeId, NodeId)>,
     pub replied: bool,
     pub deadline: Instant,
 }
@@ -53,7 +55,12 @@ impl PutRequest {
             Outcome::Pending => None,
             Outcome::Reached => {
                 assert!(self.tally.succeeded().len() >= self.tally.needed(), "acknowledged below quorum");
-                self.answer(Ok(self.reply_context.clone()))
+                let succeeded = self.tally.succeeded();
+                let is_fallback =
+                    |node: &&NodeId| self.fallbacks.iter().any(|(fallback, _)| fallback == *node);
+                let fallbacks = succeeded.iter().filter(is_fallback).count();
+                let fallbacks = u8::try_from(fallbacks).unwrap_or(u8::MAX);
+                self.answer(Ok(Acknowledged { context: self.reply_context.clone(), fallbacks }))
             }
             // Some replicas may hold the write: the outcome is unknown.
             Outcome::Unreachable => self.answer(Err(self.timeout())),
@@ -99,6 +106,7 @@ impl Seen {
 pub struct WriteAfter {
     pub value: Value,
     pub consistency: Consistency,
+    pub strict: bool,
 }
 
 /// A get this node coordinates.
@@ -252,6 +260,7 @@ mod tests {
             object: Object::new(),
             reply_context: CausalContext::new(),
             tally: Tally::new(nodes(&[1, 2, 3]), needed),
+            fallbacks: Vec::new(),
             replied: false,
             deadline: Instant::ZERO,
         }

@@ -299,6 +299,7 @@ mod tests {
             key: b"a".to_vec(),
             replaces: keel_core::client::Replaces::Read,
             write: Consistency::One,
+            strict: false,
         };
         let Err(error) = handle.delete(delete).await else { panic!("expected a failure") };
         assert!(error.is_indeterminate());

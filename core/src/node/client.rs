@@ -11,7 +11,7 @@ use super::Node;
 use crate::client::{
     ClientError, Consistency, Context, Delete, Get, Put, Read, Replaced, Replaces, Request, RequestId,
 };
-use crate::message::Write;
+use crate::message::{Acknowledged, Write};
 use crate::request::{Origin, Seen, WriteAfter};
 use crate::version::{CausalContext, Value};
 
@@ -30,11 +30,11 @@ impl Node {
         }
         match request {
             Request::Get(Get { key, read }) => self.coordinate_get(id, key, read, None),
-            Request::Put(Put { key, value, replaces, write }) => {
-                self.start_client_write(id, key, Value::Live(value), replaces, write);
+            Request::Put(Put { key, value, replaces, write, strict }) => {
+                self.start_client_write(id, key, Value::Live(value), replaces, (write, strict));
             }
-            Request::Delete(Delete { key, replaces, write }) => {
-                self.start_client_write(id, key, Value::Tombstone, replaces, write);
+            Request::Delete(Delete { key, replaces, write, strict }) => {
+                self.start_client_write(id, key, Value::Tombstone, replaces, (write, strict));
             }
         }
     }
@@ -70,7 +70,7 @@ impl Node {
         key: Vec<u8>,
         value: Value,
         replaces: Replaces,
-        consistency: Consistency,
+        (consistency, strict): (Consistency, bool),
     ) {
         let seen = match replaces {
             // Parsed here, at the door: a forward carries a context already well formed.
@@ -82,11 +82,11 @@ impl Node {
             },
             Replaces::Held => None,
             Replaces::Read => {
-                let then = WriteAfter { value, consistency };
+                let then = WriteAfter { value, consistency, strict };
                 return self.coordinate_get(id, key, consistency, Some(then));
             }
         };
-        self.start_write(Origin::Client(id), Write { key, value, seen, consistency });
+        self.start_write(Origin::Client(id), Write { key, value, seen, consistency, strict });
     }
 
     /// A read was decided: answer the client's get with it, or start the
@@ -98,7 +98,7 @@ impl Node {
         then: Option<WriteAfter>,
         outcome: Result<Seen, ClientError>,
     ) {
-        let Some(WriteAfter { value, consistency }) = then else {
+        let Some(WriteAfter { value, consistency, strict }) = then else {
             let read =
                 outcome.map(|seen| Read { values: seen.values, context: Context(seen.context.to_bytes()) });
             return self.reply_read(client, read);
@@ -108,7 +108,7 @@ impl Node {
             // read can see, so none is written.
             Ok(Seen { values, context }) if values.is_empty() && value == Value::Tombstone => {
                 self.replaced.insert(client, Replaced::Values(values));
-                return self.reply_write(client, Ok(context));
+                return self.reply_write(client, Ok(Acknowledged { context, fallbacks: 0 }));
             }
             Ok(Seen { values, context }) => (Some(context), Replaced::Values(values)),
             // No copy reads, so none can say what the key holds: the write
@@ -119,6 +119,6 @@ impl Node {
         };
         invariant!(self, !self.replaced.contains_key(&client), "request {client:?} read twice");
         self.replaced.insert(client, replaced);
-        self.start_write(Origin::Client(client), Write { key, value, seen, consistency });
+        self.start_write(Origin::Client(client), Write { key, value, seen, consistency, strict });
     }
 }

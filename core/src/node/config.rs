@@ -51,7 +51,37 @@ pub struct Config {
     /// every `handle_*` call. They add about a fifth to a put's CPU time;
     /// the simulator turns them on, and so do debug builds by default.
     pub check_invariants: bool,
+    /// Hinted handoff: what a fallback node keeps for replicas that are down.
+    pub hints: HintConfig,
     pub engine: EngineConfig,
+}
+
+/// Bounds on hinted handoff. A hint past a bound is not kept (counted as
+/// dropped), and anti-entropy repairs its key instead; zero counts turn
+/// hints off while fallbacks still answer, refusing each hint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HintConfig {
+    /// Hints held at once, for all replicas.
+    pub count_max: u64,
+    /// Bytes the held hints take, keys and values.
+    pub bytes_max: u64,
+    /// A hint older than this is dropped instead of handed over: its
+    /// replica was down so long that anti-entropy is the better repair.
+    pub age_max: Duration,
+    /// Hints being handed over at once, to all replicas together: the rate
+    /// a returning replica sees is this many writes per round trip.
+    pub deliveries_in_flight_max: u32,
+}
+
+impl Default for HintConfig {
+    fn default() -> HintConfig {
+        HintConfig {
+            count_max: 100_000,
+            bytes_max: 256 << 20,
+            age_max: Duration::from_secs(3 * 3600),
+            deliveries_in_flight_max: 16,
+        }
+    }
 }
 
 /// The largest `siblings_max`: merged, the copies of the most replicas a key
@@ -73,6 +103,7 @@ impl Default for Config {
             read_repair: true,
             accept_data_loss: false,
             check_invariants: cfg!(debug_assertions),
+            hints: HintConfig::default(),
             engine: EngineConfig::default(),
         }
     }
@@ -118,6 +149,7 @@ impl Config {
         at_least("heartbeat_interval_ms", millis(self.heartbeat_interval), 1)?;
         within("siblings_max", u64::from(self.siblings_max), u64::from(SIBLINGS_MAX_LIMIT))?;
         at_least("requests_max", u64::from(self.requests_max), 1)?;
+        at_least("hint_deliveries_in_flight_max", u64::from(self.hints.deliveries_in_flight_max), 1)?;
         if self.failure_timeout <= self.heartbeat_interval {
             return Err(ConfigError::FailureTimeoutTooShort {
                 failure_ms: millis(self.failure_timeout),

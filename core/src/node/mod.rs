@@ -22,6 +22,7 @@ mod client;
 mod config;
 mod dedup;
 mod durability;
+mod handoff;
 mod io;
 mod peers;
 mod read;
@@ -35,7 +36,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use thiserror::Error;
 
-pub use self::config::{Config, ConfigError, SIBLINGS_MAX_LIMIT};
+pub use self::config::{Config, ConfigError, HintConfig, SIBLINGS_MAX_LIMIT};
 pub use self::io::{Event, Input, Output};
 pub use self::store::{
     LocalEpoch, Migration, RECORD_KEY_HEADER_BYTES, Record, STORAGE_FORMAT, ScanChunk, ScanCursor, ScanLimit,
@@ -50,7 +51,7 @@ use self::timers::{Timer, Timers};
 use crate::client::{ClientError, Context, Read, Replaced, Reply, RequestId, Written};
 use crate::disk::{Disk, DiskError};
 use crate::lsm::{self, EngineStats, Lsn, SyncRequest};
-use crate::message::{Message, Tag, Write};
+use crate::message::{Acknowledged, Message, Tag, Write};
 use crate::request::{GetRequest, Origin, PutRequest, WriteResult};
 use crate::ring::{PlacedKey, PositionRange, Ring, RingError};
 use crate::time::{Instant, Now};
@@ -97,6 +98,13 @@ pub struct NodeStats {
     pub unsynced_keys: u64,
     /// Acknowledgements and replies waiting for a sync.
     pub waiting_for_sync: u64,
+    /// Hints stored for replicas that were down, handed over to them, and
+    /// dropped (refused at a bound, or too old to hand over).
+    pub hints_stored: u64,
+    pub hints_delivered: u64,
+    pub hints_dropped: u64,
+    /// Hints held now.
+    pub hints_pending: u64,
     /// Client keys stored on this node (its copies as a replica), an
     /// estimate from storage counts that errs high: see `Store::keys_estimate`.
     pub keys_estimate: u64,
@@ -108,6 +116,8 @@ pub struct NodeStats {
 enum Pending {
     Get(GetRequest),
     Put(PutRequest),
+    /// A hint handed over to its owner.
+    Handoff(handoff::Delivery),
     /// A put or delete handed to a primary; its answer goes to `client`.
     Forward {
         client: RequestId,
@@ -124,6 +134,7 @@ impl Pending {
             Pending::Get(request) => request.deadline,
             Pending::Put(request) => request.deadline,
             Pending::Forward { deadline, .. } => *deadline,
+            Pending::Handoff(delivery) => delivery.deadline,
         }
     }
 }
@@ -150,6 +161,8 @@ pub struct Node {
     lingering: BTreeSet<Tag>,
     /// Forwards already coordinated, so a duplicated message is not.
     seen_forwards: SeenForwards,
+    /// Hints being handed over: `(owner, key)`, one `Pending::Handoff` each.
+    deliveries: BTreeSet<(NodeId, Vec<u8>)>,
     /// What the read of a client's put or delete saw, kept until the write
     /// it started answers (see `client`).
     replaced: BTreeMap<RequestId, Replaced>,
@@ -213,6 +226,7 @@ impl Node {
             pending: hashbrown::HashMap::default(),
             lingering: BTreeSet::new(),
             seen_forwards: SeenForwards::default(),
+            deliveries: BTreeSet::new(),
             replaced: BTreeMap::new(),
             barrier: Barrier::default(),
             sync_in_flight: None,
@@ -278,7 +292,8 @@ impl Node {
             requests_in_flight: self.pending.len() as u64,
             unsynced_keys: self.store.unsynced_keys() as u64,
             waiting_for_sync: self.barrier.len() as u64,
-            keys_estimate: Store::keys_estimate(&engine),
+            hints_pending: self.store.hints_pending(),
+            keys_estimate: Store::keys_estimate(&engine, self.store.hints_pending()),
             engine,
             ..self.stats.clone()
         }
@@ -397,6 +412,15 @@ impl Node {
                 self.config.requests_max
             ));
         }
+        let handoffs = self.pending.values().filter(|pending| matches!(pending, Pending::Handoff(_))).count();
+        if handoffs != self.deliveries.len() || handoffs > self.config.hints.deliveries_in_flight_max as usize
+        {
+            return Err(format!(
+                "{handoffs} hints handed over, {} deliveries, bound {}",
+                self.deliveries.len(),
+                self.config.hints.deliveries_in_flight_max
+            ));
+        }
         for tag in &self.lingering {
             if !matches!(self.pending.get(tag), Some(Pending::Get(request)) if request.replied) {
                 return Err(format!("lingering {tag:?} is not an answered get in flight"));
@@ -431,7 +455,12 @@ impl Node {
             }
             Message::ForwardReply { tag, result } => self.on_forward_reply(tag, result),
             Message::Replicate { tag, key, object } => self.on_replicate(from, tag, key, object),
-            Message::ReplicateAck { tag, result } => self.on_replicate_ack(from, tag, result.is_ok()),
+            Message::ReplicateAck { tag, result } => match self.pending.get(&tag) {
+                Some(Pending::Handoff(_)) => self.on_delivery_ack(from, tag, result.is_ok()),
+                _ => self.on_replicate_ack(from, tag, result.is_ok()),
+            },
+            Message::Hint { tag, owner, key, object } => self.on_hint(from, tag, owner, key, object),
+            Message::HintDelivery { tag, key, object } => self.on_replicate(from, tag, key, object),
             Message::Read { tag, key } => self.on_read(from, tag, key),
             Message::ReadReply { tag, result } => self.on_read_reply(from, tag, result.map_err(|_| ())),
             Message::Repair { key, object } => self.on_repair(key, object),
@@ -444,6 +473,7 @@ impl Node {
             self.send(peer, Message::Heartbeat { boot: self.boot });
         }
         self.timers.schedule(self.now.mono + self.config.heartbeat_interval, Timer::Heartbeat);
+        self.hand_off();
     }
 
     fn on_request_deadline(&mut self, tag: Tag) {
@@ -468,6 +498,7 @@ impl Node {
                 self.stats.timeouts += 1;
                 self.reply_write(client, Err(ClientError::Timeout { acknowledged: 0, needed: 1 }));
             }
+            Pending::Handoff(delivery) => self.on_delivery_deadline(delivery),
         }
     }
 
@@ -612,7 +643,9 @@ impl Node {
 
     fn run_deferred(&mut self, action: Deferred) {
         match action {
-            Deferred::Answer { origin, context } => self.answer(origin, Ok(context)),
+            Deferred::Answer { origin, context } => {
+                self.answer(origin, Ok(Acknowledged { context, fallbacks: 0 }))
+            }
             Deferred::LocalWrite { tag } => self.on_local_write_durable(tag),
             Deferred::LocalRead { tag, object } => self.on_read_reply(self.id, tag, Ok(object)),
             Deferred::ReplicateAck { to, tag } => {
@@ -691,7 +724,11 @@ impl Node {
     /// first: the only way a write's answer reaches a client.
     fn reply_write(&mut self, id: RequestId, result: WriteResult) {
         let replaced = self.replaced.remove(&id).unwrap_or(Replaced::NotRead);
-        let result = result.map(|context| Written { context: Context(context.to_bytes()), replaced });
+        let result = result.map(|acknowledged| Written {
+            context: Context(acknowledged.context.to_bytes()),
+            replaced,
+            fallbacks: acknowledged.fallbacks,
+        });
         self.outputs.push_back(Output::Reply { id, reply: Reply::Write(result) });
     }
 

@@ -165,7 +165,7 @@ impl Cluster {
 /// A put replacing what `context` covers, or what the primary holds.
 fn put(key: &str, value: &str, context: Option<Context>, write: Consistency) -> Request {
     let replaces = context.map_or(Replaces::Held, Replaces::Context);
-    Request::Put(Put { key: key.into(), value: value.into(), replaces, write })
+    Request::Put(Put { key: key.into(), value: value.into(), replaces, write, strict: false })
 }
 
 fn get(key: &str, read: Consistency) -> Request {
@@ -173,7 +173,7 @@ fn get(key: &str, read: Consistency) -> Request {
 }
 
 fn delete(key: &str, replaces: Replaces, write: Consistency) -> Request {
-    Request::Delete(Delete { key: key.into(), replaces, write })
+    Request::Delete(Delete { key: key.into(), replaces, write, strict: false })
 }
 
 fn values(reply: &Reply) -> Vec<String> {
@@ -370,7 +370,8 @@ fn the_largest_key_and_value_the_config_allows_are_stored() {
         let value = vec![b'0' + via as u8; config.value_bytes_max as usize];
         let write = Consistency::All;
         let replaces = context.take().map_or(Replaces::Held, Replaces::Context);
-        let put = Request::Put(Put { key: key.clone(), value: value.clone(), replaces, write });
+        let put =
+            Request::Put(Put { key: key.clone(), value: value.clone(), replaces, write, strict: false });
         let reply = cluster.call(via, put);
         assert!(is_written(&reply), "via {via}: {reply:?}");
         match cluster.call(via, Request::Get(Get { key: key.clone(), read: Consistency::All })) {
@@ -382,8 +383,13 @@ fn the_largest_key_and_value_the_config_allows_are_stored() {
         }
     }
     let key = [key, b"k".to_vec()].concat();
-    let too_long =
-        Request::Put(Put { key, value: b"v".to_vec(), replaces: Replaces::Held, write: Consistency::One });
+    let too_long = Request::Put(Put {
+        key,
+        value: b"v".to_vec(),
+        replaces: Replaces::Held,
+        write: Consistency::One,
+        strict: false,
+    });
     assert!(matches!(cluster.call(1, too_long), Reply::Write(Err(ClientError::KeyTooLarge { .. }))));
 }
 
@@ -394,8 +400,13 @@ fn oversize_input_is_refused_and_nothing_is_written() {
     let reply = cluster.put(1, &key, "v", None, Consistency::One);
     assert_eq!(reply, Reply::Write(Err(ClientError::KeyTooLarge { len: 9 * 1024, max: 8 * 1024 })));
     let value = vec![0; 16 * 1024 * 1024 + 1];
-    let request =
-        Request::Put(Put { key: b"k".to_vec(), value, replaces: Replaces::Held, write: Consistency::One });
+    let request = Request::Put(Put {
+        key: b"k".to_vec(),
+        value,
+        replaces: Replaces::Held,
+        write: Consistency::One,
+        strict: false,
+    });
     assert!(matches!(cluster.call(1, request), Reply::Write(Err(ClientError::ValueTooLarge { .. }))));
     assert_eq!(cluster.nodes[0].local_object(b"k").unwrap(), None);
     let bad = put("k", "v", None, Consistency::Replicas(2));
@@ -427,6 +438,7 @@ fn forwards_meant_for_an_earlier_boot_or_seen_before_are_not_coordinated() {
         value: crate::version::Value::Live(b"v".to_vec()),
         seen: None,
         consistency: Consistency::One,
+        strict: false,
     };
     let tag = Tag { boot: 99, seq: 1 };
     let primary = &mut cluster.nodes[0];
@@ -664,6 +676,7 @@ fn a_put_that_reads_first_returns_what_it_replaced() {
             value: value.into(),
             replaces: Replaces::Read,
             write: Consistency::Quorum,
+            strict: false,
         })
     };
     assert_eq!(replaced(&cluster.call(2, set("first"))), texts(&[]), "nothing before it");
@@ -687,6 +700,7 @@ fn a_write_that_reads_first_fails_as_its_read_did_and_writes_nothing() {
         value: b"v".to_vec(),
         replaces: Replaces::Read,
         write: Consistency::Replicas(4),
+        strict: false,
     });
     assert!(matches!(cluster.call(1, bad), Reply::Write(Err(ClientError::BadConsistency { .. }))));
     assert_eq!(cluster.nodes[0].local_object(b"k").unwrap(), None);
@@ -704,6 +718,7 @@ fn a_write_that_reads_first_replaces_a_key_no_copy_of_which_reads() {
         value: b"new".to_vec(),
         replaces: Replaces::Read,
         write: Consistency::One,
+        strict: false,
     });
     assert_eq!(replaced(&cluster.call(1, set)), Replaced::Unreadable);
     assert_eq!(values(&cluster.get(1, "set", Consistency::One)), ["new"]);
@@ -744,4 +759,95 @@ fn a_stored_record_whose_object_breaks_its_invariants_is_a_corrupt_copy() {
     // A write needs no old value and replaces the copy.
     assert!(is_written(&cluster.put(1, "k", "new", None, Consistency::One)));
     assert_eq!(values(&cluster.get(1, "k", Consistency::One)), ["new"]);
+}
+
+/// Four nodes, N=3, and a key with `down`, not node 1, among its replicas:
+/// node 1 coordinates or forwards, and one node is left over to be a
+/// fallback.
+fn sloppy_cluster(config: Config) -> (Cluster, String, NodeId, NodeId) {
+    let cluster = Cluster::with_config(4, config);
+    let ring = cluster.nodes[0].ring().clone();
+    for i in 0.. {
+        let key = format!("key-{i}");
+        let primaries = ring.preference_list(key.as_bytes()).to_vec();
+        let Some(&down) = primaries.iter().find(|&&node| node != NodeId(1)) else { continue };
+        let fallback = ring.walk(key.as_bytes()).find(|node| !primaries.contains(node)).unwrap();
+        return (cluster, key, down, fallback);
+    }
+    unreachable!()
+}
+
+fn n3_config() -> Config {
+    let mut config = Config::default();
+    config.ring.replicas = 3;
+    config
+}
+
+fn strict_put(key: &str, value: &str, write: Consistency) -> Request {
+    Request::Put(Put { key: key.into(), value: value.into(), replaces: Replaces::Held, write, strict: true })
+}
+
+#[test]
+fn a_fallback_keeps_a_hint_for_a_replica_that_is_down_and_hands_it_over() {
+    let (mut cluster, key, down, fallback) = sloppy_cluster(n3_config());
+    cluster.isolated.insert(down);
+    cluster.advance(Duration::from_secs(3));
+    // `all` succeeds through the fallback, and says so.
+    match cluster.put(1, &key, "v", None, Consistency::All) {
+        Reply::Write(Ok(written)) => assert_eq!(written.fallbacks, 1),
+        other => panic!("expected a write, got {other:?}"),
+    }
+    let holder = &cluster.nodes[Cluster::index(fallback)];
+    assert_eq!((holder.stats().hints_stored, holder.stats().hints_pending), (1, 1));
+    assert_eq!(
+        cluster.nodes[Cluster::index(fallback)].local_object(key.as_bytes()).unwrap(),
+        None,
+        "a hint is not a copy"
+    );
+    // Strict: only the key's own replicas count.
+    let reply = cluster.call(1, strict_put(&key, "w", Consistency::All));
+    assert_eq!(reply, Reply::Write(Err(ClientError::Unavailable { needed: 3, reachable: 2 })));
+    // The replica comes back: the hint reaches it, and only then goes.
+    cluster.isolated.clear();
+    cluster.advance(Duration::from_secs(2));
+    let owner = cluster.nodes[Cluster::index(down)].local_object(key.as_bytes()).unwrap().unwrap();
+    assert_eq!(owner.live_values().collect::<Vec<_>>(), [b"v".as_slice()]);
+    let holder = &cluster.nodes[Cluster::index(fallback)];
+    assert_eq!((holder.stats().hints_delivered, holder.stats().hints_pending), (1, 0));
+}
+
+#[test]
+fn a_hint_waits_while_its_replica_is_down_and_survives_a_second_write() {
+    let (mut cluster, key, down, fallback) = sloppy_cluster(n3_config());
+    cluster.isolated.insert(down);
+    cluster.advance(Duration::from_secs(3));
+    assert!(is_written(&cluster.put(1, &key, "a", None, Consistency::Quorum)));
+    assert!(is_written(&cluster.put(1, &key, "b", None, Consistency::Quorum)));
+    cluster.advance(Duration::from_secs(2));
+    let holder = &cluster.nodes[Cluster::index(fallback)];
+    assert_eq!(holder.stats().hints_pending, 1, "the second write merged into the first hint");
+    assert_eq!(holder.stats().hints_delivered, 0, "nothing is handed to a replica that is down");
+    cluster.isolated.clear();
+    cluster.advance(Duration::from_secs(2));
+    let owner = cluster.nodes[Cluster::index(down)].local_object(key.as_bytes()).unwrap().unwrap();
+    assert_eq!(owner.live_values().collect::<Vec<_>>(), [b"b".as_slice()]);
+    assert_eq!(cluster.nodes[Cluster::index(fallback)].stats().hints_pending, 0);
+}
+
+#[test]
+fn hints_bounded_to_zero_are_dropped_and_counted() {
+    let mut config = n3_config();
+    config.hints.count_max = 0;
+    let (mut cluster, key, down, fallback) = sloppy_cluster(config);
+    cluster.isolated.insert(down);
+    cluster.advance(Duration::from_secs(3));
+    // The fallback refuses the hint: `all` cannot be reached, quorum can.
+    let reply = cluster.put(1, &key, "v", None, Consistency::All);
+    assert!(matches!(reply, Reply::Write(Err(ClientError::Timeout { needed: 3, .. }))), "{reply:?}");
+    match cluster.put(1, &key, "w", None, Consistency::Quorum) {
+        Reply::Write(Ok(written)) => assert_eq!(written.fallbacks, 0),
+        other => panic!("expected a write, got {other:?}"),
+    }
+    let holder = &cluster.nodes[Cluster::index(fallback)];
+    assert_eq!((holder.stats().hints_dropped, holder.stats().hints_pending), (2, 0));
 }

@@ -212,7 +212,9 @@ impl Node {
     ) -> Result<(), Refusal> {
         invariant!(self, primaries.contains(&self.id), "only a primary coordinates a write");
         let needed = write.consistency.required(count(primaries.len()))?;
-        let asked = self.up_primaries(&primaries);
+        let mut asked = self.up_primaries(&primaries);
+        let fallbacks = if write.strict { Vec::new() } else { self.fallbacks(&write.key, &primaries) };
+        asked.extend(fallbacks.iter().map(|&(fallback, _)| fallback));
         let reachable = count(asked.len());
         if reachable < needed {
             self.stats.unavailable += 1;
@@ -239,6 +241,7 @@ impl Node {
             object,
             reply_context,
             tally: Tally::new(asked, usize::from(needed)),
+            fallbacks,
             replied: false,
             deadline: self.now.mono + self.config.request_timeout,
         };
@@ -307,15 +310,25 @@ impl Node {
     pub(super) fn on_local_write_durable(&mut self, tag: Tag) {
         let Some(Pending::Put(request)) = self.pending.get_mut(&tag) else { return };
         let reply = request.record(self.id, true);
-        let others: Vec<NodeId> =
-            request.tally.asked().iter().copied().filter(|&node| node != self.id).collect();
+        let fallbacks = request.fallbacks.clone();
+        let replicas: Vec<NodeId> = request
+            .tally
+            .asked()
+            .iter()
+            .copied()
+            .filter(|&node| node != self.id && !fallbacks.iter().any(|&(fallback, _)| fallback == node))
+            .collect();
         // What replicas receive holds the version the client is told about;
         // `on_replicate` checks the other half once it has merged it.
         invariant!(self, request.object.context().includes(&request.reply_context));
-        if !others.is_empty() {
+        if !replicas.is_empty() || !fallbacks.is_empty() {
             let (key, object) = (request.key.clone(), request.object.clone());
-            for node in others {
+            for node in replicas {
                 self.send(node, Message::Replicate { tag, key: key.clone(), object: object.clone() });
+            }
+            for (fallback, owner) in fallbacks {
+                let (key, object) = (key.clone(), object.clone());
+                self.send(fallback, Message::Hint { tag, owner, key, object });
             }
         }
         self.conclude_put(tag, reply);

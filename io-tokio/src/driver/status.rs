@@ -69,7 +69,7 @@ impl NodeIntrospect {
             replicas: node.config().ring.replicas,
             members,
             keys_estimate: Some(stats.keys_estimate),
-            hints_pending: 0,
+            hints_pending: stats.hints_pending,
             storage_failed: node.is_poisoned(),
         };
         if snapshot.ring.tokens.is_empty() {
@@ -139,6 +139,13 @@ fn write_node_metrics(stats: &NodeStats, out: &mut String) {
             "keel_node_corrupt_records_replaced_total",
             "Unreadable copies rewritten.",
             stats.corrupt_records_replaced,
+        ),
+        ("keel_hints_stored_total", "Hints stored for replicas that were down.", stats.hints_stored),
+        ("keel_hints_delivered_total", "Hints handed over to their replicas.", stats.hints_delivered),
+        (
+            "keel_hints_dropped_total",
+            "Hints not kept (at a bound) or dropped (too old, unreadable); anti-entropy repairs their keys.",
+            stats.hints_dropped,
         ),
     ];
     for (name, help, value) in counters {

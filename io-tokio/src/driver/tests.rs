@@ -83,7 +83,7 @@ impl Cluster {
 
 fn put(key: &str, value: &str, context: Option<Context>, write: Consistency) -> Put {
     let replaces = context.map_or(Replaces::Held, Replaces::Context);
-    Put { key: key.into(), value: value.into(), replaces, write }
+    Put { key: key.into(), value: value.into(), replaces, write, strict: false }
 }
 
 fn get(key: &str, read: Consistency) -> Get {
@@ -197,12 +197,22 @@ async fn writes_that_read_first_replace_what_the_read_saw() {
     let blind = |value| put("k", value, Some(Context::default()), Consistency::All);
     cluster.put(0, blind("a")).await.expect("written");
     cluster.put(1, blind("b")).await.expect("written");
-    let set =
-        Put { key: b"k".to_vec(), value: b"c".to_vec(), replaces: Replaces::Read, write: Consistency::All };
+    let set = Put {
+        key: b"k".to_vec(),
+        value: b"c".to_vec(),
+        replaces: Replaces::Read,
+        write: Consistency::All,
+        strict: false,
+    };
     let written = cluster.put(2, set).await.expect("written");
     assert_eq!(written.replaced, Replaced::Values(vec![b"a".to_vec(), b"b".to_vec()]));
     assert_eq!(values(&cluster.get(0, get("k", Consistency::All)).await), ["c"]);
-    let delete = |key: &str| Delete { key: key.into(), replaces: Replaces::Read, write: Consistency::Quorum };
+    let delete = |key: &str| Delete {
+        key: key.into(),
+        replaces: Replaces::Read,
+        write: Consistency::Quorum,
+        strict: false,
+    };
     let deleted = cluster.handle(1).delete(delete("k")).await.expect("deleted");
     assert_eq!(deleted.replaced, Replaced::Values(vec![b"c".to_vec()]));
     assert!(!cluster.get(2, get("k", Consistency::All)).await.expect("read").is_found());

@@ -47,6 +47,9 @@ struct PutBatch {
     items: Vec<PutItem>,
     #[serde(default)]
     consistency: Option<String>,
+    /// Only the keys' own replicas count (no hints); see `kv`.
+    #[serde(default)]
+    strict: bool,
     #[serde(default)]
     encoding: Encoding,
 }
@@ -123,7 +126,7 @@ pub(super) async fn put(
             Some(text) => Replaces::Context(decode_context(text.as_bytes()).map_err(ApiError::from)?),
             None => Replaces::Held,
         };
-        requests.push(Put { key, value, replaces, write });
+        requests.push(Put { key, value, replaces, write, strict: batch.strict });
     }
     let handle = &state.handle;
     let work = |request| {

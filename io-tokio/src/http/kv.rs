@@ -9,13 +9,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use keel_core::client::{Consistency, Context, Delete, Get, Put, Read, Replaces};
+use keel_core::client::{Consistency, Context, Delete, Get, Put, Read, Replaces, Written};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, CONTEXT_HEADER};
 use crate::service::{decode_context, encode_context};
 
 const KV_PREFIX: &str = "/v1/kv/";
+
+/// On a write's answer: acknowledgements from fallback nodes (sloppy quorum).
+const FALLBACKS_HEADER: &str = "x-keel-fallbacks";
 
 /// Query parameters. Unknown ones are rejected, so a misspelt `?consistancy=`
 /// is an error rather than silently the default.
@@ -25,6 +28,8 @@ pub(super) struct KvQuery {
     r: Option<String>,
     w: Option<String>,
     consistency: Option<String>,
+    /// `true`: only the key's own replicas count towards `w` (no hints).
+    strict: Option<String>,
 }
 
 /// The body of a `300 Multiple Choices`: every sibling, base64 (RFC 4648
@@ -37,7 +42,7 @@ pub(super) struct Siblings {
 
 pub(super) async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let key = key_of(&uri)?;
-    let read = consistency(&uri, Access::Read)?;
+    let (read, _) = consistency(&uri, Access::Read)?;
     let Read { mut values, context } = state.handle.get(Get { key, read }).await?;
     match values.len() {
         0 => Err(ApiError::not_found(context)),
@@ -63,11 +68,11 @@ pub(super) async fn put(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = key_of(&uri)?;
-    let write = consistency(&uri, Access::Write)?;
+    let (write, strict) = consistency(&uri, Access::Write)?;
     let replaces = context_of(&headers)?.map_or(Replaces::Held, Replaces::Context);
     let value = body.map_err(|rejection| body_error(rejection, state.limits.value_bytes_max))?.to_vec();
-    let written = state.handle.put(Put { key, value, replaces, write }).await?;
-    Ok((StatusCode::NO_CONTENT, context_header(&written.context)).into_response())
+    let written = state.handle.put(Put { key, value, replaces, write, strict }).await?;
+    Ok(written_response(&written))
 }
 
 /// Without a context header, deletes what a read at the same consistency
@@ -78,10 +83,20 @@ pub(super) async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_of(&uri)?;
-    let write = consistency(&uri, Access::Write)?;
+    let (write, strict) = consistency(&uri, Access::Write)?;
     let replaces = context_of(&headers)?.map_or(Replaces::Read, Replaces::Context);
-    let written = state.handle.delete(Delete { key, replaces, write }).await?;
-    Ok((StatusCode::NO_CONTENT, context_header(&written.context)).into_response())
+    let written = state.handle.delete(Delete { key, replaces, write, strict }).await?;
+    Ok(written_response(&written))
+}
+
+/// `204` with the new context, and how many acknowledgements came from
+/// fallback nodes keeping hints, when any did.
+fn written_response(written: &Written) -> Response {
+    let mut response = (StatusCode::NO_CONTENT, context_header(&written.context)).into_response();
+    if written.fallbacks > 0 {
+        response.headers_mut().insert(FALLBACKS_HEADER, HeaderValue::from(u16::from(written.fallbacks)));
+    }
+    response
 }
 
 fn context_header(context: &Context) -> [(&'static str, HeaderValue); 1] {
@@ -146,9 +161,20 @@ enum Access {
 
 /// `r` for reads, `w` for writes, or `consistency` for either; the node's
 /// default (quorum) when none is given.
-fn consistency(uri: &Uri, access: Access) -> Result<Consistency, ApiError> {
+/// The consistency a request asks for, and for a write whether it is strict.
+fn consistency(uri: &Uri, access: Access) -> Result<(Consistency, bool), ApiError> {
     let Query(query) = Query::<KvQuery>::try_from_uri(uri)
         .map_err(|rejection| ApiError::bad_request("bad_query", rejection.body_text()))?;
+    let strict = match (query.strict.as_deref(), access) {
+        (None, _) => false,
+        (Some(_), Access::Read) => {
+            let message = "`strict` applies to writes: a read always asks the key's own replicas";
+            return Err(ApiError::bad_request("bad_query", message.to_string()));
+        }
+        (Some(text), Access::Write) => parse_strict(text).ok_or_else(|| {
+            ApiError::bad_request("bad_query", format!("`strict` is true or false, not {text:?}"))
+        })?,
+    };
     let (own, other, own_name, other_name) = match access {
         Access::Read => (query.r, query.w, "r", "w"),
         Access::Write => (query.w, query.r, "w", "r"),
@@ -164,9 +190,19 @@ fn consistency(uri: &Uri, access: Access) -> Result<Consistency, ApiError> {
             return Err(ApiError::bad_request("bad_query", message));
         }
         (Some(text), None) | (None, Some(text)) => text,
-        (None, None) => return Ok(Consistency::Quorum),
+        (None, None) => return Ok((Consistency::Quorum, strict)),
     };
-    text.parse().map_err(|error: keel_core::client::ParseConsistencyError| {
+    let consistency = text.parse().map_err(|error: keel_core::client::ParseConsistencyError| {
         ApiError::bad_request("bad_consistency", error.to_string())
-    })
+    })?;
+    Ok((consistency, strict))
+}
+
+/// `true` or `false`, in any case.
+pub(super) fn parse_strict(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
 }

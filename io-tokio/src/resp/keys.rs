@@ -45,7 +45,7 @@ async fn overwrite(
     // Without reading, the write replaces whatever the coordinating replica
     // holds: one round trip, no sibling for a plain SET.
     let replaces = if previous { Replaces::Read } else { Replaces::Held };
-    let written = put(&handle, Put { key, value, replaces, write: DEFAULT }).await?;
+    let written = put(&handle, Put { key, value, replaces, write: DEFAULT, strict: false }).await?;
     Ok(first_replaced(written.replaced))
 }
 
@@ -61,8 +61,12 @@ fn first_replaced(replaced: Replaced) -> Option<Vec<u8>> {
 /// Deletes what a read at `consistency` sees: what was deleted, and the
 /// context of the tombstone (or of the read, when nothing was live and
 /// nothing was written).
-async fn remove(handle: Handle, key: Vec<u8>, consistency: Consistency) -> Result<(Removed, Context), Value> {
-    let delete = Delete { key, replaces: Replaces::Read, write: consistency };
+async fn remove(
+    handle: Handle,
+    key: Vec<u8>,
+    (consistency, strict): (Consistency, bool),
+) -> Result<(Removed, Context), Value> {
+    let delete = Delete { key, replaces: Replaces::Read, write: consistency, strict };
     let written = handle.delete(delete).await.map_err(|error| client_error(&error))?;
     let removed = match written.replaced {
         Replaced::Values(values) if values.is_empty() => Removed::Nothing,
@@ -193,7 +197,7 @@ pub(super) async fn getset(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
 /// value it deleted (the first sibling), or nil when there was none.
 pub(super) async fn getdel(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     let key = args.into_iter().nth(1).unwrap_or_default();
-    match remove(shared.handle.clone(), key, DEFAULT).await {
+    match remove(shared.handle.clone(), key, (DEFAULT, false)).await {
         Ok((Removed::Value(value), _)) => Value::Bulk(value),
         Ok((Removed::Nothing | Removed::Unknown, _)) => Value::Null,
         Err(error) => error,
@@ -204,7 +208,7 @@ pub(super) async fn getdel(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
 pub(super) async fn del(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     let (keys, _) = distinct(args.into_iter().skip(1).collect());
     let handle = &shared.handle;
-    let work = |key| remove(handle.clone(), key, DEFAULT);
+    let work = |key| remove(handle.clone(), key, (DEFAULT, false));
     let results = fan_out(keys, shared.limits.fanout_max as usize, work, lost).await;
     let mut deleted = 0;
     for result in results {
@@ -285,7 +289,8 @@ pub(super) async fn keel_put(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
         Err(error) => return error,
     };
     let replaces = options.context.map_or(Replaces::Held, Replaces::Context);
-    match put(&shared.handle, Put { key, value, replaces, write: options.consistency }).await {
+    let put_request = Put { key, value, replaces, write: options.consistency, strict: options.strict };
+    match put(&shared.handle, put_request).await {
         Ok(written) => Value::bulk(encode_context(&written.context)),
         Err(error) => error,
     }
@@ -302,7 +307,12 @@ pub(super) async fn keel_del(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
     };
     let result = match options.context {
         Some(context) => {
-            let delete = Delete { key, replaces: Replaces::Context(context), write: options.consistency };
+            let delete = Delete {
+                key,
+                replaces: Replaces::Context(context),
+                write: options.consistency,
+                strict: options.strict,
+            };
             shared
                 .handle
                 .delete(delete)
@@ -310,7 +320,9 @@ pub(super) async fn keel_del(shared: &Shared, args: Vec<Vec<u8>>) -> Value {
                 .map(|written| written.context)
                 .map_err(|error| client_error(&error))
         }
-        None => remove(shared.handle.clone(), key, options.consistency).await.map(|(_, context)| context),
+        None => remove(shared.handle.clone(), key, (options.consistency, options.strict))
+            .await
+            .map(|(_, context)| context),
     };
     match result {
         Ok(context) => Value::bulk(encode_context(&context)),
@@ -324,12 +336,16 @@ struct Options {
     /// `None` without `CONTEXT`: the write replaces what the coordinating
     /// replica holds. An empty context makes it a sibling of everything.
     context: Option<Context>,
+    /// `STRICT true`: only the key's own replicas count towards the
+    /// consistency (no fallback keeps a hint). Writes only.
+    strict: bool,
 }
 
 impl Options {
-    fn parse(mut args: impl Iterator<Item = Vec<u8>>, context_allowed: bool) -> Result<Options, Value> {
-        let mut options = Options { consistency: DEFAULT, context: None };
-        let mut seen = (false, false);
+    /// `write` allows the options of writes: `CONTEXT` and `STRICT`.
+    fn parse(mut args: impl Iterator<Item = Vec<u8>>, write: bool) -> Result<Options, Value> {
+        let mut options = Options { consistency: DEFAULT, context: None, strict: false };
+        let mut seen = (false, false, false);
         while let Some(name) = args.next() {
             let value = args.next().ok_or_else(syntax_error)?;
             match name.to_ascii_uppercase().as_slice() {
@@ -339,10 +355,18 @@ impl Options {
                     options.consistency =
                         text.parse().map_err(|error| Value::error(format!("ERR {error}")))?;
                 }
-                b"CONTEXT" if context_allowed && !seen.1 => {
+                b"CONTEXT" if write && !seen.1 => {
                     seen.1 = true;
                     let context = decode_context(&value).map_err(|error| client_error(&error))?;
                     options.context = Some(context);
+                }
+                b"STRICT" if write && !seen.2 => {
+                    seen.2 = true;
+                    options.strict = match value.to_ascii_lowercase().as_slice() {
+                        b"true" => true,
+                        b"false" => false,
+                        _ => return Err(Value::error("ERR STRICT is true or false")),
+                    };
                 }
                 _ => return Err(syntax_error()),
             }

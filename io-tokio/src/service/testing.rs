@@ -121,7 +121,7 @@ impl MemoryBackend {
         entry.siblings.retain(|(version, _)| *version > covered);
         entry.counter += 1;
         entry.siblings.push((entry.counter, value));
-        Ok(Written { context: encode(entry.counter), replaced })
+        Ok(Written { context: encode(entry.counter), replaced, fallbacks: 0 })
     }
 
     pub fn delete(&self, request: Delete) -> Result<Written, ClientError> {
@@ -132,11 +132,11 @@ impl MemoryBackend {
         let (covered, replaced) = replaced_by(&replaces, entry)?;
         if replaced == Replaced::Values(Vec::new()) {
             // Read first and nothing live: the node writes nothing.
-            return Ok(Written { context: encode(entry.counter), replaced });
+            return Ok(Written { context: encode(entry.counter), replaced, fallbacks: 0 });
         }
         entry.siblings.retain(|(version, _)| *version > covered);
         entry.counter += 1;
-        Ok(Written { context: encode(entry.counter), replaced })
+        Ok(Written { context: encode(entry.counter), replaced, fallbacks: 0 })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -254,7 +254,7 @@ mod tests {
     use super::*;
 
     fn put(key: &str, value: &str, replaces: Replaces) -> Put {
-        Put { key: key.into(), value: value.into(), replaces, write: Consistency::Quorum }
+        Put { key: key.into(), value: value.into(), replaces, write: Consistency::Quorum, strict: false }
     }
 
     fn get(key: &str) -> Get {
@@ -271,8 +271,12 @@ mod tests {
         backend.put(put("k", "c", Replaces::Context(context))).unwrap();
         let Read { values, context } = backend.get(get("k")).unwrap();
         assert_eq!(values, vec![b"c".to_vec()]);
-        let delete =
-            Delete { key: "k".into(), replaces: Replaces::Context(context), write: Consistency::One };
+        let delete = Delete {
+            key: "k".into(),
+            replaces: Replaces::Context(context),
+            write: Consistency::One,
+            strict: false,
+        };
         assert!(backend.delete(delete).is_ok());
         assert!(!backend.get(get("k")).unwrap().is_found());
         assert_eq!(backend.live_keys(), 0);
@@ -285,8 +289,12 @@ mod tests {
         assert_eq!(first.replaced, Replaced::Values(Vec::new()));
         let second = backend.put(put("k", "b", Replaces::Read)).unwrap();
         assert_eq!(second.replaced, Replaced::Values(vec![b"a".to_vec()]));
-        let delete =
-            |key: &str| Delete { key: key.into(), replaces: Replaces::Read, write: Consistency::One };
+        let delete = |key: &str| Delete {
+            key: key.into(),
+            replaces: Replaces::Read,
+            write: Consistency::One,
+            strict: false,
+        };
         assert_eq!(backend.delete(delete("k")).unwrap().replaced, Replaced::Values(vec![b"b".to_vec()]));
         let absent = backend.delete(delete("absent")).unwrap();
         assert_eq!((absent.replaced, absent.context), (Replaced::Values(Vec::new()), encode(0)));

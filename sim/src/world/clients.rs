@@ -151,6 +151,9 @@ impl World {
                 context.map_or(Replaces::Held, Replaces::Context)
             }
         };
+        // Property 7 holds only without fallbacks: strict workloads ask for
+        // that, the others let writes count hints (sloppy quorum).
+        let strict = self.config.workload.strict;
         match *action {
             Action::Get { read } => Request::Get(Get { key: key_bytes, read }),
             Action::Put { write, context: source, value_bytes } => Request::Put(Put {
@@ -158,9 +161,10 @@ impl World {
                 value: encode_value(key, op, value_bytes),
                 replaces: replaces(source),
                 write,
+                strict,
             }),
             Action::Delete { write, context: source } => {
-                Request::Delete(Delete { key: key_bytes, replaces: replaces(source), write })
+                Request::Delete(Delete { key: key_bytes, replaces: replaces(source), write, strict })
             }
         }
     }

@@ -203,7 +203,8 @@ impl World {
                 disagreements.push((String::from_utf8_lossy(&key).into_owned(), copies));
             }
         }
-        if disagreements.is_empty() {
+        let hinting = self.nodes_holding_hints();
+        if disagreements.is_empty() && hinting.is_empty() {
             self.at(self.now + 100 * MS, Event::Stage(Stage::Final));
             return;
         }
@@ -212,12 +213,27 @@ impl World {
             self.at(self.now + 500 * MS, Event::Stage(Stage::Repair));
             return;
         }
-        let (key, copies) = &disagreements[0];
-        let message = format!(
-            "{} keys still differ between replicas after {CONVERGENCE_ROUNDS_MAX} repair rounds; {key}: {copies:?}",
-            disagreements.len()
-        );
+        let message = match disagreements.first() {
+            Some((key, copies)) => format!(
+                "{} keys still differ between replicas after {CONVERGENCE_ROUNDS_MAX} repair rounds; {key}: {copies:?}",
+                disagreements.len()
+            ),
+            None => format!("hints still pending after {CONVERGENCE_ROUNDS_MAX} repair rounds: {hinting:?}"),
+        };
         self.violate(Property::Convergence, message, vec![]);
         self.done = true;
+    }
+
+    /// Nodes that still hold hints, and how many. A disk that rotted is
+    /// left out: a hint in a block that no longer reads can be neither
+    /// handed over nor removed (anti-entropy repairs its key instead).
+    fn nodes_holding_hints(&self) -> Vec<(keel_core::NodeId, u64)> {
+        let rotted = |host: &super::Host| host.disk.fault_counts().bit_rots > 0;
+        let held = |host: &super::Host| host.node.as_ref().map_or(0, |node| node.stats().hints_pending);
+        self.hosts
+            .iter()
+            .filter(|host| !rotted(host) && held(host) > 0)
+            .map(|host| (host.id, held(host)))
+            .collect()
     }
 }

@@ -12,9 +12,9 @@ use keel_core::NodeId;
 use keel_core::client::{Consistency, RequestId};
 use keel_core::disk::{CrashMode, MemDisk};
 use keel_core::lsm::job::{Job, JobId};
-use keel_core::lsm::{EngineStats, SyncPolicy, SyncRequest};
+use keel_core::lsm::{SyncPolicy, SyncRequest};
 use keel_core::message::Message;
-use keel_core::node::{self, Input, Node, Output};
+use keel_core::node::{self, Input, Node, NodeStats, Output};
 use keel_core::ring::Member;
 use keel_core::version::Dot;
 
@@ -108,6 +108,11 @@ pub struct RunStats {
     pub tombstones_written: u64,
     /// Engine tombstones (records removed outright) that compactions dropped.
     pub tombstones_dropped: u64,
+    /// Hints fallback nodes stored for replicas that were down, handed
+    /// over, and dropped (at a bound, too old, or unreadable).
+    pub hints_stored: u64,
+    pub hints_delivered: u64,
+    pub hints_dropped: u64,
     /// Disk faults injected across the run.
     pub read_corruptions: u64,
     pub bit_rots: u64,
@@ -123,15 +128,22 @@ struct StorageWork {
     corruption_detected: u64,
     tombstones_written: u64,
     tombstones_dropped: u64,
+    hints_stored: u64,
+    hints_delivered: u64,
+    hints_dropped: u64,
 }
 
 impl StorageWork {
-    fn add(&mut self, engine: &EngineStats) {
+    fn add(&mut self, stats: &NodeStats) {
+        let engine = &stats.engine;
         self.flushes += engine.flushes;
         self.compactions += engine.compactions;
         self.corruption_detected += engine.corruption_detected;
         self.tombstones_written += engine.tombstones_written;
         self.tombstones_dropped += engine.tombstones_dropped;
+        self.hints_stored += stats.hints_stored;
+        self.hints_delivered += stats.hints_delivered;
+        self.hints_dropped += stats.hints_dropped;
     }
 }
 
@@ -691,7 +703,10 @@ impl World {
         // Every kind named, so that a new message carrying versions cannot
         // slip past this check unnoticed.
         let object = match message {
-            Message::Replicate { object, .. } | Message::Repair { object, .. } => object,
+            Message::Replicate { object, .. }
+            | Message::Repair { object, .. }
+            | Message::Hint { object, .. }
+            | Message::HintDelivery { object, .. } => object,
             Message::ReadReply { result: Ok(Some(object)), .. } => object,
             Message::ReadReply { result: Ok(None) | Err(_), .. }
             | Message::Heartbeat { .. }
@@ -822,9 +837,8 @@ impl World {
     fn crash(&mut self, host: usize, mode: CrashMode) {
         let Some(node) = self.hosts[host].node.take() else { return };
         let stats = node.stats();
-        let engine = stats.engine;
         self.hosts[host].copies_replaced += stats.corrupt_records_replaced;
-        self.hosts[host].engine_totals.add(&engine);
+        self.hosts[host].engine_totals.add(&stats);
         drop(node);
         self.stats.crashes += 1;
         if mode == CrashMode::ProcessOnly {
@@ -860,13 +874,16 @@ impl World {
             self.stats.torn_tails += faults.torn_tails;
             let mut work = host.engine_totals;
             if let Some(node) = &host.node {
-                work.add(&node.stats().engine);
+                work.add(&node.stats());
             }
             self.stats.flushes += work.flushes;
             self.stats.compactions += work.compactions;
             self.stats.corruption_detected += work.corruption_detected;
             self.stats.tombstones_written += work.tombstones_written;
             self.stats.tombstones_dropped += work.tombstones_dropped;
+            self.stats.hints_stored += work.hints_stored;
+            self.stats.hints_delivered += work.hints_delivered;
+            self.stats.hints_dropped += work.hints_dropped;
         }
         self.excuse_lost_acknowledgements();
         self.check_format_1_records();

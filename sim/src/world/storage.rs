@@ -29,7 +29,7 @@ use crate::rng::splitmix;
 #[derive(Debug, Default)]
 pub(crate) struct Claims {
     durable: BTreeMap<NodeId, BTreeMap<Vec<u8>, Version>>,
-    /// Replicate messages delivered and not yet acknowledged: what an
+    /// Replicate and hint delivery messages delivered and not yet acknowledged: what an
     /// acknowledgement from the replica would vouch for.
     delivered: BTreeMap<(NodeId, NodeId, Tag), (Vec<u8>, Object)>,
     periodic: bool,
@@ -111,7 +111,10 @@ impl Claims {
 
     /// A message delivered to `to`.
     pub(crate) fn delivered(&mut self, from: NodeId, to: NodeId, message: &Message) {
-        if let Message::Replicate { tag, key, object } = message {
+        // A fallback's acknowledgement of a `Hint` vouches for a hint, not
+        // for a copy of the key: it is not a claim.
+        if let Message::Replicate { tag, key, object } | Message::HintDelivery { tag, key, object } = message
+        {
             self.delivered.insert((to, from, *tag), (key.clone(), object.clone()));
         }
     }

@@ -6,6 +6,7 @@
 //! 00 "format"                                       layout version, u32 little-endian (2)
 //! 00 "node"                                         node metadata: incarnation, epoch lease
 //! 02 | ring position, u64 big-endian | client key   RECORD_FORMAT byte, postcard(Record)
+//! 03 | owner id | ring position | client key         a hint for a replica that was down (`super::hints`)
 //! ```
 //!
 //! Records sort by the ring position of their key, then by the key, so the
@@ -34,6 +35,8 @@ pub const STORAGE_FORMAT: u32 = 2;
 pub(super) const FORMAT_1_RECORD_PREFIX: u8 = 0x01;
 /// Records: the prefix, the key's ring position, then the client key.
 pub(super) const RECORD_PREFIX: u8 = 0x02;
+/// Hints kept for other replicas (`super::hints`).
+pub(super) const HINT_PREFIX: u8 = 0x03;
 /// The ring position's bytes in a record's engine key.
 pub(super) const POSITION_BYTES: u32 = 8;
 /// What a record's engine key holds before the client key.
@@ -44,6 +47,7 @@ const _: () = assert!(
         && FORMAT_KEY[0] == META_PREFIX
         && META_PREFIX < FORMAT_1_RECORD_PREFIX
         && FORMAT_1_RECORD_PREFIX < RECORD_PREFIX
+        && RECORD_PREFIX < HINT_PREFIX
 );
 
 /// Sets `buffer` to the engine key under which the node stores `key`'s

@@ -9,6 +9,7 @@
 //! is opened ([`format`]).
 
 mod format;
+mod hints;
 mod layout;
 mod scan;
 
@@ -28,6 +29,7 @@ use crate::ring::PlacedKey;
 use crate::version::Object;
 
 pub use self::format::{Migration, rewrite_as_format_1};
+pub use self::hints::{HintLimits, HintRefused};
 pub use self::layout::{RECORD_KEY_HEADER_BYTES, STORAGE_FORMAT, encode_record_key};
 pub use self::scan::{ScanChunk, ScanCursor, ScanLimit, ScannedRecord};
 
@@ -111,6 +113,7 @@ pub struct Store {
     record_buffer: Vec<u8>,
     /// What opening did to bring an older layout up to date, if anything.
     migration: Option<Migration>,
+    hints: hints::HintCounts,
 }
 
 impl Store {
@@ -123,8 +126,11 @@ impl Store {
         let mut keys = rng.clone();
         keys.set_stream(HASH_KEY_STREAM);
         let hasher = KeyedHasher::new(keys.next_u64(), keys.next_u64());
-        let config =
-            EngineConfig { key_bytes_max: config.key_bytes_max.saturating_add(POSITION_BYTES), ..config };
+        // The longest engine key is a hint's (`hints`), longer than a record's.
+        let config = EngineConfig {
+            key_bytes_max: config.key_bytes_max.saturating_add(hints::HINT_KEY_HEADER_BYTES),
+            ..config
+        };
         let mut engine = Engine::open_keyed(disk, config, hasher)?;
         let layout = format::read(&mut engine)?;
         // Metadata that no longer reads (a rotted table block) is as good as
@@ -165,6 +171,7 @@ impl Store {
             key_buffer: Vec::new(),
             record_buffer: Vec::new(),
             migration: None,
+            hints: hints::HintCounts::default(),
         };
         if fresh {
             // Recorded before any dot of this incarnation can leave the node:
@@ -181,6 +188,7 @@ impl Store {
         // After the loss is settled, so that migrating (which may flush)
         // runs on an engine in its normal state.
         store.migration = format::settle(&mut store.engine, layout)?;
+        store.count_hints();
         Ok(store)
     }
 
@@ -213,12 +221,13 @@ impl Store {
     }
 
     /// Client keys stored on this node, estimated from the engine's counts
-    /// ([`EngineStats::keys_estimate`]) less the node's metadata records.
+    /// ([`EngineStats::keys_estimate`]) less the node's metadata records and
+    /// the `hints` it holds.
     /// A deleted client key is a record too (its tombstone is a version), so
     /// it counts until the tombstone is reaped; overwritten keys count once
     /// per table that still holds a copy. It errs high, never low.
-    pub fn keys_estimate(engine: &EngineStats) -> u64 {
-        engine.keys_estimate().saturating_sub(METADATA_RECORDS)
+    pub fn keys_estimate(engine: &EngineStats, hints: u64) -> u64 {
+        engine.keys_estimate().saturating_sub(METADATA_RECORDS + hints)
     }
 
     pub fn read(&mut self, key: PlacedKey<'_>) -> Result<Option<Record>, StoreError> {
@@ -420,12 +429,12 @@ mod tests {
     fn the_key_estimate_leaves_out_the_metadata_record() {
         let disk = MemDisk::new(6);
         let mut store = open(&disk, 6);
-        assert_eq!(Store::keys_estimate(&store.engine().stats()), 0, "a new node stores no client key");
+        assert_eq!(Store::keys_estimate(&store.engine().stats(), 0), 0, "a new node stores no client key");
         let record = Record { object: Object::new(), local_epoch: None };
         for key in [&b"a"[..], b"b", b"a"] {
             store.write(PlacedKey::new(key), &record).unwrap();
         }
-        assert_eq!(Store::keys_estimate(&store.engine().stats()), 2);
+        assert_eq!(Store::keys_estimate(&store.engine().stats(), 0), 2);
     }
 
     #[test]
