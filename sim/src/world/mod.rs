@@ -809,10 +809,13 @@ impl World {
     }
 
     /// How many disks the bad node may go through: a few for every 20
-    /// simulated seconds of rot, and one for each wipe.
+    /// simulated seconds of rot, and one for each wipe scheduled (a fuzzed
+    /// schedule may hold more than the configuration draws).
     fn disks_max(&self) -> u32 {
         let rot_periods = (self.config.safety_ms / 20_000).max(1) as u32;
-        3 * rot_periods + self.config.faults.wipe_count
+        let wipes =
+            self.schedule.iter().filter(|scheduled| matches!(scheduled.fault, Fault::Wipe { .. })).count();
+        3 * rot_periods + u32::try_from(wipes).unwrap_or(u32::MAX)
     }
 
     /// Whether disk faults that may not repeat are on this run.
