@@ -39,6 +39,7 @@ pub mod disk;
 pub mod frame;
 pub mod id;
 pub mod lsm;
+pub mod merkle;
 pub mod message;
 pub mod node;
 pub mod quorum;
