@@ -199,9 +199,14 @@ mod tests {
     fn lists_past_their_bound_are_refused() {
         let updates: Vec<Update> = (0..=UPDATES_PER_MESSAGE_MAX as u64).map(longest_update).collect();
         assert!(Updates::new(updates.clone()).is_err());
-        // The same list forged on the wire.
-        let forged = postcard::to_allocvec(&(0u8, 1u32, NodeId(2), "a:1", updates)).unwrap();
-        assert!(postcard::from_bytes::<Message>(&forged).is_err());
+        // A ping as postcard lays it out: variant, seq, target, reply_to, updates.
+        let forge =
+            |updates: &[Update]| postcard::to_allocvec(&(0u8, 1u32, NodeId(2), "a:1", updates)).unwrap();
+        let at_bound = postcard::from_bytes::<Message>(&forge(&updates[1..])).unwrap();
+        assert!(
+            matches!(at_bound, Message::Ping { updates, .. } if updates.len() == UPDATES_PER_MESSAGE_MAX)
+        );
+        assert!(postcard::from_bytes::<Message>(&forge(&updates)).is_err());
     }
 
     /// Random bytes and every corruption of a valid message decode to an
