@@ -37,6 +37,7 @@
 pub mod client;
 pub mod disk;
 pub mod frame;
+pub mod gossip;
 pub mod id;
 pub mod lsm;
 pub mod merkle;
