@@ -2,7 +2,10 @@
 //!
 //! Everything a storage node decides lives here as plain state machines: the
 //! consistent-hash [`ring`], dotted version vectors ([`version`]), the quorum
-//! tally ([`quorum`]), coordinated requests, and the [`lsm`] storage engine. The
+//! tally ([`quorum`]), coordinated requests, the [`lsm`] storage engine, and
+//! the parts of a self-healing cluster being built next to them: gossip
+//! membership with SWIM/Lifeguard failure detection ([`gossip`]) and
+//! anti-entropy trees and exchanges ([`merkle`]), not yet driven by the node. The
 //! crate never touches a socket, a thread or a clock. Its one window on the
 //! outside world is the [`disk::Disk`] trait, whose implementations live in the
 //! drivers: real files in `keel-io-tokio`, a fault-injecting memory disk in
