@@ -34,9 +34,24 @@ pub type Answer<T> = oneshot::Sender<Result<T, ClientError>>;
 /// answer, whose type is the one its kind of request is answered with.
 #[derive(Debug)]
 pub enum Call {
-    Get { request: Get, reply: Answer<Read> },
-    Put { request: Put, reply: Answer<Written> },
-    Delete { request: Delete, reply: Answer<Written> },
+    Get {
+        request: Get,
+        reply: Answer<Read>,
+    },
+    Put {
+        request: Put,
+        reply: Answer<Written>,
+    },
+    Delete {
+        request: Delete,
+        reply: Answer<Written>,
+    },
+    /// This node's own stored copy of a key, asking no other replica: for
+    /// operators and tests. It may include a write whose sync is under way.
+    LocalCopy {
+        key: Vec<u8>,
+        reply: Answer<Read>,
+    },
 }
 
 impl Call {
@@ -44,7 +59,7 @@ impl Call {
     pub fn refuse(self, error: ClientError) {
         // A caller that gave up no longer listens; nothing to do.
         let _ = match self {
-            Call::Get { reply, .. } => reply.send(Err(error)).map_err(drop),
+            Call::Get { reply, .. } | Call::LocalCopy { reply, .. } => reply.send(Err(error)).map_err(drop),
             Call::Put { reply, .. } | Call::Delete { reply, .. } => reply.send(Err(error)).map_err(drop),
         };
     }
@@ -97,6 +112,14 @@ impl Handle {
         let started = Instant::now();
         let result = self.exchange(|reply| Call::Get { request, reply }, started).await;
         self.metrics.record_request("get", read_outcome(&result), started, Instant::now());
+        result
+    }
+
+    /// This node's own copy of `key` (see [`Call::LocalCopy`]).
+    pub async fn local_copy(&self, key: Vec<u8>) -> Result<Read, ClientError> {
+        let started = Instant::now();
+        let result = self.exchange(|reply| Call::LocalCopy { key, reply }, started).await;
+        self.metrics.record_request("local_get", read_outcome(&result), started, Instant::now());
         result
     }
 

@@ -33,6 +33,11 @@ pub const BLOCK_CACHE_BYTES_MAX: RangeInclusive<u64> = 0..=(1 << 40);
 pub const WORKER_THREADS: RangeInclusive<u64> = 1..=1024;
 /// Above 10 minutes a machine crash loses too much of this node's history.
 pub const FSYNC_INTERVAL_MS: RangeInclusive<u64> = 1..=600_000;
+/// 0 keeps no hints: fallbacks refuse them, and anti-entropy repairs.
+pub const HINTS_MAX: RangeInclusive<u64> = 0..=100_000_000;
+pub const HINT_BYTES_MAX: RangeInclusive<u64> = 0..=(1 << 40);
+/// A week: a replica down longer is better rebuilt than handed a backlog.
+pub const HINT_AGE_MAX_S: RangeInclusive<u64> = 1..=604_800;
 /// The cluster name travels in the peer handshake with a one-byte length.
 pub const CLUSTER_BYTES: RangeInclusive<u64> = 1..=CLUSTER_NAME_BYTES_MAX as u64;
 

@@ -101,6 +101,19 @@ pub struct NodeArgs {
     /// Open even when recovery finds synced records lost to damage and this
     /// node is the only replica of its keys (otherwise such a node refuses
     /// to start and prints what would be lost) [default: false].
+    /// Hints a node keeps at most for replicas that are down (sloppy
+    /// quorum), within 0..=100000000; 0 keeps none, leaving repair to
+    /// anti-entropy [default: 100000].
+    #[arg(long, env = "KEEL_HINTS_MAX")]
+    pub hints_max: Option<u64>,
+    /// Bytes those hints take at most, within 0..=1099511627776
+    /// [default: 268435456].
+    #[arg(long, env = "KEEL_HINT_BYTES_MAX")]
+    pub hint_bytes_max: Option<u64>,
+    /// Age, in seconds, past which a hint is dropped rather than handed
+    /// over, within 1..=604800 [default: 10800].
+    #[arg(long, env = "KEEL_HINT_AGE_MAX_S")]
+    pub hint_age_max_s: Option<u64>,
     #[arg(
         long,
         env = "KEEL_ACCEPT_DATA_LOSS",
@@ -150,6 +163,9 @@ struct FileSettings {
     worker_threads: Option<u64>,
     fsync: Option<FsyncMode>,
     fsync_interval_ms: Option<u64>,
+    hints_max: Option<u64>,
+    hint_bytes_max: Option<u64>,
+    hint_age_max_s: Option<u64>,
     accept_data_loss: Option<bool>,
 }
 
@@ -174,6 +190,7 @@ pub struct Settings {
     pub block_cache_bytes_max: u64,
     pub worker_threads: usize,
     pub sync_policy: SyncPolicy,
+    pub hints: node::HintConfig,
     pub accept_data_loss: bool,
 }
 
@@ -236,6 +253,15 @@ impl Settings {
                 args.fsync.or(file.fsync).unwrap_or(FsyncMode::Always),
                 given!(fsync_interval_ms, 1000),
             )?,
+            hints: node::HintConfig {
+                count_max: ranged(given!(hints_max, defaults.hints.count_max), checks::HINTS_MAX)?,
+                bytes_max: ranged(given!(hint_bytes_max, defaults.hints.bytes_max), checks::HINT_BYTES_MAX)?,
+                age_max: Duration::from_secs(ranged(
+                    given!(hint_age_max_s, defaults.hints.age_max.as_secs()),
+                    checks::HINT_AGE_MAX_S,
+                )?),
+                ..defaults.hints
+            },
             accept_data_loss: args.accept_data_loss.or(file.accept_data_loss).unwrap_or(false),
         })
     }
@@ -250,6 +276,7 @@ impl Settings {
             key_bytes_max: self.key_bytes_max,
             value_bytes_max: self.value_bytes_max,
             accept_data_loss: self.accept_data_loss,
+            hints: self.hints,
             ..node::Config::default()
         };
         // N above the member count would place a key on fewer nodes than N.

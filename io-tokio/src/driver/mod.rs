@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::client::{ClientError, Read, Reply, Request, RequestId, Written};
+use keel_core::client::{ClientError, Context, Read, Reply, Request, RequestId, Written};
 use keel_core::disk::{Disk, DiskError};
 use keel_core::lsm::SyncRequest;
 use keel_core::lsm::job::{Job, JobDone, JobKind};
@@ -296,8 +296,7 @@ impl Driver {
             call.refuse(ClientError::ShuttingDown);
             return;
         }
-        self.request_next += 1;
-        let id = RequestId(self.request_next);
+        let id = RequestId(self.request_next + 1);
         let since = now.mono;
         let request = match call {
             Call::Get { request, reply } => {
@@ -312,8 +311,37 @@ impl Driver {
                 self.writes.insert(id, Waiting { since, reply });
                 Request::Delete(request)
             }
+            // Answered here: no request of the node's, no id.
+            Call::LocalCopy { key, reply } => {
+                // A caller that gave up no longer listens; nothing to do.
+                let _ = reply.send(self.local_copy(&key));
+                return;
+            }
         };
+        self.request_next += 1;
         self.node.handle_input(now, Input::Client { id, request });
+    }
+
+    /// This node's stored copy of `key`, as a read would show it.
+    fn local_copy(&mut self, key: &[u8]) -> Result<Read, ClientError> {
+        if key.is_empty() || key.len() > self.node.config().key_bytes_max as usize {
+            let max = self.node.config().key_bytes_max.into();
+            return Err(if key.is_empty() {
+                ClientError::KeyEmpty { max }
+            } else {
+                ClientError::KeyTooLarge { len: key.len() as u64, max }
+            });
+        }
+        match self.node.local_object(key) {
+            Ok(Some(object)) => Ok(Read {
+                values: object.live_values().map(<[u8]>::to_vec).collect(),
+                context: Context(object.context().to_bytes()),
+            }),
+            Ok(None) => Ok(Read { values: Vec::new(), context: Context::default() }),
+            Err(error) => {
+                Err(ClientError::StorageFailed { reason: format!("this node's copy does not read: {error}") })
+            }
+        }
     }
 
     /// A safety net under the node's own deadlines: a caller the node has

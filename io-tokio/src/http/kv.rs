@@ -30,6 +30,8 @@ pub(super) struct KvQuery {
     consistency: Option<String>,
     /// `true`: only the key's own replicas count towards `w` (no hints).
     strict: Option<String>,
+    /// `true` on a read: this node's own copy, no other replica asked.
+    local: Option<String>,
 }
 
 /// The body of a `300 Multiple Choices`: every sibling, base64 (RFC 4648
@@ -43,7 +45,12 @@ pub(super) struct Siblings {
 pub(super) async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let key = key_of(&uri)?;
     let (read, _) = consistency(&uri, Access::Read)?;
-    let Read { mut values, context } = state.handle.get(Get { key, read }).await?;
+    let found = if local_read(&uri)? {
+        state.handle.local_copy(key).await?
+    } else {
+        state.handle.get(Get { key, read }).await?
+    };
+    let Read { mut values, context } = found;
     match values.len() {
         0 => Err(ApiError::not_found(context)),
         1 => {
@@ -161,17 +168,37 @@ enum Access {
 
 /// `r` for reads, `w` for writes, or `consistency` for either; the node's
 /// default (quorum) when none is given.
+/// Whether a read asks for this node's own copy (`local=true`), which
+/// names no consistency: nothing else is asked.
+fn local_read(uri: &Uri) -> Result<bool, ApiError> {
+    let Query(query) = Query::<KvQuery>::try_from_uri(uri)
+        .map_err(|rejection| ApiError::bad_request("bad_query", rejection.body_text()))?;
+    let Some(text) = query.local.as_deref() else { return Ok(false) };
+    let local = parse_bool(text).ok_or_else(|| {
+        ApiError::bad_request("bad_query", format!("`local` is true or false, not {text:?}"))
+    })?;
+    if local && (query.r.is_some() || query.consistency.is_some()) {
+        let message = "`local=true` reads this node's own copy: it takes no `r` or `consistency`";
+        return Err(ApiError::bad_request("bad_query", message.to_string()));
+    }
+    Ok(local)
+}
+
 /// The consistency a request asks for, and for a write whether it is strict.
 fn consistency(uri: &Uri, access: Access) -> Result<(Consistency, bool), ApiError> {
     let Query(query) = Query::<KvQuery>::try_from_uri(uri)
         .map_err(|rejection| ApiError::bad_request("bad_query", rejection.body_text()))?;
+    if query.local.is_some() && access == Access::Write {
+        let message = "`local` applies to reads: a write always goes to the key's replicas";
+        return Err(ApiError::bad_request("bad_query", message.to_string()));
+    }
     let strict = match (query.strict.as_deref(), access) {
         (None, _) => false,
         (Some(_), Access::Read) => {
             let message = "`strict` applies to writes: a read always asks the key's own replicas";
             return Err(ApiError::bad_request("bad_query", message.to_string()));
         }
-        (Some(text), Access::Write) => parse_strict(text).ok_or_else(|| {
+        (Some(text), Access::Write) => parse_bool(text).ok_or_else(|| {
             ApiError::bad_request("bad_query", format!("`strict` is true or false, not {text:?}"))
         })?,
     };
@@ -199,7 +226,7 @@ fn consistency(uri: &Uri, access: Access) -> Result<(Consistency, bool), ApiErro
 }
 
 /// `true` or `false`, in any case.
-pub(super) fn parse_strict(text: &str) -> Option<bool> {
+fn parse_bool(text: &str) -> Option<bool> {
     match text.to_ascii_lowercase().as_str() {
         "true" => Some(true),
         "false" => Some(false),

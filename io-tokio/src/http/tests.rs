@@ -174,6 +174,22 @@ async fn bad_queries_and_contexts_are_400() {
 }
 
 #[tokio::test]
+async fn strict_applies_to_writes_and_local_to_reads() {
+    let api = Api::new();
+    for uri in ["/v1/kv/k?strict=true", "/v1/kv/k?local=maybe", "/v1/kv/k?local=true&r=one"] {
+        let reply = api.get(uri).await;
+        assert_eq!((reply.status, reply.error_code().as_str()), (400, "bad_query"), "{uri}");
+    }
+    for uri in ["/v1/kv/k?strict=maybe", "/v1/kv/k?local=true"] {
+        let reply = api.put(uri, b"v", None).await;
+        assert_eq!((reply.status, reply.error_code().as_str()), (400, "bad_query"), "{uri}");
+    }
+    assert_eq!(api.put("/v1/kv/k?w=all&strict=true", b"v", None).await.status, 204);
+    let reply = api.get("/v1/kv/k?local=true").await;
+    assert_eq!((reply.status, reply.body.as_slice()), (200, b"v".as_slice()));
+}
+
+#[tokio::test]
 async fn limits_are_413() {
     let limits = HttpLimits { value_bytes_max: 8, batch_items_max: 2, ..HttpLimits::default() };
     let api = Api::with(MemoryBackend::with_limits(4, 8), limits);

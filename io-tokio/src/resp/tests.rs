@@ -146,6 +146,10 @@ async fn keel_command_options_are_checked() {
     assert_eq!(error_text(&client.send("KEEL.PUT k v CONSISTENCY").await), "ERR syntax error");
     let twice = client.send("KEEL.PUT k v CONSISTENCY one CONSISTENCY all").await;
     assert_eq!(error_text(&twice), "ERR syntax error");
+    assert_eq!(error_text(&client.send("KEEL.PUT k v STRICT maybe").await), "ERR STRICT is true or false");
+    assert_eq!(error_text(&client.send("KEEL.GET k STRICT true").await), "ERR syntax error");
+    assert!(matches!(client.send("KEEL.PUT k v STRICT true CONSISTENCY all").await, Value::Bulk(_)));
+    assert!(matches!(client.send("KEEL.DEL k STRICT false").await, Value::Bulk(_)));
 }
 
 #[tokio::test]

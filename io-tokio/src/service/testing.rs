@@ -13,7 +13,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use keel_core::client::{ClientError, Context, Delete, Get, Put, Read, Replaced, Replaces, Written};
+use keel_core::client::{
+    ClientError, Consistency, Context, Delete, Get, Put, Read, Replaced, Replaces, Written,
+};
 use tokio::sync::mpsc;
 
 use super::{Call, Handle, Introspect, Member, MemberState, NodeStatus, Ownership, RingView, Token};
@@ -74,6 +76,9 @@ impl MemoryBackend {
             // A caller that gave up no longer listens; nothing to do.
             let _ = match call {
                 Call::Get { request, reply } => reply.send(self.get(request)).map_err(drop),
+                Call::LocalCopy { key, reply } => {
+                    reply.send(self.get(Get { key, read: Consistency::One })).map_err(drop)
+                }
                 Call::Put { request, reply } => reply.send(self.put(request)).map_err(drop),
                 Call::Delete { request, reply } => reply.send(self.delete(request)).map_err(drop),
             };

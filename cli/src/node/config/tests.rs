@@ -207,6 +207,9 @@ fn help_states_each_range() {
         ("block_cache_bytes_max", checks::BLOCK_CACHE_BYTES_MAX),
         ("worker_threads", checks::WORKER_THREADS),
         ("fsync_interval_ms", checks::FSYNC_INTERVAL_MS),
+        ("hints_max", checks::HINTS_MAX),
+        ("hint_bytes_max", checks::HINT_BYTES_MAX),
+        ("hint_age_max_s", checks::HINT_AGE_MAX_S),
         ("cluster", checks::CLUSTER_BYTES),
     ];
     let command = Flags::command();

@@ -1,0 +1,88 @@
+//! Sloppy quorum with real processes: a replica killed with SIGKILL, writes
+//! that count a fallback node's hint in its place, and the hints handed over
+//! once it is back, after which it holds every key it replicates.
+//!
+//! Four nodes with N=3, so that every key has a node outside its replicas
+//! to fall back on (with as many nodes as replicas there is none).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use keel_core::NodeId;
+use keel_core::ring::{Member, Ring, RingConfig};
+use keel_tests::http::{self, get, put};
+use keel_tests::{Cluster, eventually};
+
+const KEYS: usize = 2_000;
+
+/// The ring the nodes build: the same members and N, the default vnodes.
+fn ring() -> Ring {
+    let members = (1..=4).map(|id| Member::new(NodeId(id))).collect();
+    Ring::new(members, RingConfig { replicas: 3, ..RingConfig::default() }).expect("a valid ring")
+}
+
+/// A gauge or counter from `/metrics`.
+fn metric(address: SocketAddr, name: &str) -> u64 {
+    let reply = http::request(address, "GET", "/metrics", &[], b"").expect("metrics answer");
+    let text = reply.text();
+    let line = text.lines().find(|line| line.split(' ').next() == Some(name));
+    line.and_then(|line| line.split(' ').nth(1)?.parse().ok()).unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
+fn sees_down(cluster: &Cluster, observer: usize, node: u64) -> bool {
+    let status = http::request(cluster.nodes[observer].http, "GET", "/v1/status", &[], b"");
+    let needle = format!(
+        "\"node\":\"n{node}\",\"address\":\"{}\",\"state\":\"down\"",
+        cluster.nodes[node as usize - 1].peer
+    );
+    status.is_ok_and(|reply| reply.text().contains(&needle))
+}
+
+#[test]
+fn hints_carry_writes_to_a_replica_that_was_down() {
+    let mut cluster = Cluster::start("handoff", 4, 3);
+    let live: Vec<SocketAddr> = cluster.nodes[..3].iter().map(|node| node.http).collect();
+    cluster.kill_hard(3);
+    assert!(eventually(Duration::from_secs(10), || (0..3).all(|observer| sees_down(&cluster, observer, 4))));
+
+    for i in 0..KEYS {
+        let reply = put(live[i % 3], &format!("key-{i}"), format!("value-{i}").as_bytes(), "?w=quorum");
+        assert_eq!(reply.status, 204, "write {i} with node 4 down: {}", reply.text());
+    }
+    // At `all`, a key that node 4 replicates is written through a fallback,
+    // and the answer says so; strict, it cannot be.
+    let ring = ring();
+    let owned_by_4 = |key: &str| ring.preference_list(key.as_bytes()).contains(&NodeId(4));
+    let key = (0..).map(|i| format!("all-{i}")).find(|key| owned_by_4(key)).expect("a key node 4 replicates");
+    let reply = put(live[0], &key, b"everywhere", "?w=all");
+    assert_eq!((reply.status, reply.header("x-keel-fallbacks")), (204, Some("1")), "{}", reply.text());
+    let strict = put(live[0], &key, b"strict", "?w=all&strict=true");
+    assert_eq!(strict.status, 503, "{}", strict.text());
+
+    // A quorum write answers before its last acknowledgement: the hint may
+    // land a moment later.
+    let held = || live.iter().map(|&node| metric(node, "keel_hints_pending")).sum::<u64>();
+    let expected: u64 = (0..KEYS).filter(|i| owned_by_4(&format!("key-{i}"))).count() as u64 + 1;
+    assert!(
+        eventually(Duration::from_secs(5), || held() == expected),
+        "{} hints, not one per key node 4 replicates ({expected})",
+        held()
+    );
+
+    cluster.restart(3);
+    let drained = || live.iter().all(|&node| metric(node, "keel_hints_pending") == 0);
+    assert!(
+        eventually(Duration::from_secs(60), drained),
+        "hints still pending a minute after node 4 is back"
+    );
+    let delivered: u64 = live.iter().map(|&node| metric(node, "keel_hints_delivered_total")).sum();
+    assert_eq!(delivered, expected);
+
+    // Node 4's own copies, asking no other replica: every key it replicates.
+    let n4 = cluster.nodes[3].http;
+    for i in (0..KEYS).filter(|i| owned_by_4(&format!("key-{i}"))) {
+        let reply = get(n4, &format!("key-{i}"), "?local=true");
+        assert_eq!((reply.status, reply.text()), (200, format!("value-{i}")), "key-{i} on node 4");
+    }
+    assert_eq!(get(n4, &key, "?local=true").text(), "everywhere");
+}
