@@ -29,6 +29,16 @@ fn metric(address: SocketAddr, name: &str) -> u64 {
     line.and_then(|line| line.split(' ').nth(1)?.parse().ok()).unwrap_or_else(|| panic!("{name} in {text}"))
 }
 
+/// The hints `observer` says it holds for the member at `peer`, from `/v1/status`.
+fn hints_for(observer: SocketAddr, peer: &str) -> u64 {
+    let status = http::request(observer, "GET", "/v1/status", &[], b"").expect("status answers").text();
+    let entry = status.split("\"address\":").find(|rest| rest.starts_with(&format!("\"{peer}\"")));
+    let count = entry.and_then(|rest| rest.split("\"hints_pending\":").nth(1));
+    count
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{status}"))
+}
+
 fn sees_down(cluster: &Cluster, observer: usize, node: u64) -> bool {
     let status = http::request(cluster.nodes[observer].http, "GET", "/v1/status", &[], b"");
     let needle = format!(
@@ -68,6 +78,10 @@ fn hints_carry_writes_to_a_replica_that_was_down() {
         "{} hints, not one per key node 4 replicates ({expected})",
         held()
     );
+
+    // Each live node's status names how many it holds for node 4.
+    let held_for_4: u64 = live.iter().map(|&node| hints_for(node, &cluster.nodes[3].peer.to_string())).sum();
+    assert_eq!(held_for_4, expected);
 
     cluster.restart(3);
     let drained = || live.iter().all(|&node| metric(node, "keel_hints_pending") == 0);

@@ -91,7 +91,11 @@ pub fn write_members(out: &mut dyn Write, status: &Status) -> std::io::Result<()
         let this = if member.node == status.node { "  (this node)" } else { "" };
         let address = &member.address;
         let state = &member.state;
-        writeln!(out, "  {:>2}) {:<width$}  {address:<21}  {state}{this}", index + 1, member.node)?;
+        let hints = match member.hints_pending {
+            0 => String::new(),
+            count => format!("  ({count} hints held for it)"),
+        };
+        writeln!(out, "  {:>2}) {:<width$}  {address:<21}  {state}{this}{hints}", index + 1, member.node)?;
     }
     Ok(())
 }

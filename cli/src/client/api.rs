@@ -68,6 +68,8 @@ pub struct Member {
     /// Where peers reach it; not its HTTP port.
     pub address: String,
     pub state: String,
+    /// Hints the answering node holds for it.
+    pub hints_pending: u64,
     /// Its HTTP address, when the node reports it.
     pub http_address: Option<String>,
 }

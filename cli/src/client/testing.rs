@@ -77,6 +77,7 @@ pub fn cluster_status(node: &str, members: &[(&str, u16)]) -> NodeStatus {
             node: (*id).into(),
             address: format!("127.0.0.1:{port}"),
             state: MemberState::Up,
+            hints_pending: 0,
         })
         .collect();
     NodeStatus {

@@ -259,6 +259,11 @@ impl Node {
         self.store.incarnation()
     }
 
+    /// The members this node holds hints for, and how many for each.
+    pub fn hints_by_owner(&self) -> Vec<(NodeId, u64)> {
+        self.store.hint_owners().collect()
+    }
+
     /// Each peer and whether this node believes it up.
     pub fn peer_states(&self) -> Vec<(NodeId, bool)> {
         self.peers.ids().map(|peer| (peer, self.is_up(peer))).collect()

@@ -46,6 +46,7 @@ impl NodeIntrospect {
         transport: TransportStats,
     ) {
         let up: BTreeMap<NodeId, bool> = node.peer_states().into_iter().collect();
+        let hints: BTreeMap<NodeId, u64> = node.hints_by_owner().into_iter().collect();
         let members = node
             .ring()
             .members()
@@ -57,7 +58,8 @@ impl NodeIntrospect {
                     MemberState::Down
                 };
                 let address = addresses.get(&member.id).map_or_else(String::new, ToString::to_string);
-                Member { node: member.id.to_string(), address, state }
+                let hints_pending = hints.get(&member.id).copied().unwrap_or(0);
+                Member { node: member.id.to_string(), address, state, hints_pending }
             })
             .collect();
         let stats = node.stats();

@@ -51,6 +51,8 @@ pub struct Member {
     /// Where peers reach it, `host:port`.
     pub address: String,
     pub state: MemberState,
+    /// Hints this node holds for the member, to hand over when it is up.
+    pub hints_pending: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -230,7 +230,12 @@ struct Single {
 
 impl Introspect for Single {
     fn status(&self) -> NodeStatus {
-        let member = Member { node: "n1".into(), address: "127.0.0.1:7000".into(), state: MemberState::Up };
+        let member = Member {
+            node: "n1".into(),
+            address: "127.0.0.1:7000".into(),
+            state: MemberState::Up,
+            hints_pending: 0,
+        };
         NodeStatus {
             node: "n1".into(),
             cluster: "test".into(),
