@@ -261,6 +261,11 @@ pub enum ClientError {
     /// lost (the node stopped, or the client gave up waiting).
     #[error("the answer was lost after {waited_ms} ms; a write may still take effect")]
     ReplyLost { waited_ms: u64 },
+    /// The primary a write was handed to restarted before it answered. A
+    /// copy of the hand-off that the network duplicated may have reached
+    /// its earlier life, which may have written it.
+    #[error("the replica coordinating the write restarted before it answered; a write may still take effect")]
+    CoordinatorRestarted,
     /// The node's storage failed (a sync, or a read it could not trust). A
     /// write in progress when the disk failed may or may not have been stored.
     #[error("node storage failed: {reason}")]
@@ -290,7 +295,10 @@ impl ClientError {
     pub fn is_indeterminate(&self) -> bool {
         matches!(
             self,
-            ClientError::Timeout { .. } | ClientError::StorageFailed { .. } | ClientError::ReplyLost { .. }
+            ClientError::Timeout { .. }
+                | ClientError::StorageFailed { .. }
+                | ClientError::ReplyLost { .. }
+                | ClientError::CoordinatorRestarted
         )
     }
 }

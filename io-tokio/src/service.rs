@@ -209,6 +209,7 @@ pub fn error_code(error: &ClientError) -> &'static str {
         ClientError::StorageFailed { .. } => "storage_failed",
         ClientError::ShuttingDown => "shutting_down",
         ClientError::ReplyLost { .. } => "reply_lost",
+        ClientError::CoordinatorRestarted => "coordinator_restarted",
         ClientError::CopiesUnreadable { .. } => "copies_unreadable",
         ClientError::CoordinatorCopyUnreadable { .. } => "coordinator_copy_unreadable",
         ClientError::Damaged { .. } => "damaged",

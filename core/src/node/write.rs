@@ -157,9 +157,12 @@ impl Node {
         replace_unreadable: bool,
     ) {
         if target_boot != self.boot {
-            // Meant for an earlier life of this node, which may have
-            // coordinated it already: refusing is safe, nothing is written.
-            let result = Err(ClientError::Unavailable { needed: 1, reachable: 0 });
+            // Meant for an earlier life of this node: refused, since this
+            // life cannot know whether that one coordinated it. Nothing is
+            // written now, but a duplicate of this forward may have reached
+            // the earlier life and been written there, its answer lost: the
+            // forwarder must not tell its client that nothing was written.
+            let result = Err(ClientError::CoordinatorRestarted);
             self.send(from, Message::ForwardReply { tag, result });
             return;
         }

@@ -60,7 +60,9 @@ pub fn status_of(error: &ClientError) -> StatusCode {
         | ClientError::ShuttingDown
         | ClientError::CopiesUnreadable { .. }
         | ClientError::CoordinatorCopyUnreadable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        ClientError::Timeout { .. } | ClientError::ReplyLost { .. } => StatusCode::GATEWAY_TIMEOUT,
+        ClientError::Timeout { .. } | ClientError::ReplyLost { .. } | ClientError::CoordinatorRestarted => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

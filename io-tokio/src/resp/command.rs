@@ -213,7 +213,9 @@ pub fn client_error(error: &ClientError) -> Value {
         | ClientError::ShuttingDown
         | ClientError::CopiesUnreadable { .. }
         | ClientError::CoordinatorCopyUnreadable { .. } => "UNAVAILABLE",
-        ClientError::Timeout { .. } | ClientError::ReplyLost { .. } => "TIMEOUT",
+        ClientError::Timeout { .. } | ClientError::ReplyLost { .. } | ClientError::CoordinatorRestarted => {
+            "TIMEOUT"
+        }
         ClientError::Overloaded { .. } => "OVERLOADED",
         ClientError::StorageFailed { .. } => "MISCONF",
         ClientError::Damaged { .. } => "CORRUPT",
