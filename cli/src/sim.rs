@@ -187,7 +187,8 @@ fn stats_line(result: &RunResult) -> String {
          {} wipes, {} ops ({} failed, {} indeterminate, {} acknowledged writes excused by power losses or wipes), \
          {} read repairs\nstorage: {} flushes, {} compactions, {} engine tombstones written, {} dropped, {} corruptions caught; \
          injected {} read corruptions, {} bit rots, {} sync failures, {} torn tails; {} restarts after failed syncs, \
-         {} disks replaced, {} upgrades from format 1\nhints: {} stored, {} handed over, {} dropped",
+         {} disks replaced, {} upgrades from format 1\nhints: {} stored, {} handed over, {} dropped\n\
+         anti-entropy: {} exchanges completed, {} keys repaired; replicas agreed {} after the liveness ops",
         stats.sim_ns as f64 / 1e9,
         stats.events,
         stats.messages_sent,
@@ -217,6 +218,9 @@ fn stats_line(result: &RunResult) -> String {
         stats.hints_stored,
         stats.hints_delivered,
         stats.hints_dropped,
+        stats.exchanges_completed,
+        stats.keys_repaired,
+        stats.convergence_ns.map_or_else(|| "never".to_owned(), |ns| format!("{} ms", ns / 1_000_000)),
     )
 }
 
@@ -235,6 +239,14 @@ struct SweepStats {
     hints_stored: u64,
     hints_delivered: u64,
     hints_dropped: u64,
+    exchanges_completed: u64,
+    keys_repaired: u64,
+    /// Time the replicas took to agree after the liveness ops, in
+    /// milliseconds: the sum (for the mean) and the longest, over the seeds
+    /// that agreed.
+    converged_seeds: u64,
+    convergence_ms_sum: u64,
+    convergence_ms_max: u64,
 }
 
 impl SweepStats {
@@ -248,6 +260,13 @@ impl SweepStats {
         self.hints_stored += stats.hints_stored;
         self.hints_delivered += stats.hints_delivered;
         self.hints_dropped += stats.hints_dropped;
+        self.exchanges_completed += stats.exchanges_completed;
+        self.keys_repaired += stats.keys_repaired;
+        if let Some(ns) = stats.convergence_ns {
+            self.converged_seeds += 1;
+            self.convergence_ms_sum += ns / 1_000_000;
+            self.convergence_ms_max = self.convergence_ms_max.max(ns / 1_000_000);
+        }
     }
 }
 
@@ -305,6 +324,14 @@ fn many_seeds(args: &SimArgs, range: Range<u64>) -> Result<bool, String> {
     println!(
         "hints: stored in {} of {total} seeds ({} in all), {} handed over, {} dropped",
         sweep.hinting_seeds, sweep.hints_stored, sweep.hints_delivered, sweep.hints_dropped,
+    );
+    println!(
+        "anti-entropy: {} exchanges completed, {} keys repaired; replicas agreed after the liveness ops in \
+         {} ms on average, {} ms at most",
+        sweep.exchanges_completed,
+        sweep.keys_repaired,
+        sweep.convergence_ms_sum.checked_div(sweep.converged_seeds).unwrap_or(0),
+        sweep.convergence_ms_max,
     );
     let seeds: Vec<String> = failures.iter().map(|(seed, _)| seed.to_string()).collect();
     println!(

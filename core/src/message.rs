@@ -15,6 +15,7 @@ use thiserror::Error;
 use crate::NodeId;
 use crate::client::{ClientError, Consistency};
 use crate::frame::{self, FrameError};
+use crate::merkle;
 use crate::version::{CausalContext, Object, Value};
 
 /// The largest message payload accepted, a little above the largest object a
@@ -105,6 +106,15 @@ pub enum Message {
         key: Vec<u8>,
         object: Object,
     },
+    /// One step of an anti-entropy exchange of a range both nodes replicate.
+    TreeRequest {
+        tag: Tag,
+        request: merkle::Request,
+    },
+    TreeReply {
+        tag: Tag,
+        reply: merkle::Reply,
+    },
 }
 
 /// A put or delete on its way to the primary that coordinates it: the
@@ -177,6 +187,8 @@ impl Message {
             Message::Read { .. } => "read",
             Message::ReadReply { .. } => "read_reply",
             Message::Repair { .. } => "repair",
+            Message::TreeRequest { .. } => "tree_request",
+            Message::TreeReply { .. } => "tree_reply",
         }
     }
 
@@ -202,6 +214,8 @@ impl Message {
             }
             Message::Read { key, .. } => check_key(key),
             Message::ReadReply { result: Ok(Some(object)), .. } => check_object(object),
+            Message::TreeRequest { request, .. } => request.check().map_err(|error| error.to_string()),
+            Message::TreeReply { reply, .. } => reply.check().map_err(|error| error.to_string()),
             Message::Heartbeat { .. }
             | Message::ForwardReply { .. }
             | Message::ReplicateAck { .. }

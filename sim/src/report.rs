@@ -45,7 +45,8 @@ pub fn failure_report(result: &RunResult) -> String {
             let _ = write!(
                 out,
                 ": {} requests in flight, {} timeouts, {} unavailable, {} read repairs, {} copies replaced; \
-                 {} tables per level {:?}, {} corruptions caught",
+                 {} tables per level {:?}, {} corruptions caught; anti-entropy: {} exchanges completed, \
+                 {} failed, {} keys repaired, {} trees rebuilt, {} building",
                 stats.requests_in_flight,
                 stats.timeouts,
                 stats.unavailable,
@@ -53,7 +54,12 @@ pub fn failure_report(result: &RunResult) -> String {
                 stats.corrupt_records_replaced,
                 engine.tables_per_level.iter().sum::<u32>(),
                 engine.tables_per_level,
-                engine.corruption_detected
+                engine.corruption_detected,
+                stats.anti_entropy.exchanges_completed,
+                stats.anti_entropy.exchanges_failed,
+                stats.anti_entropy.keys_repaired,
+                stats.anti_entropy.trees_rebuilt,
+                stats.anti_entropy.trees_building,
             );
         }
         let _ = writeln!(out);

@@ -4,6 +4,7 @@ use core::time::Duration;
 
 use thiserror::Error;
 
+use super::anti_entropy::AntiEntropyConfig;
 use super::store::KEY_PREFIX_BYTES;
 use crate::lsm::EngineConfig;
 use crate::message::KEY_BYTES_MAX;
@@ -53,6 +54,8 @@ pub struct Config {
     pub check_invariants: bool,
     /// Hinted handoff: what a fallback node keeps for replicas that are down.
     pub hints: HintConfig,
+    /// Merkle trees and the exchanges that compare them.
+    pub anti_entropy: AntiEntropyConfig,
     pub engine: EngineConfig,
 }
 
@@ -104,6 +107,7 @@ impl Default for Config {
             accept_data_loss: false,
             check_invariants: cfg!(debug_assertions),
             hints: HintConfig::default(),
+            anti_entropy: AntiEntropyConfig::default(),
             engine: EngineConfig::default(),
         }
     }
@@ -149,6 +153,8 @@ impl Config {
         at_least("heartbeat_interval_ms", millis(self.heartbeat_interval), 1)?;
         within("siblings_max", u64::from(self.siblings_max), u64::from(SIBLINGS_MAX_LIMIT))?;
         at_least("requests_max", u64::from(self.requests_max), 1)?;
+        at_least("anti_entropy_interval_ms", millis(self.anti_entropy.interval), 1)?;
+        at_least("anti_entropy_request_timeout_ms", millis(self.anti_entropy.request_timeout), 1)?;
         at_least("hint_deliveries_in_flight_max", u64::from(self.hints.deliveries_in_flight_max), 1)?;
         if self.failure_timeout <= self.heartbeat_interval {
             return Err(ConfigError::FailureTimeoutTooShort {

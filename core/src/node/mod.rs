@@ -18,6 +18,7 @@ macro_rules! invariant {
     };
 }
 
+mod anti_entropy;
 mod client;
 mod config;
 mod dedup;
@@ -36,6 +37,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use thiserror::Error;
 
+pub use self::anti_entropy::{AntiEntropyConfig, AntiEntropyStats};
 pub use self::config::{Config, ConfigError, HintConfig, SIBLINGS_MAX_LIMIT};
 pub use self::io::{Event, Input, Output};
 pub use self::store::{
@@ -43,6 +45,7 @@ pub use self::store::{
     ScannedRecord, StoreError, encode_record_key, rewrite_as_format_1,
 };
 
+use self::anti_entropy::AntiEntropy;
 use self::dedup::SeenForwards;
 use self::durability::{Barrier, Deferred};
 use self::peers::Peers;
@@ -108,6 +111,7 @@ pub struct NodeStats {
     /// Client keys stored on this node (its copies as a replica), an
     /// estimate from storage counts that errs high: see `Store::keys_estimate`.
     pub keys_estimate: u64,
+    pub anti_entropy: AntiEntropyStats,
     pub engine: EngineStats,
 }
 
@@ -175,6 +179,9 @@ pub struct Node {
     sync_due: Option<Instant>,
     /// When the scheduled write-out timer fires, if one is scheduled.
     write_out_due: Option<Instant>,
+    anti_entropy: AntiEntropy,
+    /// When the scheduled anti-entropy timer fires, if one is scheduled.
+    anti_entropy_due: Option<Instant>,
     outputs: VecDeque<Output>,
     stats: NodeStats,
 }
@@ -213,6 +220,7 @@ impl Node {
         let peer_ids = ring.members().iter().map(|member| member.id).filter(|&peer| peer != id);
         let peers = Peers::new(peer_ids, now.mono);
         let timers = Timers::default();
+        let anti_entropy = AntiEntropy::new(&ring, id, config.anti_entropy.shape, now.mono);
         let mut node = Node {
             id,
             config,
@@ -234,6 +242,8 @@ impl Node {
             poison_reported: false,
             sync_due: None,
             write_out_due: None,
+            anti_entropy,
+            anti_entropy_due: None,
             outputs: VecDeque::new(),
             stats: NodeStats::default(),
         };
@@ -299,6 +309,10 @@ impl Node {
             waiting_for_sync: self.barrier.len() as u64,
             hints_pending: self.store.hints_pending(),
             keys_estimate: Store::keys_estimate(&engine, self.store.hints_pending()),
+            anti_entropy: AntiEntropyStats {
+                trees_building: self.trees_building(),
+                ..self.stats.anti_entropy
+            },
             engine,
             ..self.stats.clone()
         }
@@ -359,6 +373,7 @@ impl Node {
                 Timer::Sync => self.on_sync_timer(),
                 Timer::WriteOut => self.on_write_out_timer(),
                 Timer::Request(tag) => self.on_request_deadline(tag),
+                Timer::AntiEntropy => self.on_anti_entropy_timer(),
             }
         }
         self.after_event();
@@ -382,9 +397,10 @@ impl Node {
         }
         let sync_timer = usize::from(self.sync_due.is_some());
         let write_out_timer = usize::from(self.write_out_due.is_some());
-        if self.timers.len() != self.pending.len() + 1 + sync_timer + write_out_timer {
+        let anti_entropy_timer = usize::from(self.anti_entropy_due.is_some());
+        if self.timers.len() != self.pending.len() + 1 + sync_timer + write_out_timer + anti_entropy_timer {
             return Err(format!(
-                "{} timers for {} requests, one heartbeat, {sync_timer} sync and {write_out_timer} write-out",
+                "{} timers for {} requests, one heartbeat, {sync_timer} sync, {write_out_timer} write-out and {anti_entropy_timer} anti-entropy",
                 self.timers.len(),
                 self.pending.len()
             ));
@@ -467,7 +483,12 @@ impl Node {
             Message::Hint { tag, owner, key, object } => self.on_hint(from, tag, owner, key, object),
             Message::HintDelivery { tag, key, object } => self.on_replicate(from, tag, key, object),
             Message::Read { tag, key } => self.on_read(from, tag, key),
+            Message::ReadReply { tag, result } if self.is_repair_fetch(tag) => {
+                self.on_repair_fetched(tag, result.ok().flatten())
+            }
             Message::ReadReply { tag, result } => self.on_read_reply(from, tag, result.map_err(|_| ())),
+            Message::TreeRequest { tag, request } => self.on_tree_request(from, tag, request),
+            Message::TreeReply { tag, reply } => self.on_tree_reply(from, tag, reply),
             Message::Repair { key, object } => self.on_repair(key, object),
         }
     }
@@ -577,6 +598,7 @@ impl Node {
             self.write_out_due = Some(self.now.mono);
             self.timers.schedule(self.now.mono, Timer::WriteOut);
         }
+        self.schedule_anti_entropy();
         invariant!(self, self.invariants().is_ok(), "{:?}", self.invariants());
     }
 

@@ -18,6 +18,9 @@ pub enum Timer {
     WriteOut,
     /// The deadline of the coordinated request or forward with this tag.
     Request(Tag),
+    /// Anti-entropy: the next step of a tree's build, an exchange's
+    /// deadline or second comparison, or the start of the next exchange.
+    AntiEntropy,
 }
 
 #[derive(Debug, Default)]

@@ -8,6 +8,7 @@ use super::{Node, Pending};
 use crate::NodeId;
 use crate::client::{ClientError, RequestId};
 use crate::lsm::{Lsn, WriteError};
+use crate::merkle;
 use crate::message::{Message, ReplicaError, Tag, Write};
 use crate::quorum::Tally;
 use crate::request::{Origin, PutRequest, WriteResult};
@@ -257,6 +258,8 @@ impl Node {
     /// appends the record to the log (not yet durable).
     fn issue_version(&mut self, write: Write, unreadable: Unreadable) -> Result<Issued, Refusal> {
         let position = PlacedKey::new(&write.key).position();
+        // Whether the tree knows the version this write replaces.
+        let mut old_known = true;
         let stored = match (self.store.read(PlacedKey::known(&write.key, position)), unreadable) {
             (Ok(stored), _) => stored,
             (Err(error), Unreadable::Refuse) => {
@@ -265,8 +268,13 @@ impl Node {
                     write: Box::new(write),
                 });
             }
-            (Err(_), Unreadable::Replace) => self.read_or_replace(PlacedKey::known(&write.key, position)),
+            (Err(_), Unreadable::Replace) => {
+                let stored = self.read_or_replace(PlacedKey::known(&write.key, position));
+                old_known = stored.is_some();
+                stored
+            }
         };
+        let old = stored.as_ref().map(|record| merkle::version_hash(&record.object));
         let mut record = stored.unwrap_or(Record { object: Object::new(), local_epoch: None });
         let local = self.store.epoch_for(&record).map_err(|error| storage_failed(&error.to_string()))?;
         let Write { key, value, seen, .. } = write;
@@ -289,6 +297,11 @@ impl Node {
         }
         record.local_epoch = Some(local);
         let lsn = self.store.write(PlacedKey::known(&key, position), &record).map_err(write_failed)?;
+        if old_known {
+            self.tree_update(PlacedKey::known(&key, position), old, &record.object);
+        } else {
+            self.tree_lost_track(PlacedKey::known(&key, position));
+        }
         let mut reply_context = seen;
         reply_context.insert(dot);
         invariant!(self, record.object.context().includes(&reply_context));
@@ -388,8 +401,8 @@ impl Node {
         if self.store.engine().is_poisoned() {
             return Err(ReplicaError::StorageFailed);
         }
-        let mut record = match self.store.read(key) {
-            Ok(stored) => stored.unwrap_or(Record { object: Object::new(), local_epoch: None }),
+        let stored = match self.store.read(key) {
+            Ok(stored) => stored,
             // The local copy cannot be read: replace it with what arrived. Its
             // history is gone, so this node starts a fresh epoch for the key
             // the next time it coordinates a write.
@@ -402,14 +415,18 @@ impl Node {
                     self.store.write(key, &Record { object: object.clone(), local_epoch: None })
                 };
                 replaced.map_err(|_| ReplicaError::StorageFailed)?;
+                self.tree_lost_track(key);
                 return Ok(());
             }
         };
+        let old = stored.as_ref().map(|record| merkle::version_hash(&record.object));
+        let mut record = stored.unwrap_or(Record { object: Object::new(), local_epoch: None });
         if record.object.merge(object) {
             if record.object.siblings().len() > OBJECT_SIBLINGS_MAX {
                 return Err(ReplicaError::SiblingsTooMany);
             }
             self.store.write(key, &record).map_err(|_| ReplicaError::StorageFailed)?;
+            self.tree_update(key, old, &record.object);
         }
         // What was sent is now held, whatever this replica held before.
         invariant!(self, record.object.context().includes(object.context()));

@@ -149,6 +149,36 @@ fn write_node_metrics(stats: &NodeStats, out: &mut String) {
             "Hints not kept (at a bound) or dropped (too old, unreadable); anti-entropy repairs their keys.",
             stats.hints_dropped,
         ),
+        (
+            "keel_anti_entropy_exchanges_started_total",
+            "Anti-entropy exchanges this node started.",
+            stats.anti_entropy.exchanges_started,
+        ),
+        (
+            "keel_anti_entropy_exchanges_completed_total",
+            "Anti-entropy exchanges that ran to their end.",
+            stats.anti_entropy.exchanges_completed,
+        ),
+        (
+            "keel_anti_entropy_exchanges_failed_total",
+            "Anti-entropy exchanges refused, timed out, or cut short by a rebuild.",
+            stats.anti_entropy.exchanges_failed,
+        ),
+        (
+            "keel_anti_entropy_keys_repaired_total",
+            "Keys anti-entropy found different twice and merged both ways.",
+            stats.anti_entropy.keys_repaired,
+        ),
+        (
+            "keel_anti_entropy_copies_fetched_total",
+            "Peer copies anti-entropy fetched and merged here.",
+            stats.anti_entropy.copies_fetched,
+        ),
+        (
+            "keel_anti_entropy_trees_rebuilt_total",
+            "Trees built again from the store: by age, or after an unreadable copy was replaced.",
+            stats.anti_entropy.trees_rebuilt,
+        ),
     ];
     for (name, help, value) in counters {
         metric(out, name, "counter", help, value);
@@ -157,6 +187,11 @@ fn write_node_metrics(stats: &NodeStats, out: &mut String) {
     let gauges = [
         ("keel_node_requests_in_flight", "Requests this node coordinates now.", stats.requests_in_flight),
         ("keel_node_waiting_for_sync", "Answers held until a sync.", stats.waiting_for_sync),
+        (
+            "keel_anti_entropy_trees_building",
+            "Trees being built, whose ranges take part in no exchange yet.",
+            stats.anti_entropy.trees_building,
+        ),
         ("keel_storage_memtable_bytes", "Bytes in the memtable.", engine.memtable_bytes),
         (
             "keel_storage_memtable_bytes_max",

@@ -137,6 +137,7 @@ impl World {
     pub(super) fn liveness_progress(&mut self) {
         if self.stage == Stage::Liveness && self.clients.iter().all(|client| client.idle()) {
             self.stage = Stage::Repair;
+            self.converge_since = self.now;
             self.at(self.now + 500 * MS, Event::Stage(Stage::Repair));
         }
     }
@@ -205,6 +206,7 @@ impl World {
         }
         let hinting = self.nodes_holding_hints();
         if disagreements.is_empty() && hinting.is_empty() {
+            self.stats.convergence_ns = Some(self.now - self.converge_since);
             self.at(self.now + 100 * MS, Event::Stage(Stage::Final));
             return;
         }

@@ -7,12 +7,14 @@ mod liveness;
 mod storage;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use keel_core::NodeId;
 use keel_core::client::{Consistency, RequestId};
 use keel_core::disk::{CrashMode, MemDisk};
 use keel_core::lsm::job::{Job, JobId};
 use keel_core::lsm::{SyncPolicy, SyncRequest};
+use keel_core::merkle::{ExchangeConfig, TreeShape};
 use keel_core::message::Message;
 use keel_core::node::{self, Input, Node, NodeStats, Output};
 use keel_core::ring::Member;
@@ -36,6 +38,8 @@ const MS: u64 = 1_000_000;
 const JOB_NS_PER_BYTE: u64 = 10;
 /// Vnodes of each (equally weighted) node.
 const VNODES_PER_NODE: u32 = 16;
+/// Time between the starts of two exchanges on a node.
+const ANTI_ENTROPY_INTERVAL_MS: u64 = 100;
 /// A run that processes more events than this is stuck in a loop.
 const EVENTS_MAX: u64 = 50_000_000;
 
@@ -113,6 +117,12 @@ pub struct RunStats {
     pub hints_stored: u64,
     pub hints_delivered: u64,
     pub hints_dropped: u64,
+    /// Anti-entropy exchanges run to their end, and keys they repaired.
+    pub exchanges_completed: u64,
+    pub keys_repaired: u64,
+    /// Simulated time from the end of the liveness ops until the replicas
+    /// agreed and held no hint, when they did.
+    pub convergence_ns: Option<u64>,
     /// Disk faults injected across the run.
     pub read_corruptions: u64,
     pub bit_rots: u64,
@@ -131,6 +141,8 @@ struct StorageWork {
     hints_stored: u64,
     hints_delivered: u64,
     hints_dropped: u64,
+    exchanges_completed: u64,
+    keys_repaired: u64,
 }
 
 impl StorageWork {
@@ -144,6 +156,8 @@ impl StorageWork {
         self.hints_stored += stats.hints_stored;
         self.hints_delivered += stats.hints_delivered;
         self.hints_dropped += stats.hints_dropped;
+        self.exchanges_completed += stats.anti_entropy.exchanges_completed;
+        self.keys_repaired += stats.anti_entropy.keys_repaired;
     }
 }
 
@@ -300,6 +314,8 @@ pub(crate) struct World {
     stage: Stage,
     checks_pending: usize,
     convergence_rounds: u32,
+    /// When the liveness ops ended (simulated ns).
+    converge_since: u64,
     /// Keys whose final read was taken again (see `retry_final_read`).
     final_retried: std::collections::BTreeSet<u32>,
     /// When a node last opened.
@@ -356,6 +372,22 @@ impl World {
         };
         node_config.ring.replicas = config.replicas;
         node_config.ring.vnodes_per_weight = VNODES_PER_NODE;
+        // Small trees and frequent exchanges: runs hold a few hundred keys
+        // and have a minute of simulated time to converge.
+        node_config.anti_entropy = node::AntiEntropyConfig {
+            interval: Duration::from_millis(ANTI_ENTROPY_INTERVAL_MS),
+            exchanges_in_flight_max: 4,
+            request_timeout: Duration::from_secs(1),
+            // Often enough that a record rotted in the safety phase is
+            // found missing within the liveness phase's bound.
+            rebuild_interval: Duration::from_secs(10),
+            shape: TreeShape::new(8, 4).expect("a valid shape"),
+            exchange: ExchangeConfig {
+                confirm_delay: Duration::from_millis(300),
+                ..ExchangeConfig::default()
+            },
+            ..node::AntiEntropyConfig::default()
+        };
         let storage = &config.storage;
         let engine = &mut node_config.engine;
         engine.memtable_bytes_max = storage.memtable_bytes_max;
@@ -436,6 +468,7 @@ impl World {
             stage: Stage::Safety,
             checks_pending: 0,
             convergence_rounds: 0,
+            converge_since: 0,
             final_retried: Default::default(),
             last_open_ns: 0,
             done: false,
@@ -713,7 +746,10 @@ impl World {
             | Message::Forward { .. }
             | Message::ForwardReply { .. }
             | Message::ReplicateAck { .. }
-            | Message::Read { .. } => return,
+            | Message::Read { .. }
+            // Hashes and keys only: the copies they find go by Repair and ReadReply.
+            | Message::TreeRequest { .. }
+            | Message::TreeReply { .. } => return,
         };
         for sibling in object.siblings() {
             let hash = model::value_hash(&sibling.value);
@@ -887,6 +923,8 @@ impl World {
             self.stats.hints_stored += work.hints_stored;
             self.stats.hints_delivered += work.hints_delivered;
             self.stats.hints_dropped += work.hints_dropped;
+            self.stats.exchanges_completed += work.exchanges_completed;
+            self.stats.keys_repaired += work.keys_repaired;
         }
         self.excuse_lost_acknowledgements();
         self.check_format_1_records();
