@@ -151,6 +151,7 @@ fn one_seed(args: &SimArgs, seed: u64) -> Result<bool, String> {
     let result = run(args.config(seed)?);
     if !result.ok() {
         print!("{}", failure_report(&result));
+        println!("{}", stats_line(&result));
         if args.shrink {
             print_shrunk(result_clone_for_shrink(args, seed)?);
         }

@@ -10,8 +10,8 @@
 //! of faults, a few dozen operations) so that millions of them fit. After
 //! healing, a run settles only until every node is up and every message sent
 //! under the faults is in, plus two heartbeat intervals, rather than the
-//! sweep's fixed 3 s; then come the liveness requests, repair rounds and
-//! final reads, and every check, as in any run.
+//! sweep's fixed 3 s; then come the liveness requests, the wait for
+//! the replicas to converge, and final reads, and every check, as in any run.
 
 use keel_core::NodeId;
 

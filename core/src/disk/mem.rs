@@ -22,6 +22,10 @@ pub struct Faults {
     pub read_corrupt_per_million: u32,
     /// Before a read, one bit of the file's durable bytes flips for good (bit rot).
     pub bit_rot_per_million: u32,
+    /// Bit rots this disk suffers at most (`None`: no bound). Rot comes with
+    /// age, not with reading: without a bound, a node that reads more (an
+    /// anti-entropy scan, say) would rot its own disk faster.
+    pub bit_rots_max: Option<u64>,
     /// `sync` or `sync_dir` fails and makes nothing durable.
     pub sync_fail_per_million: u32,
 }
@@ -318,7 +322,8 @@ impl Disk for MemDisk {
     fn read_at(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, DiskError> {
         let mut state = self.lock();
         let bit_rot = state.faults.bit_rot_per_million;
-        if state.roll(bit_rot) {
+        let rot_left = state.faults.bit_rots_max.is_none_or(|max| state.counts.bit_rots < max);
+        if rot_left && state.roll(bit_rot) {
             state.rot(name)?;
         }
         let inode = state.inode(name)?;

@@ -58,6 +58,12 @@ struct TableSource {
     tables: Vec<Arc<Table>>,
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
+    /// Whether a block that does not read is passed over instead of
+    /// ending the merge with the error (the read counts the corruption).
+    skip_unreadable: bool,
+    /// The key ranges of blocks passed over, not yet behind the merge:
+    /// after the first key (`None`: from the start), up to the second.
+    skipped: Vec<(Option<Vec<u8>>, Vec<u8>)>,
     table_pos: usize,
     block_pos: usize,
     block: Option<Arc<Block>>,
@@ -85,11 +91,48 @@ impl<'m> Merge<'m> {
         }
         for tables in runs.into_iter().filter(|tables| !tables.is_empty()) {
             let (start, end) = (start.clone(), end.clone());
-            let source =
-                TableSource { tables, start, end, table_pos: 0, block_pos: 0, block: None, entry_pos: 0 };
+            let source = TableSource {
+                tables,
+                start,
+                end,
+                skip_unreadable: false,
+                skipped: Vec::new(),
+                table_pos: 0,
+                block_pos: 0,
+                block: None,
+                entry_pos: 0,
+            };
             sources.push(Source::Tables(source));
         }
         Merge { sources, skip_tombstones, started: false, tied: Vec::new() }
+    }
+
+    /// The merge passes over table blocks that do not read instead of
+    /// failing: their entries are left out, and an older version of a key
+    /// one held may show in its place. For readers that repair what they
+    /// find missing or different (anti-entropy), not for ones that rewrite
+    /// what they read.
+    pub fn skipping_unreadable(mut self) -> Self {
+        for source in &mut self.sources {
+            if let Source::Tables(source) = source {
+                source.skip_unreadable = true;
+            }
+        }
+        self
+    }
+
+    /// Whether `key` lies in the key range of a block passed over: its
+    /// newest version may be in that block, whatever the merge returned.
+    /// Asked in key order, for each key the merge returns.
+    pub fn in_skipped_block(&mut self, key: &[u8]) -> bool {
+        let mut inside = false;
+        for source in &mut self.sources {
+            let Source::Tables(source) = source else { continue };
+            source.skipped.retain(|(_, last)| last.as_slice() >= key);
+            inside |=
+                source.skipped.iter().any(|(after, _)| after.as_deref().is_none_or(|after| after < key));
+        }
+        inside
     }
 
     /// The next entry in key order, or `None` at the end.
@@ -186,7 +229,17 @@ impl TableSource {
         if self.block_pos >= table.block_count() {
             return Ok(());
         }
-        let block = table.load_block(self.block_pos, reads)?;
+        let block = match table.load_block(self.block_pos, reads) {
+            Ok(block) => block,
+            // The entries after the bad block are all past the start.
+            Err(_) if self.skip_unreadable => {
+                self.note_skipped();
+                self.entry_pos = 0;
+                self.next_block(reads)?;
+                return self.settle(reads);
+            }
+            Err(error) => return Err(error),
+        };
         self.entry_pos = start.map_or(0, |key| block.seek(key));
         if let Bound::Excluded(key) = &self.start {
             if block.entry(self.entry_pos).is_some_and(|entry| entry.key == key.as_slice()) {
@@ -213,8 +266,25 @@ impl TableSource {
                 }
                 return Ok(());
             }
-            self.block = None;
             self.entry_pos = 0;
+            self.next_block(reads)?;
+        }
+    }
+
+    /// Remembers the key range of the current block, which did not read.
+    fn note_skipped(&mut self) {
+        let Some(table) = self.tables.get(self.table_pos) else { return };
+        if let (after, Some(last)) = table.block_keys(self.block_pos) {
+            self.skipped.push((after.map(<[u8]>::to_vec), last.to_vec()));
+        }
+    }
+
+    /// Loads the block after the current one, in this table or the next,
+    /// passing over blocks that do not read if the source skips them; no
+    /// block is left once the tables are done.
+    fn next_block(&mut self, reads: &mut Reads<'_>) -> Result<(), ReadError> {
+        self.block = None;
+        loop {
             self.block_pos += 1;
             let Some(mut table) = self.tables.get(self.table_pos) else { return Ok(()) };
             if self.block_pos >= table.block_count() {
@@ -223,7 +293,14 @@ impl TableSource {
                 let Some(next) = self.tables.get(self.table_pos) else { return Ok(()) };
                 table = next;
             }
-            self.block = Some(table.load_block(self.block_pos, reads)?);
+            match table.load_block(self.block_pos, reads) {
+                Ok(block) => {
+                    self.block = Some(block);
+                    return Ok(());
+                }
+                Err(_) if self.skip_unreadable => self.note_skipped(),
+                Err(error) => return Err(error),
+            }
         }
     }
 }
@@ -257,6 +334,16 @@ impl Iterator for Iter<'_> {
 }
 
 impl Iter<'_> {
+    /// Passes over table blocks that do not read: see [`Merge::skipping_unreadable`].
+    pub fn skipping_unreadable(self) -> Self {
+        Iter { merge: self.merge.skipping_unreadable(), ..self }
+    }
+
+    /// See [`Merge::in_skipped_block`].
+    pub fn in_skipped_block(&mut self, key: &[u8]) -> bool {
+        self.merge.in_skipped_block(key)
+    }
+
     fn decode(&self, item: Item) -> Result<Pair, ReadError> {
         if item.flags == 0 {
             return Ok((item.key, item.value));

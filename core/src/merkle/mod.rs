@@ -135,26 +135,24 @@ macro_rules! fixed_width_serde {
 fixed_width_serde!(VersionHash);
 fixed_width_serde!(TreeHash);
 
-/// The hash of what `object` means causally: its siblings' dots and values
-/// and its context. Sibling timestamps are left out: a dot has one write, so
-/// its timestamp adds nothing. Objects are kept in one normal form (siblings
-/// sorted by dot, contexts compacted), so two replicas holding the same
-/// merged object hash it equally, whatever order they learned it in.
-///
-/// Costs one SipHash pass over the values' bytes.
+/// The hash of what `object` means causally: its siblings' dots, whether
+/// each is a value or a deletion, and its context. A dot names one write,
+/// so neither the value's bytes nor the timestamp add anything (as Riak's
+/// AAE hashes the version vector, not the value): a version hashes in time
+/// independent of its size, which matters because every write hashes the
+/// version it replaces and the one it makes. Objects are kept in one normal
+/// form (siblings sorted by dot, contexts compacted), so two replicas
+/// holding the same merged object hash it equally, whatever order they
+/// learned it in.
 pub fn version_hash(object: &Object) -> VersionHash {
     let mut hasher = SipHasher13::new_with_keys(VERSION_KEYS.0, VERSION_KEYS.1);
     hasher.write_u64(object.siblings().len() as u64);
     for sibling in object.siblings() {
         write_dot(&mut hasher, sibling.dot);
-        match &sibling.value {
-            Value::Live(bytes) => {
-                hasher.write_u8(1);
-                hasher.write_u64(bytes.len() as u64);
-                hasher.write(bytes);
-            }
-            Value::Tombstone => hasher.write_u8(0),
-        }
+        hasher.write_u8(match &sibling.value {
+            Value::Live(_) => 1,
+            Value::Tombstone => 0,
+        });
     }
     // Runs are fixed-width and come last, so the stream reads back one way
     // only. A context's normal form is unique for its set of dots.
@@ -232,6 +230,11 @@ pub enum ShapeError {
 impl TreeShape {
     /// 2^14 segments in 2^8 branches; see the module documentation.
     pub const DEFAULT: TreeShape = TreeShape { segments_log2: 14, branches_log2: 8 };
+    /// The shape of a node's trees, one per replicated range: a node holds
+    /// about 64 ranges per replica it is (192 in a cluster of three at N=3),
+    /// so each tree is smaller. 2^12 segments of 8 bytes is 32 KiB a tree,
+    /// about one key a segment at a million keys a node.
+    pub const NODE_DEFAULT: TreeShape = TreeShape { segments_log2: 12, branches_log2: 6 };
 
     pub fn new(segments_log2: u8, branches_log2: u8) -> Result<TreeShape, ShapeError> {
         let fits = (1..=BRANCHES_LOG2_MAX).contains(&branches_log2)

@@ -20,7 +20,7 @@
 use core::time::Duration;
 use std::collections::BTreeMap;
 
-use super::store::{ScanCursor, ScanLimit};
+use super::store::{ScanCursor, ScanLimit, ScannedRecord};
 use super::timers::Timer;
 use super::{Node, Store};
 use crate::NodeId;
@@ -62,7 +62,7 @@ impl Default for AntiEntropyConfig {
             build_records_per_step: 1024,
             request_timeout: Duration::from_secs(2),
             rebuild_interval: Duration::from_secs(24 * 3600),
-            shape: TreeShape::DEFAULT,
+            shape: TreeShape::NODE_DEFAULT,
             exchange: ExchangeConfig::default(),
         }
     }
@@ -101,10 +101,18 @@ pub(super) struct AntiEntropy {
     exchanges: BTreeMap<Tag, Running>,
     /// Reads of peers' copies for repair: the key, and when to give up.
     fetches: BTreeMap<Tag, (Vec<u8>, Instant)>,
-    /// Which (range, peer) pair the next exchange tries first.
+    /// When an exchange last started with each (range end, peer) pair: the
+    /// next one goes to the pair that waited longest.
+    last_started: BTreeMap<(u64, NodeId), Instant>,
+    /// Exchanges started, which vary the part of a large difference each takes.
     rotation: u64,
     /// When the next exchange may start.
     next_start: Instant,
+    /// Summaries of `trees`, kept by `trees_changed` because `due` runs
+    /// after every input: whether a tree is being built, and when the
+    /// oldest built tree was.
+    any_building: bool,
+    oldest_built: Option<Instant>,
 }
 
 /// Counters of anti-entropy work, part of `NodeStats`.
@@ -136,13 +144,31 @@ impl AntiEntropy {
                 (range.end, Tree::Building { tree: RangeTree::new(range.positions(), shape), cursor: None })
             })
             .collect();
-        AntiEntropy {
+        let mut anti_entropy = AntiEntropy {
             trees,
             exchanges: BTreeMap::new(),
             fetches: BTreeMap::new(),
+            last_started: BTreeMap::new(),
             rotation: 0,
             next_start: now,
-        }
+            any_building: false,
+            oldest_built: None,
+        };
+        anti_entropy.trees_changed();
+        anti_entropy
+    }
+
+    /// Brings the summaries of the trees up to date after one changed state.
+    fn trees_changed(&mut self) {
+        self.any_building = self.trees.values().any(|tree| matches!(tree, Tree::Building { .. }));
+        self.oldest_built = self
+            .trees
+            .values()
+            .filter_map(|tree| match tree {
+                Tree::Ready(_, built) => Some(*built),
+                Tree::Building { .. } => None,
+            })
+            .min();
     }
 
     /// Records that `key` went from version `old` to `new` (`None`: no record).
@@ -175,6 +201,7 @@ impl AntiEntropy {
             Tree::Ready(tree, _) | Tree::Building { tree, .. } => (tree.range(), tree.shape()),
         };
         *tree = Tree::Building { tree: RangeTree::new(range, shape), cursor: None };
+        self.trees_changed();
         true
     }
 
@@ -194,11 +221,12 @@ impl AntiEntropy {
             Tree::Ready(tree, _) | Tree::Building { tree, .. } => (tree.range(), tree.shape()),
         };
         *tree = Tree::Building { tree: RangeTree::new(range, shape), cursor: None };
+        self.trees_changed();
         true
     }
 
     pub(super) fn building(&self) -> bool {
-        self.trees.values().any(|tree| matches!(tree, Tree::Building { .. }))
+        self.any_building
     }
 
     /// The earliest instant the anti-entropy timer must fire.
@@ -217,11 +245,8 @@ impl AntiEntropy {
         let fetches = self.fetches.values().map(|(_, deadline)| *deadline);
         let start = exchanges_on.then_some(self.next_start);
         // Rebuilds are looked for when exchanges start, or at the oldest tree's age.
-        let rebuild = self.trees.values().filter_map(|tree| match tree {
-            Tree::Ready(_, built) => Some(*built + rebuild_interval),
-            Tree::Building { .. } => None,
-        });
-        waits.flatten().chain(fetches).chain(start).chain(rebuild.min()).min()
+        let rebuild = self.oldest_built.map(|built| built + rebuild_interval);
+        waits.flatten().chain(fetches).chain(start).chain(rebuild).min()
     }
 
     /// The ready tree of the range ending at `end`.
@@ -345,17 +370,9 @@ impl Node {
         let scanned = self.store.scan_range(range, cursor.as_ref(), limit);
         let resume = match scanned {
             Ok(chunk) => {
-                for found in &chunk.records {
-                    let record = match &found.record {
-                        Ok(record) => Some(record.clone()),
-                        // A copy that does not decode here may still read:
-                        // otherwise it looks missing, and an exchange repairs it.
-                        Err(_) => {
-                            self.store.read(PlacedKey::known(&found.key, found.position)).ok().flatten()
-                        }
-                    };
-                    if let Some(record) = record {
-                        tree.insert(&found.key, found.position, merkle::version_hash(&record.object));
+                for found in chunk.records {
+                    if let Some(hash) = version_of(&mut self.store, &found) {
+                        tree.insert(&found.key, found.position, hash);
                     }
                 }
                 chunk.resume
@@ -381,6 +398,7 @@ impl Node {
             None => Tree::Ready(tree, self.now.mono),
         };
         self.anti_entropy.trees.insert(end, tree);
+        self.anti_entropy.trees_changed();
     }
 
     /// Starts an exchange with the next (range, peer) pair whose peer is up.
@@ -396,21 +414,22 @@ impl Node {
             let range = self.ring.range_at(end);
             pairs.extend(range.preference.iter().filter(|&&peer| peer != self.id).map(|&peer| (end, peer)));
         }
-        if pairs.is_empty() {
-            return;
-        }
-        let first = (self.anti_entropy.rotation % pairs.len() as u64) as usize;
+        pairs.sort_unstable();
         let running_now =
             |end: u64| self.anti_entropy.exchanges.values().any(|running| running.range_end == end);
-        let chosen = (0..pairs.len())
-            .map(|step| (first + step) % pairs.len())
-            .find(|&at| self.is_up(pairs[at].1) && !running_now(pairs[at].0));
-        let Some(at) = chosen else { return };
-        // On from the pair chosen, not from the one first tried: pairs
-        // skipped while their range was in an exchange come round next,
-        // instead of being skipped again at every pass.
-        self.anti_entropy.rotation = at as u64 + 1;
-        let (range_end, peer) = pairs[at];
+        // The pair that waited longest (never started first), among those
+        // whose peer is up and whose range is not in an exchange already.
+        let last_started = &self.anti_entropy.last_started;
+        let chosen = pairs
+            .iter()
+            .filter(|&&(end, peer)| self.is_up(peer) && !running_now(end))
+            .min_by_key(|&&pair| last_started.get(&pair).copied())
+            .copied();
+        let Some((range_end, peer)) = chosen else { return };
+        // Pairs of ranges no longer replicated here are forgotten.
+        self.anti_entropy.last_started.retain(|pair, _| pairs.binary_search(pair).is_ok());
+        self.anti_entropy.last_started.insert((range_end, peer), self.now.mono);
+        self.anti_entropy.rotation += 1;
         let Some(tree) = self.anti_entropy.ready(range_end) else { return };
         let exchange = Exchange::new(tree, self.config.anti_entropy.exchange, self.anti_entropy.rotation);
         let id = self.next_tag();
@@ -576,8 +595,8 @@ fn scan_segments(store: &mut Store, scan: &SegmentScan) -> KeyList {
         let mut cursor = if index == 0 { after.take() } else { None };
         while let Ok(chunk) = store.scan_range(range, cursor.as_ref(), limit) {
             for found in chunk.records {
-                let Ok(record) = found.record else { continue };
-                if !list.push(found.position, &found.key, merkle::version_hash(&record.object)) {
+                let Some(hash) = version_of(store, &found) else { continue };
+                if !list.push(found.position, &found.key, hash) {
                     return list.finish();
                 }
             }
@@ -588,6 +607,20 @@ fn scan_segments(store: &mut Store, scan: &SegmentScan) -> KeyList {
         }
     }
     list.finish()
+}
+
+/// The version of a record a scan found. One the scan could not vouch for
+/// (it does not decode, or a newer version may sit in a block that does not
+/// read) is read by its key; if that fails too, the copy looks missing here,
+/// and an exchange repairs it.
+fn version_of(store: &mut Store, found: &ScannedRecord) -> Option<VersionHash> {
+    match &found.record {
+        Ok(record) => Some(merkle::version_hash(&record.object)),
+        Err(_) => {
+            let record = store.read(PlacedKey::known(&found.key, found.position)).ok().flatten()?;
+            Some(merkle::version_hash(&record.object))
+        }
+    }
 }
 
 /// The versions of `keys` as stored now; `None` for a key without a readable record.

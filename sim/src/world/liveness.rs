@@ -1,8 +1,10 @@
-//! The liveness phase: heal everything, check that requests succeed, drive
-//! the replicas to agreement, and take the final reads.
+//! The liveness phase: heal everything, check that requests succeed, wait
+//! for the replicas to agree, and take the final reads.
 //!
-//! Until anti-entropy exists, agreement is driven by reading every key at
-//! `all`, whose read repair brings stale replicas up to date.
+//! Nothing drives agreement from outside: hinted handoff and anti-entropy
+//! must bring every replica up to date on their own (property 11). The
+//! phase compares the replicas' copies now and then, and fails if they do
+//! not agree, or hints remain, within `CONVERGENCE_MS_MAX`.
 
 use keel_core::client::{ClientError, Consistency};
 use keel_core::disk::Faults;
@@ -12,8 +14,11 @@ use super::{Event, MS, World};
 use crate::check::Property;
 use crate::history::{Action, OpId, Outcome, Phase, key_bytes};
 
-/// Rounds of repair reads before the replicas must agree.
-const CONVERGENCE_ROUNDS_MAX: u32 = 5;
+/// Time the replicas have, once the liveness ops are done, to agree and
+/// hand every hint over.
+const CONVERGENCE_MS_MAX: u64 = 60_000;
+/// Time between two comparisons of the replicas' copies.
+const CONVERGENCE_CHECK_MS: u64 = 500;
 /// Ops each client issues once the cluster is healed.
 const LIVENESS_OPS_PER_CLIENT: u32 = 3;
 /// Time for every failure detector to see every peer again after healing.
@@ -28,9 +33,7 @@ pub(crate) enum Stage {
     Heal,
     /// Clients issue ops that must all succeed.
     Liveness,
-    /// Reads at `all` of every key, for read repair.
-    Repair,
-    /// Replicas compared; final reads follow if they agree.
+    /// Replicas compared now and then; final reads follow once they agree.
     Converge,
     Final,
     /// The phase ran past its bound.
@@ -55,7 +58,6 @@ impl World {
                     self.at(self.now, Event::ClientWake { client });
                 }
             }
-            Stage::Repair => self.read_every_key(Phase::Repair),
             Stage::Converge => self.converge(),
             Stage::Final => self.read_every_key(Phase::Final),
             Stage::Deadline => {
@@ -133,17 +135,17 @@ impl World {
     }
 
     /// Called when a liveness op completes: once every client is done, the
-    /// repair rounds begin.
+    /// replicas are left to converge.
     pub(super) fn liveness_progress(&mut self) {
         if self.stage == Stage::Liveness && self.clients.iter().all(|client| client.idle()) {
-            self.stage = Stage::Repair;
+            self.stage = Stage::Converge;
             self.converge_since = self.now;
-            self.at(self.now + 500 * MS, Event::Stage(Stage::Repair));
+            self.at(self.now + CONVERGENCE_CHECK_MS * MS, Event::Stage(Stage::Converge));
         }
     }
 
     fn read_every_key(&mut self, phase: Phase) {
-        self.stage = if phase == Phase::Final { Stage::Final } else { Stage::Repair };
+        self.stage = Stage::Final;
         let checker = self.clients.len() as u32;
         // Counted before any is issued: a node that is a key's only replica
         // answers within the call, and the stage must not end at that answer.
@@ -180,15 +182,14 @@ impl World {
         if self.checks_pending > 0 {
             return;
         }
-        match self.stage {
-            Stage::Repair => self.at(self.now + 500 * MS, Event::Stage(Stage::Converge)),
-            Stage::Final => self.done = true,
-            _ => {}
+        if self.stage == Stage::Final {
+            self.done = true;
         }
     }
 
-    /// Compares every key's copies on its replicas: equal, the final reads
-    /// follow; different, another repair round, up to a bound.
+    /// Compares every key's copies on its replicas: equal, with no hint
+    /// left, the final reads follow; otherwise another look a little later,
+    /// until the bound.
     fn converge(&mut self) {
         self.stage = Stage::Converge;
         let mut disagreements = Vec::new();
@@ -198,9 +199,10 @@ impl World {
             for replica in self.placement.replicas(&key) {
                 let host = &mut self.hosts[(replica.0 - 1) as usize];
                 let Some(node) = host.node.as_mut() else { continue };
-                copies.push((host.id, node.local_object(&key).ok().flatten()));
+                let copy = node.local_object(&key).map_err(|error| error.to_string());
+                copies.push((host.id, copy));
             }
-            if copies.windows(2).any(|pair| pair[0].1 != pair[1].1) {
+            if disagree(&copies) {
                 disagreements.push((String::from_utf8_lossy(&key).into_owned(), copies));
             }
         }
@@ -210,17 +212,18 @@ impl World {
             self.at(self.now + 100 * MS, Event::Stage(Stage::Final));
             return;
         }
-        self.convergence_rounds += 1;
-        if self.convergence_rounds < CONVERGENCE_ROUNDS_MAX {
-            self.at(self.now + 500 * MS, Event::Stage(Stage::Repair));
+        let waited_ms = (self.now - self.converge_since) / MS;
+        if waited_ms < CONVERGENCE_MS_MAX {
+            self.at(self.now + CONVERGENCE_CHECK_MS * MS, Event::Stage(Stage::Converge));
             return;
         }
         let message = match disagreements.first() {
             Some((key, copies)) => format!(
-                "{} keys still differ between replicas after {CONVERGENCE_ROUNDS_MAX} repair rounds; {key}: {copies:?}",
+                "{} keys still differ between replicas {waited_ms} ms after the liveness ops, with \
+                 hints and anti-entropy alone; {key}: {copies:?}",
                 disagreements.len()
             ),
-            None => format!("hints still pending after {CONVERGENCE_ROUNDS_MAX} repair rounds: {hinting:?}"),
+            None => format!("hints still pending {waited_ms} ms after the liveness ops: {hinting:?}"),
         };
         self.violate(Property::Convergence, message, vec![]);
         self.done = true;
@@ -238,4 +241,16 @@ impl World {
             .map(|host| (host.id, held(host)))
             .collect()
     }
+}
+
+/// Whether replicas' copies of a key disagree. A copy that no longer reads
+/// disagrees with a readable one that holds the key, which anti-entropy
+/// must bring back; where no replica holds the key, it has nothing to be
+/// repaired from and cannot be told from a key never written here: the
+/// final read replaces it with what the readable copies hold.
+fn disagree<T: PartialEq, E>(copies: &[(keel_core::NodeId, Result<Option<T>, E>)]) -> bool {
+    let readable: Vec<&Option<T>> = copies.iter().filter_map(|(_, copy)| copy.as_ref().ok()).collect();
+    let unreadable = readable.len() < copies.len();
+    readable.windows(2).any(|pair| pair[0] != pair[1])
+        || (unreadable && readable.iter().any(|copy| copy.is_some()))
 }

@@ -313,7 +313,6 @@ pub(crate) struct World {
     stats: RunStats,
     stage: Stage,
     checks_pending: usize,
-    convergence_rounds: u32,
     /// When the liveness ops ended (simulated ns).
     converge_since: u64,
     /// Keys whose final read was taken again (see `retry_final_read`).
@@ -380,7 +379,7 @@ impl World {
             request_timeout: Duration::from_secs(1),
             // Often enough that a record rotted in the safety phase is
             // found missing within the liveness phase's bound.
-            rebuild_interval: Duration::from_secs(10),
+            rebuild_interval: Duration::from_secs(30),
             shape: TreeShape::new(8, 4).expect("a valid shape"),
             exchange: ExchangeConfig {
                 confirm_delay: Duration::from_millis(300),
@@ -467,7 +466,6 @@ impl World {
             stats: RunStats::default(),
             stage: Stage::Safety,
             checks_pending: 0,
-            convergence_rounds: 0,
             converge_since: 0,
             final_retried: Default::default(),
             last_open_ns: 0,

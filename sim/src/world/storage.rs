@@ -140,6 +140,11 @@ impl Claims {
     }
 }
 
+/// Bit rots one disk suffers at most. Rot strikes on reads, at the rate the
+/// run drew; the bound keeps a node that reads more (anti-entropy scans its
+/// ranges) from rotting its disk faster than one that reads less.
+const BIT_ROTS_PER_DISK_MAX: u64 = 8;
+
 /// The fault knobs of one disk for this run.
 pub(crate) fn disk_faults(config: &SimConfig, node: NodeId) -> Faults {
     let faults = &config.faults;
@@ -147,6 +152,7 @@ pub(crate) fn disk_faults(config: &SimConfig, node: NodeId) -> Faults {
     Faults {
         read_corrupt_per_million: on(FaultKind::ReadCorruption, faults.read_corrupt_per_million),
         bit_rot_per_million: if config.bad_disk() == Some(node.0) { faults.bit_rot_per_million } else { 0 },
+        bit_rots_max: Some(BIT_ROTS_PER_DISK_MAX),
         sync_fail_per_million: on(FaultKind::SyncFailure, faults.sync_fail_per_million),
     }
 }

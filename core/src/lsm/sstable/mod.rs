@@ -254,6 +254,14 @@ impl Table {
         self.index.last().map_or(&[], |entry| entry.last_key.as_slice())
     }
 
+    /// The keys block `i` may hold lie after this one (`None`: from the
+    /// table's start) and up to the block's last key.
+    pub fn block_keys(&self, i: usize) -> (Option<&[u8]>, Option<&[u8]>) {
+        let before = i.checked_sub(1).and_then(|prior| self.index.get(prior));
+        let last = self.index.get(i).map(|entry| entry.last_key.as_slice());
+        (before.map(|entry| entry.last_key.as_slice()), last)
+    }
+
     /// The first block that may hold `key` or a larger key.
     pub fn block_for(&self, key: &[u8]) -> usize {
         self.index.partition_point(|entry| entry.last_key.as_slice() < key)
