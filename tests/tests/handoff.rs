@@ -1,6 +1,8 @@
-//! Sloppy quorum with real processes: a replica killed with SIGKILL, writes
-//! that count a fallback node's hint in its place, and the hints handed over
-//! once it is back, after which it holds every key it replicates.
+//! Sloppy quorum and anti-entropy with real processes: a replica killed
+//! with SIGKILL, writes that count a fallback node's hint in its place, and
+//! the hints handed over once it is back, after which it holds every key it
+//! replicates; then the same with hints bounded to zero, where anti-entropy
+//! alone brings it up to date.
 //!
 //! Four nodes with N=3, so that every key has a node outside its replicas
 //! to fall back on (with as many nodes as replicas there is none).
@@ -48,17 +50,24 @@ fn sees_down(cluster: &Cluster, observer: usize, node: u64) -> bool {
     status.is_ok_and(|reply| reply.text().contains(&needle))
 }
 
-#[test]
-fn hints_carry_writes_to_a_replica_that_was_down() {
-    let mut cluster = Cluster::start("handoff", 4, 3);
+/// Four nodes started with `args`, node 4 killed with SIGKILL and seen down
+/// by the others, and `KEYS` quorum writes through the other three, whose
+/// HTTP addresses come back with the cluster.
+fn write_with_node_4_down(name: &str, args: &[&str]) -> (Cluster, Vec<SocketAddr>) {
+    let mut cluster = Cluster::start_with(name, 4, 3, args);
     let live: Vec<SocketAddr> = cluster.nodes[..3].iter().map(|node| node.http).collect();
     cluster.kill_hard(3);
     assert!(eventually(Duration::from_secs(10), || (0..3).all(|observer| sees_down(&cluster, observer, 4))));
-
     for i in 0..KEYS {
         let reply = put(live[i % 3], &format!("key-{i}"), format!("value-{i}").as_bytes(), "?w=quorum");
         assert_eq!(reply.status, 204, "write {i} with node 4 down: {}", reply.text());
     }
+    (cluster, live)
+}
+
+#[test]
+fn hints_carry_writes_to_a_replica_that_was_down() {
+    let (mut cluster, live) = write_with_node_4_down("handoff", &[]);
     // At `all`, a key that node 4 replicates is written through a fallback,
     // and the answer says so; strict, it cannot be.
     let ring = ring();
@@ -99,4 +108,65 @@ fn hints_carry_writes_to_a_replica_that_was_down() {
         assert_eq!((reply.status, reply.text()), (200, format!("value-{i}")), "key-{i} on node 4");
     }
     assert_eq!(get(n4, &key, "?local=true").text(), "everywhere");
+}
+
+/// Seconds since `observer` last compared trees with the member at `peer`, from `/v1/status`.
+fn last_exchange(observer: SocketAddr, peer: &str) -> Option<u64> {
+    let status = http::request(observer, "GET", "/v1/status", &[], b"").expect("status answers").text();
+    let entry = status.split("\"address\":").find(|rest| rest.starts_with(&format!("\"{peer}\"")))?;
+    let field = entry.split("\"last_exchange_seconds_ago\":").nth(1)?;
+    field.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+#[test]
+fn anti_entropy_alone_brings_back_a_replica_when_no_hints_are_kept() {
+    let (mut cluster, live) = write_with_node_4_down("anti-entropy", &["--hints-max", "0"]);
+    // Every fallback refused the hint it was offered, and counted it.
+    let ring = ring();
+    let owned_by_4: Vec<usize> = (0..KEYS)
+        .filter(|i| ring.preference_list(format!("key-{i}").as_bytes()).contains(&NodeId(4)))
+        .collect();
+    let expected = owned_by_4.len() as u64;
+    let dropped = || live.iter().map(|&node| metric(node, "keel_hints_dropped_total")).sum::<u64>();
+    assert!(
+        eventually(Duration::from_secs(5), || dropped() == expected),
+        "{} hints dropped, not {expected}",
+        dropped()
+    );
+    assert!(live.iter().all(|&node| metric(node, "keel_hints_pending") == 0));
+    let repaired = |nodes: &[SocketAddr]| -> u64 {
+        nodes.iter().map(|&node| metric(node, "keel_anti_entropy_keys_repaired_total")).sum()
+    };
+    let repaired_before = repaired(&live);
+
+    // No client reads a key from here on: node 4's own copies (`?local=true`
+    // asks no other replica and repairs nothing) must fill by anti-entropy.
+    cluster.restart(3);
+    let restarted = std::time::Instant::now();
+    let n4 = cluster.nodes[3].http;
+    let mut missing = owned_by_4.clone();
+    let filled = eventually(Duration::from_secs(90), || {
+        missing.retain(|i| {
+            let reply = get(n4, &format!("key-{i}"), "?local=true");
+            (reply.status, reply.text()) != (200, format!("value-{i}"))
+        });
+        missing.is_empty()
+    });
+    assert!(
+        filled,
+        "{} of node 4's {expected} keys still missing there 90 s after it came back",
+        missing.len()
+    );
+    eprintln!("node 4 held all {expected} of its keys {:.1?} after its restart", restarted.elapsed());
+    // The metrics are snapshots, refreshed now and then.
+    let all: Vec<SocketAddr> = cluster.nodes.iter().map(|node| node.http).collect();
+    let counted = || repaired(&all) - repaired_before;
+    assert!(
+        eventually(Duration::from_secs(5), || counted() >= expected),
+        "anti-entropy reports {} keys repaired for the {expected} node 4 lacked",
+        counted()
+    );
+    // Each live node says when it last compared trees with node 4.
+    let n4_peer = cluster.nodes[3].peer.to_string();
+    assert!(live.iter().all(|&node| last_exchange(node, &n4_peer).is_some_and(|seconds| seconds < 90)));
 }

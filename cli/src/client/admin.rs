@@ -95,7 +95,16 @@ pub fn write_members(out: &mut dyn Write, status: &Status) -> std::io::Result<()
             0 => String::new(),
             count => format!("  ({count} hints held for it)"),
         };
-        writeln!(out, "  {:>2}) {:<width$}  {address:<21}  {state}{this}{hints}", index + 1, member.node)?;
+        let exchanged = match member.last_exchange_seconds_ago {
+            Some(seconds) => format!("  (trees compared {seconds} s ago)"),
+            None => String::new(),
+        };
+        writeln!(
+            out,
+            "  {:>2}) {:<width$}  {address:<21}  {state}{this}{hints}{exchanged}",
+            index + 1,
+            member.node
+        )?;
     }
     Ok(())
 }

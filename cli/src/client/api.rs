@@ -70,6 +70,8 @@ pub struct Member {
     pub state: String,
     /// Hints the answering node holds for it.
     pub hints_pending: u64,
+    /// Seconds since the answering node last exchanged anti-entropy trees with it.
+    pub last_exchange_seconds_ago: Option<u64>,
     /// Its HTTP address, when the node reports it.
     pub http_address: Option<String>,
 }

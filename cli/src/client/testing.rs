@@ -78,6 +78,7 @@ pub fn cluster_status(node: &str, members: &[(&str, u16)]) -> NodeStatus {
             address: format!("127.0.0.1:{port}"),
             state: MemberState::Up,
             hints_pending: 0,
+            last_exchange_seconds_ago: None,
         })
         .collect();
     NodeStatus {

@@ -38,6 +38,11 @@ pub const HINTS_MAX: RangeInclusive<u64> = 0..=100_000_000;
 pub const HINT_BYTES_MAX: RangeInclusive<u64> = 0..=(1 << 40);
 /// A week: a replica down longer is better rebuilt than handed a backlog.
 pub const HINT_AGE_MAX_S: RangeInclusive<u64> = 1..=604_800;
+/// From a round every 10 ms (a small cluster converging in seconds) to one
+/// an hour.
+pub const ANTI_ENTROPY_INTERVAL_MS: RangeInclusive<u64> = 10..=3_600_000;
+/// 0 starts no exchanges: peers' are still answered.
+pub const ANTI_ENTROPY_EXCHANGES_MAX: RangeInclusive<u64> = 0..=64;
 /// The cluster name travels in the peer handshake with a one-byte length.
 pub const CLUSTER_BYTES: RangeInclusive<u64> = 1..=CLUSTER_NAME_BYTES_MAX as u64;
 

@@ -98,9 +98,6 @@ pub struct NodeArgs {
     /// 1..=600000 [default: 1000].
     #[arg(long, env = "KEEL_FSYNC_INTERVAL_MS")]
     pub fsync_interval_ms: Option<u64>,
-    /// Open even when recovery finds synced records lost to damage and this
-    /// node is the only replica of its keys (otherwise such a node refuses
-    /// to start and prints what would be lost) [default: false].
     /// Hints a node keeps at most for replicas that are down (sloppy
     /// quorum), within 0..=100000000; 0 keeps none, leaving repair to
     /// anti-entropy [default: 100000].
@@ -114,6 +111,18 @@ pub struct NodeArgs {
     /// over, within 1..=604800 [default: 10800].
     #[arg(long, env = "KEEL_HINT_AGE_MAX_S")]
     pub hint_age_max_s: Option<u64>,
+    /// Milliseconds between two rounds of anti-entropy exchanges, within
+    /// 10..=3600000 [default: 250].
+    #[arg(long, env = "KEEL_ANTI_ENTROPY_INTERVAL_MS")]
+    pub anti_entropy_interval_ms: Option<u64>,
+    /// Anti-entropy exchanges this node runs at once as initiator, within
+    /// 0..=64; 0 starts none (the node still answers its peers')
+    /// [default: 4].
+    #[arg(long, env = "KEEL_ANTI_ENTROPY_EXCHANGES_MAX")]
+    pub anti_entropy_exchanges_max: Option<u64>,
+    /// Open even when recovery finds synced records lost to damage and this
+    /// node is the only replica of its keys (otherwise such a node refuses
+    /// to start and prints what would be lost) [default: false].
     #[arg(
         long,
         env = "KEEL_ACCEPT_DATA_LOSS",
@@ -166,6 +175,8 @@ struct FileSettings {
     hints_max: Option<u64>,
     hint_bytes_max: Option<u64>,
     hint_age_max_s: Option<u64>,
+    anti_entropy_interval_ms: Option<u64>,
+    anti_entropy_exchanges_max: Option<u64>,
     accept_data_loss: Option<bool>,
 }
 
@@ -191,6 +202,7 @@ pub struct Settings {
     pub worker_threads: usize,
     pub sync_policy: SyncPolicy,
     pub hints: node::HintConfig,
+    pub anti_entropy: node::AntiEntropyConfig,
     pub accept_data_loss: bool,
 }
 
@@ -262,6 +274,20 @@ impl Settings {
                 )?),
                 ..defaults.hints
             },
+            anti_entropy: node::AntiEntropyConfig {
+                interval: Duration::from_millis(ranged(
+                    given!(
+                        anti_entropy_interval_ms,
+                        u64::try_from(defaults.anti_entropy.interval.as_millis()).unwrap_or(u64::MAX)
+                    ),
+                    checks::ANTI_ENTROPY_INTERVAL_MS,
+                )?),
+                exchanges_in_flight_max: ranged(
+                    given!(anti_entropy_exchanges_max, defaults.anti_entropy.exchanges_in_flight_max.into()),
+                    checks::ANTI_ENTROPY_EXCHANGES_MAX,
+                )?,
+                ..defaults.anti_entropy
+            },
             accept_data_loss: args.accept_data_loss.or(file.accept_data_loss).unwrap_or(false),
         })
     }
@@ -277,6 +303,7 @@ impl Settings {
             value_bytes_max: self.value_bytes_max,
             accept_data_loss: self.accept_data_loss,
             hints: self.hints,
+            anti_entropy: self.anti_entropy,
             ..node::Config::default()
         };
         // N above the member count would place a key on fewer nodes than N.

@@ -57,8 +57,11 @@ pub struct AntiEntropyConfig {
 impl Default for AntiEntropyConfig {
     fn default() -> AntiEntropyConfig {
         AntiEntropyConfig {
-            interval: Duration::from_secs(1),
-            exchanges_in_flight_max: 1,
+            // In-sync trees end an exchange in one round trip of a few
+            // bytes, so a node may start many: 16 a second take a node of
+            // 192 ranges and N=3 round every (range, peer) pair in 24 s.
+            interval: Duration::from_millis(250),
+            exchanges_in_flight_max: 4,
             build_records_per_step: 1024,
             request_timeout: Duration::from_secs(2),
             rebuild_interval: Duration::from_secs(24 * 3600),
@@ -67,6 +70,9 @@ impl Default for AntiEntropyConfig {
         }
     }
 }
+
+/// Exchanges waiting for their second comparison, per exchange slot, at most.
+const WAITING_PER_SLOT: usize = 8;
 
 /// Bytes one chunk of a scan for anti-entropy reads at most.
 const SCAN_CHUNK_BYTES_MAX: u64 = 1 << 20;
@@ -106,6 +112,9 @@ pub(super) struct AntiEntropy {
     last_started: BTreeMap<(u64, NodeId), Instant>,
     /// Exchanges started, which vary the part of a large difference each takes.
     rotation: u64,
+    /// When an exchange with each peer last ran to its end, as initiator,
+    /// or last got an answer from this node, as responder.
+    last_exchange: BTreeMap<NodeId, Instant>,
     /// When the next exchange may start.
     next_start: Instant,
     /// Summaries of `trees`, kept by `trees_changed` because `due` runs
@@ -150,6 +159,7 @@ impl AntiEntropy {
             fetches: BTreeMap::new(),
             last_started: BTreeMap::new(),
             rotation: 0,
+            last_exchange: BTreeMap::new(),
             next_start: now,
             any_building: false,
             oldest_built: None,
@@ -327,8 +337,7 @@ impl Node {
         if self.config.anti_entropy.exchanges_in_flight_max > 0 && self.anti_entropy.next_start <= now {
             self.anti_entropy.next_start = now + self.config.anti_entropy.interval;
             // Up to the bound: exchanges of trees in sync end within a round trip.
-            let free = (self.config.anti_entropy.exchanges_in_flight_max as usize)
-                .saturating_sub(self.anti_entropy.exchanges.len());
+            let free = self.exchange_slots_free();
             for _ in 0..free {
                 self.start_exchange();
             }
@@ -401,9 +410,28 @@ impl Node {
         self.anti_entropy.trees_changed();
     }
 
+    /// Exchanges that may start now. One that only waits for its second
+    /// comparison (seconds, while a write in flight lands) costs nothing
+    /// meanwhile and does not count against `exchanges_in_flight_max`, or
+    /// a replica back with many ranges to repair would have them compared
+    /// a few at a time, each taking the wait; the waiting ones are bounded
+    /// apart, at `WAITING_PER_SLOT` per slot.
+    fn exchange_slots_free(&self) -> usize {
+        let slots = self.config.anti_entropy.exchanges_in_flight_max as usize;
+        let waiting = self
+            .anti_entropy
+            .exchanges
+            .values()
+            .filter(|running| running.awaiting.is_none() && running.exchange.poll_timeout().is_some())
+            .count();
+        let active = self.anti_entropy.exchanges.len() - waiting;
+        let room = (slots * (WAITING_PER_SLOT + 1)).saturating_sub(self.anti_entropy.exchanges.len());
+        slots.saturating_sub(active).min(room)
+    }
+
     /// Starts an exchange with the next (range, peer) pair whose peer is up.
     fn start_exchange(&mut self) {
-        if self.anti_entropy.exchanges.len() >= self.config.anti_entropy.exchanges_in_flight_max as usize {
+        if self.exchange_slots_free() == 0 {
             return;
         }
         let mut pairs = Vec::new();
@@ -464,6 +492,7 @@ impl Node {
                 }
                 Step::Done(outcome) => {
                     self.anti_entropy.exchanges.remove(&id);
+                    self.anti_entropy.last_exchange.insert(peer, now);
                     self.stats.anti_entropy.exchanges_completed += 1;
                     self.stats.anti_entropy.keys_repaired += outcome.repair.len() as u64;
                     for key in outcome.repair {
@@ -543,6 +572,9 @@ impl Node {
                 }
             }
         };
+        if !matches!(reply, Reply::Refused(_)) {
+            self.anti_entropy.last_exchange.insert(from, self.now.mono);
+        }
         self.send(from, Message::TreeReply { tag, reply });
     }
 
@@ -575,6 +607,12 @@ impl Node {
     /// The number of trees being built, for stats.
     pub(super) fn trees_building(&self) -> u64 {
         self.anti_entropy.trees.values().filter(|tree| matches!(tree, Tree::Building { .. })).count() as u64
+    }
+
+    /// How long ago this node last exchanged trees with each peer it has.
+    pub fn last_exchanges(&self) -> Vec<(NodeId, Duration)> {
+        let now = self.now.mono;
+        self.anti_entropy.last_exchange.iter().map(|(&peer, &at)| (peer, now.saturating_since(at))).collect()
     }
 
     /// Each replicated range and its tree's root, `None` while it is built.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use keel_core::NodeId;
 use keel_core::node::{Node, NodeStats};
@@ -47,6 +48,7 @@ impl NodeIntrospect {
     ) {
         let up: BTreeMap<NodeId, bool> = node.peer_states().into_iter().collect();
         let hints: BTreeMap<NodeId, u64> = node.hints_by_owner().into_iter().collect();
+        let exchanged: BTreeMap<NodeId, Duration> = node.last_exchanges().into_iter().collect();
         let members = node
             .ring()
             .members()
@@ -59,7 +61,14 @@ impl NodeIntrospect {
                 };
                 let address = addresses.get(&member.id).map_or_else(String::new, ToString::to_string);
                 let hints_pending = hints.get(&member.id).copied().unwrap_or(0);
-                Member { node: member.id.to_string(), address, state, hints_pending }
+                let last_exchange_seconds_ago = exchanged.get(&member.id).map(Duration::as_secs);
+                Member {
+                    node: member.id.to_string(),
+                    address,
+                    state,
+                    hints_pending,
+                    last_exchange_seconds_ago,
+                }
             })
             .collect();
         let stats = node.stats();

@@ -53,6 +53,10 @@ pub struct Member {
     pub state: MemberState,
     /// Hints this node holds for the member, to hand over when it is up.
     pub hints_pending: u64,
+    /// Seconds since this node last exchanged anti-entropy trees with the
+    /// member (either side starting it); `None` (JSON `null`) for itself
+    /// and for a member it has not exchanged with since it started.
+    pub last_exchange_seconds_ago: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -235,6 +235,7 @@ impl Introspect for Single {
             address: "127.0.0.1:7000".into(),
             state: MemberState::Up,
             hints_pending: 0,
+            last_exchange_seconds_ago: None,
         };
         NodeStatus {
             node: "n1".into(),

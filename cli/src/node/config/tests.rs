@@ -210,6 +210,8 @@ fn help_states_each_range() {
         ("hints_max", checks::HINTS_MAX),
         ("hint_bytes_max", checks::HINT_BYTES_MAX),
         ("hint_age_max_s", checks::HINT_AGE_MAX_S),
+        ("anti_entropy_interval_ms", checks::ANTI_ENTROPY_INTERVAL_MS),
+        ("anti_entropy_exchanges_max", checks::ANTI_ENTROPY_EXCHANGES_MAX),
         ("cluster", checks::CLUSTER_BYTES),
     ];
     let command = Flags::command();
