@@ -87,6 +87,15 @@ enum Tree {
     Ready(RangeTree, Instant),
 }
 
+/// A range this node replicates and one of its other replicas.
+#[derive(Debug)]
+struct Pair {
+    range_end: u64,
+    peer: NodeId,
+    /// `None` before its first exchange, which puts it first.
+    last_started: Option<Instant>,
+}
+
 /// An exchange this node started.
 #[derive(Debug)]
 struct Running {
@@ -107,9 +116,10 @@ pub(super) struct AntiEntropy {
     exchanges: BTreeMap<Tag, Running>,
     /// Reads of peers' copies for repair: the key, and when to give up.
     fetches: BTreeMap<Tag, (Vec<u8>, Instant)>,
-    /// When an exchange last started with each (range end, peer) pair: the
-    /// next one goes to the pair that waited longest.
-    last_started: BTreeMap<(u64, NodeId), Instant>,
+    /// Every (range, other replica) pair this node exchanges, by range end
+    /// and peer, each with when its last exchange started: the next one
+    /// goes to the pair that waited longest.
+    pairs: Vec<Pair>,
     /// Exchanges started, which vary the part of a large difference each takes.
     rotation: u64,
     /// When an exchange with each peer last ran to its end, as initiator,
@@ -153,11 +163,19 @@ impl AntiEntropy {
                 (range.end, Tree::Building { tree: RangeTree::new(range.positions(), shape), cursor: None })
             })
             .collect();
+        let pairs = ring
+            .ranges()
+            .filter(|range| range.preference.contains(&id))
+            .flat_map(|range| {
+                let peers = range.preference.iter().filter(|&&peer| peer != id);
+                peers.map(move |&peer| Pair { range_end: range.end, peer, last_started: None })
+            })
+            .collect();
         let mut anti_entropy = AntiEntropy {
             trees,
             exchanges: BTreeMap::new(),
             fetches: BTreeMap::new(),
-            last_started: BTreeMap::new(),
+            pairs,
             rotation: 0,
             last_exchange: BTreeMap::new(),
             next_start: now,
@@ -402,12 +420,15 @@ impl Node {
                 (end != range.end).then(|| ScanCursor { position: end, key: Vec::new() })
             }
         };
-        let tree = match resume {
-            Some(cursor) => Tree::Building { tree, cursor: Some(cursor) },
-            None => Tree::Ready(tree, self.now.mono),
-        };
-        self.anti_entropy.trees.insert(end, tree);
-        self.anti_entropy.trees_changed();
+        match resume {
+            Some(cursor) => {
+                self.anti_entropy.trees.insert(end, Tree::Building { tree, cursor: Some(cursor) });
+            }
+            None => {
+                self.anti_entropy.trees.insert(end, Tree::Ready(tree, self.now.mono));
+                self.anti_entropy.trees_changed();
+            }
+        }
     }
 
     /// Exchanges that may start now. One that only waits for its second
@@ -434,29 +455,41 @@ impl Node {
         if self.exchange_slots_free() == 0 {
             return;
         }
-        let mut pairs = Vec::new();
-        for (&end, tree) in &self.anti_entropy.trees {
-            if !matches!(tree, Tree::Ready(..)) {
+        // The pair that waited longest (the first in order among equals),
+        // among those whose tree is built, whose peer is up and whose range
+        // is not in an exchange already.
+        let running: Vec<u64> =
+            self.anti_entropy.exchanges.values().map(|running| running.range_end).collect();
+        let mut peers_up: Vec<(NodeId, bool)> = Vec::new();
+        let mut chosen: Option<usize> = None;
+        for (at, pair) in self.anti_entropy.pairs.iter().enumerate() {
+            let older =
+                chosen.is_none_or(|best| pair.last_started < self.anti_entropy.pairs[best].last_started);
+            if !older || running.contains(&pair.range_end) {
                 continue;
             }
-            let range = self.ring.range_at(end);
-            pairs.extend(range.preference.iter().filter(|&&peer| peer != self.id).map(|&peer| (end, peer)));
+            if !matches!(self.anti_entropy.trees.get(&pair.range_end), Some(Tree::Ready(..))) {
+                continue;
+            }
+            let up = match peers_up.iter().find(|(peer, _)| *peer == pair.peer) {
+                Some(&(_, up)) => up,
+                None => {
+                    let up = self.is_up(pair.peer);
+                    peers_up.push((pair.peer, up));
+                    up
+                }
+            };
+            if up {
+                chosen = Some(at);
+                if pair.last_started.is_none() {
+                    break;
+                }
+            }
         }
-        pairs.sort_unstable();
-        let running_now =
-            |end: u64| self.anti_entropy.exchanges.values().any(|running| running.range_end == end);
-        // The pair that waited longest (never started first), among those
-        // whose peer is up and whose range is not in an exchange already.
-        let last_started = &self.anti_entropy.last_started;
-        let chosen = pairs
-            .iter()
-            .filter(|&&(end, peer)| self.is_up(peer) && !running_now(end))
-            .min_by_key(|&&pair| last_started.get(&pair).copied())
-            .copied();
-        let Some((range_end, peer)) = chosen else { return };
-        // Pairs of ranges no longer replicated here are forgotten.
-        self.anti_entropy.last_started.retain(|pair, _| pairs.binary_search(pair).is_ok());
-        self.anti_entropy.last_started.insert((range_end, peer), self.now.mono);
+        let Some(at) = chosen else { return };
+        let pair = &mut self.anti_entropy.pairs[at];
+        pair.last_started = Some(self.now.mono);
+        let (range_end, peer) = (pair.range_end, pair.peer);
         self.anti_entropy.rotation += 1;
         let Some(tree) = self.anti_entropy.ready(range_end) else { return };
         let exchange = Exchange::new(tree, self.config.anti_entropy.exchange, self.anti_entropy.rotation);
