@@ -852,3 +852,63 @@ fn hints_bounded_to_zero_are_dropped_and_counted() {
     let holder = &cluster.nodes[Cluster::index(fallback)];
     assert_eq!((holder.stats().hints_dropped, holder.stats().hints_pending), (2, 0));
 }
+
+/// Three nodes at N=3 where node 3 missed `keys` quorum writes while cut off.
+fn node_3_missed_writes(keys: usize) -> Cluster {
+    let mut cluster = Cluster::new(3, 3);
+    cluster.isolated.insert(NodeId(3));
+    cluster.advance(Duration::from_secs(3));
+    for i in 0..keys {
+        assert!(is_written(&cluster.put(
+            1 + (i as u64 % 2),
+            &format!("key-{i}"),
+            "v",
+            None,
+            Consistency::Quorum
+        )));
+    }
+    cluster.isolated.clear();
+    cluster
+}
+
+/// Whether node 3 holds `key` as node 1 does.
+fn node_3_agrees(cluster: &mut Cluster, key: &str) -> bool {
+    let theirs = cluster.nodes[0].local_object(key.as_bytes()).unwrap();
+    theirs.is_some() && cluster.nodes[2].local_object(key.as_bytes()).unwrap() == theirs
+}
+
+#[test]
+fn anti_entropy_repairs_a_replica_that_missed_writes_without_any_read() {
+    const KEYS: usize = 300;
+    let mut cluster = node_3_missed_writes(KEYS);
+    assert!(!(0..KEYS).any(|i| node_3_agrees(&mut cluster, &format!("key-{i}"))), "node 3 holds none yet");
+    // One round of every (range, peer) pair: 192 ranges, two peers each,
+    // four exchanges every 250 ms, plus the second comparison's wait.
+    cluster.advance(Duration::from_secs(40));
+    let missing: Vec<usize> =
+        (0..KEYS).filter(|i| !node_3_agrees(&mut cluster, &format!("key-{i}"))).collect();
+    assert!(missing.is_empty(), "{} keys still missing on node 3: {missing:?}", missing.len());
+    let repaired: u64 = cluster.nodes.iter().map(|node| node.stats().anti_entropy.keys_repaired).sum();
+    assert!(repaired >= KEYS as u64, "{repaired} keys reported repaired");
+    for node in &cluster.nodes {
+        let peers: Vec<NodeId> = node.last_exchanges().into_iter().map(|(peer, _)| peer).collect();
+        assert_eq!(peers.len(), 2, "{:?} compared trees with both others: {peers:?}", node.id());
+    }
+    let roots: Vec<_> = cluster.nodes.iter().map(Node::tree_roots).collect();
+    assert!(roots.windows(2).all(|pair| pair[0] == pair[1]), "every tree agrees once repaired");
+}
+
+#[test]
+fn anti_entropy_off_leaves_a_replica_behind() {
+    let mut config = Config::default();
+    config.ring.replicas = 3;
+    config.anti_entropy.exchanges_in_flight_max = 0;
+    let mut cluster = Cluster::with_config(3, config);
+    cluster.isolated.insert(NodeId(3));
+    cluster.advance(Duration::from_secs(3));
+    assert!(is_written(&cluster.put(1, "key", "v", None, Consistency::Quorum)));
+    cluster.isolated.clear();
+    cluster.advance(Duration::from_secs(40));
+    assert_eq!(cluster.nodes[2].local_object(b"key").unwrap(), None, "nothing started an exchange");
+    assert!(cluster.nodes.iter().all(|node| node.stats().anti_entropy.exchanges_started == 0));
+}
