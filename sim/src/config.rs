@@ -208,6 +208,10 @@ pub struct SimConfig {
     /// than a heartbeat interval, so that every node has heard from every
     /// peer since), which ends short runs much sooner.
     pub settle_ms: Option<u64>,
+    /// Hints each node keeps at most (`HintConfig::count_max`); `None`:
+    /// the node's default, which no run reaches. Small, fallbacks refuse
+    /// hints past it and anti-entropy must repair their keys.
+    pub hints_max: Option<u64>,
     /// Fold every event and every delivered message into the run's trace
     /// hash (`RunResult::trace`). Off, the hash is the same for every run:
     /// for runs nothing replays or compares, such as the fuzzer's.
@@ -350,6 +354,7 @@ impl SimConfig {
             sync_interval_ms: None,
             format_1_upgrade: false,
             settle_ms: None,
+            hints_max: None,
             trace: true,
         }
     }
@@ -398,6 +403,11 @@ impl SimConfig {
     /// Pins whether the nodes are upgraded from storage format 1.
     pub fn with_format_1_upgrade(mut self, upgrade: bool) -> SimConfig {
         self.format_1_upgrade = upgrade;
+        self
+    }
+
+    pub fn with_hints_max(mut self, hints_max: u64) -> SimConfig {
+        self.hints_max = Some(hints_max);
         self
     }
 

@@ -55,6 +55,17 @@ const REGRESSIONS: &[u64] =
 /// without one.
 const SWARM_REGRESSIONS: &[u64] = &[1925, 1944, 18397];
 
+/// Seeds whose replicas did not converge by hinted handoff and anti-entropy
+/// alone, under the current draw (`SimConfig::from_seed`):
+/// 206, 956, 1239 — the rotation over (range, peer) pairs moved past a pair
+/// skipped for sharing its range with the one just started, so one peer of
+/// a range never exchanged with it again.
+/// 277, 352, 851 — a rotted table block hid every record after it from
+/// anti-entropy's scans for as long as the table lived; and the memory disk
+/// rotted on reads without bound, so a node that scanned more rotted faster
+/// (a simulator bug: a disk now rots at most 8 bits).
+const CONVERGENCE_REGRESSIONS: &[u64] = &[206, 277, 352, 851, 956, 1239];
+
 /// Runs `seeds` on every core; returns one summary per seed, in seed order.
 fn run_all(
     seeds: impl Iterator<Item = u64>,
@@ -248,6 +259,7 @@ fn regression_seeds_pass() {
     assert_all_pass(&run_all_with(REGRESSIONS.iter().copied(), SimConfig::classic, |_| {}));
     let before_upgrades = |seed| SimConfig::drawn(seed).with_format_1_upgrade(false).settled();
     assert_all_pass(&run_all_with(SWARM_REGRESSIONS.iter().copied(), before_upgrades, |_| {}));
+    assert_all_pass(&run_all_with(CONVERGENCE_REGRESSIONS.iter().copied(), SimConfig::from_seed, |_| {}));
 }
 
 #[test]
@@ -342,4 +354,55 @@ fn a_barrier_releases_what_its_own_actions_made_durable() {
     config.workload.keys = 1 + config.workload.keys % 4;
     let result = keel_sim::run_with(config, Vec::new());
     assert!(result.ok(), "{}", failure_report(&result));
+}
+
+/// A replica down for the whole safety phase, with hints bounded low: the
+/// fallbacks keep hints for it until the bound, refuse the rest, and once
+/// it is back hinted handoff and anti-entropy alone bring it up to date
+/// (the liveness phase reads nothing at `all`).
+#[test]
+fn a_replica_down_for_the_whole_safety_phase_catches_up() {
+    let down = NodeId(5);
+    let config = |seed| SimConfig::from_seed(seed).with_nodes(5).with_replicas(3).with_hints_max(20);
+    let (stored, dropped, delivered) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let seeds: Vec<u64> = (1..81).collect();
+    let next = AtomicU64::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..std::thread::available_parallelism().map_or(2, |n| n.get()) {
+            scope.spawn(|| {
+                while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed) as usize) {
+                    let config = config(seed);
+                    // The seed's own faults, but none of node 5's: it is down throughout.
+                    let mut schedule: Vec<ScheduledFault> = keel_sim::faults::schedule(&config)
+                        .into_iter()
+                        .filter(|scheduled| match &scheduled.fault {
+                            Fault::Crash { node, .. } | Fault::Pause { node } | Fault::Wipe { node } => {
+                                *node != down
+                            }
+                            _ => true,
+                        })
+                        .collect();
+                    let outage = Fault::Crash { node: down, torn: false, power_loss: false };
+                    schedule.push(ScheduledFault { at_ms: 0, duration_ms: config.safety_ms, fault: outage });
+                    let result = run_with(config, schedule);
+                    stored.fetch_add(result.stats.hints_stored, Ordering::Relaxed);
+                    dropped.fetch_add(result.stats.hints_dropped, Ordering::Relaxed);
+                    delivered.fetch_add(result.stats.hints_delivered, Ordering::Relaxed);
+                    if !result.ok() {
+                        failures.lock().unwrap().push(format!(
+                            "{}{}",
+                            failure_report(&result),
+                            summary_line(&result)
+                        ));
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{} of {} seeds failed:\n{}", failures.len(), seeds.len(), failures[0]);
+    let (stored, dropped, delivered) = (stored.into_inner(), dropped.into_inner(), delivered.into_inner());
+    assert!(stored > 0 && delivered > 0, "hints kept ({stored}) and handed over ({delivered})");
+    assert!(dropped > 0, "the bound of 20 hints was reached somewhere");
 }

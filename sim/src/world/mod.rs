@@ -370,6 +370,9 @@ impl World {
             ..node::Config::default()
         };
         node_config.ring.replicas = config.replicas;
+        if let Some(hints_max) = config.hints_max {
+            node_config.hints.count_max = hints_max;
+        }
         node_config.ring.vnodes_per_weight = VNODES_PER_NODE;
         // Small trees and frequent exchanges: runs hold a few hundred keys
         // and have a minute of simulated time to converge.
