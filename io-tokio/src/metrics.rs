@@ -35,7 +35,19 @@ pub struct Metrics {
     responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
     connections: [Connections; 2],
     syncs: Mutex<Syncs>,
+    /// Turns of the node's event loop, by what woke it: everything queued
+    /// behind a turn waits for it.
+    loop_turns: Mutex<BTreeMap<&'static str, LoopTurns>>,
 }
+
+#[derive(Debug)]
+struct LoopTurns {
+    latency: Latency,
+    slow: u64,
+}
+
+/// A turn of the event loop at least this long counts as slow.
+pub const LOOP_TURN_SLOW: Duration = Duration::from_millis(10);
 
 /// fsyncs of the node's files: how long they take is how long every write
 /// under `fsync always` waits.
@@ -76,6 +88,7 @@ impl Metrics {
             responses: Mutex::new(BTreeMap::new()),
             connections: [Connections::default(), Connections::default()],
             syncs: Mutex::new(Syncs::default()),
+            loop_turns: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -93,6 +106,14 @@ impl Metrics {
         let mut syncs = lock(&self.syncs);
         syncs.latency.get_or_insert_with(|| Latency::new(ended)).record(elapsed, ended);
         syncs.failed += u64::from(!ok);
+    }
+
+    /// One turn of the event loop, woken by `wake`, that took `elapsed` and ended at `ended`.
+    pub fn record_loop_turn(&self, wake: &'static str, elapsed: Duration, ended: Instant) {
+        let mut turns = lock(&self.loop_turns);
+        let turns = turns.entry(wake).or_insert_with(|| LoopTurns { latency: Latency::new(ended), slow: 0 });
+        turns.latency.record(elapsed, ended);
+        turns.slow += u64::from(elapsed >= LOOP_TURN_SLOW);
     }
 
     /// One Redis command, `outcome` being `ok` or `error`.
@@ -152,6 +173,7 @@ impl Metrics {
         }
         drop(requests);
         self.write_syncs(&mut out, now);
+        self.write_loop_turns(&mut out, now);
         header(&mut out, "keel_resp_commands_total", "counter", "Redis commands by command and outcome.");
         for ((command, outcome), count) in lock(&self.commands).iter() {
             let _ = writeln!(
@@ -177,6 +199,26 @@ impl Metrics {
         }
         header(out, "keel_disk_sync_failures_total", "counter", "fsyncs that failed.");
         let _ = writeln!(out, "keel_disk_sync_failures_total {}", syncs.failed);
+    }
+
+    fn write_loop_turns(&self, out: &mut String, now: Instant) {
+        let mut turns = lock(&self.loop_turns);
+        let help = "Turns of the node's event loop by what woke it (requests queued meanwhile wait); \
+                    quantiles over the last minute or two.";
+        header(out, "keel_event_loop_turn_duration_seconds", "summary", help);
+        for (wake, turns) in turns.iter_mut() {
+            let labels = format!("woken_by=\"{wake}\"");
+            turns.latency.write(out, "keel_event_loop_turn_duration_seconds", &labels, now);
+        }
+        header(
+            out,
+            "keel_event_loop_slow_turns_total",
+            "counter",
+            "Turns of the event loop of 10 ms or more.",
+        );
+        for (wake, turns) in turns.iter() {
+            let _ = writeln!(out, "keel_event_loop_slow_turns_total{{woken_by=\"{wake}\"}} {}", turns.slow);
+        }
     }
 
     fn write_connections(&self, out: &mut String) {

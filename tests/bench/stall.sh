@@ -75,6 +75,10 @@ load() {
   wait "$probe"
   echo "load took $((SECONDS - started)) s"
   curl -s http://127.0.0.1:17411/metrics | grep -E '^keel_storage_(flushes|compactions)_total' || true
+  # What held node 1's event loop: slow turns by what woke it, and the
+  # longest turns of the last minute or two.
+  curl -s http://127.0.0.1:17411/metrics \
+    | grep -E '^keel_event_loop_(slow_turns_total|turn_duration_seconds\{.*quantile="0.999")' || true
 }
 
 echo "== one node, --fsync always, N=1: $values SETs of $size bytes at c=50, GETs at c=10 =="

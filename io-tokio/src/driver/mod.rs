@@ -223,8 +223,10 @@ impl Driver {
             // Inputs come first (below), but never so many that timers starve:
             // a deadline overdue by more than a moment runs now.
             if wake.is_some_and(|at| at + TIMER_LATE_MAX <= tokio::time::Instant::now()) {
+                let started = std::time::Instant::now();
                 self.node.handle_timeout(self.clock.now());
                 self.drain();
+                self.turn_done(Wake::Timer, started);
                 continue;
             }
             // A deadline already reached waits for no timer: tokio's timers
@@ -237,36 +239,56 @@ impl Driver {
             // Biased: every input already waiting is handled before a timer
             // fires, so the node's sync timer (due "now") covers them all.
             // Shutdown and the status refresh are rare, so they go first.
-            tokio::select! {
+            let woke = tokio::select! {
                 biased;
                 () = &mut cancelled, if stopping.is_none() => {
                     tracing::info!("shutting down: finishing requests in flight and syncing");
                     stopping = Some(tokio::time::Instant::now() + self.shutdown_grace);
+                    continue;
                 }
-                _ = refresh.tick() => {
+                _ = refresh.tick() => Woke::Refresh,
+                Some((request, result)) = self.synced.recv() => Woke::Synced(request, result),
+                Some((kind, done)) = self.jobs_done.recv() => Woke::JobDone(kind, done),
+                Some(inbound) = self.inbound.recv() => Woke::Peer(inbound),
+                Some(call) = self.calls.recv() => Woke::Call(call),
+                () = std::future::ready(()), if due => Woke::Timer,
+                () = &mut timer, if armed.is_some() && !due => {
+                    armed = None;
+                    Woke::Timer
+                }
+            };
+            // Timed from here: the wait for the wake-up is not the loop's.
+            let started = std::time::Instant::now();
+            let kind = woke.kind();
+            match woke {
+                Woke::Refresh => {
                     self.refresh_status();
                     self.give_up_on_lost_replies();
                 }
-                Some((request, result)) = self.synced.recv() => {
+                Woke::Synced(request, result) => {
                     self.node.handle_input(self.clock.now(), Input::Synced { request, result });
                 }
-                Some((kind, done)) = self.jobs_done.recv() => {
+                Woke::JobDone(kind, done) => {
                     self.jobs_running -= 1;
-                    let started = std::time::Instant::now();
                     self.node.handle_input(self.clock.now(), Input::JobDone(done));
                     let installed = started.elapsed();
                     self.drain();
                     let elapsed = started.elapsed();
                     if elapsed >= INSTALL_SLOW {
                         let (elapsed_ms, install_ms) = (elapsed.as_millis(), installed.as_millis());
-                        tracing::warn!(?kind, elapsed_ms, install_ms, "finishing a storage job held the event loop");
+                        tracing::warn!(
+                            ?kind,
+                            elapsed_ms,
+                            install_ms,
+                            "finishing a storage job held the event loop"
+                        );
                     }
                 }
-                Some(inbound) = self.inbound.recv() => {
+                Woke::Peer(inbound) => {
                     let input = Input::Message { from: inbound.from, message: inbound.message };
                     self.node.handle_input(self.clock.now(), input);
                 }
-                Some(call) = self.calls.recv() => {
+                Woke::Call(call) => {
                     // One clock reading for the burst: microseconds apart at most.
                     let now = self.clock.now();
                     self.on_call(call, now, stopping.is_some());
@@ -278,17 +300,24 @@ impl Driver {
                         self.on_call(call, now, stopping.is_some());
                     }
                 }
-                () = std::future::ready(()), if due => {
-                    self.node.handle_timeout(self.clock.now());
-                }
-                () = &mut timer, if armed.is_some() && !due => {
-                    armed = None;
-                    self.node.handle_timeout(self.clock.now());
-                }
+                Woke::Timer => self.node.handle_timeout(self.clock.now()),
             }
             self.drain();
+            self.turn_done(kind, started);
         }
         self.finish().await;
+    }
+
+    /// Counts one turn of the loop, which `kind` woke and which began at
+    /// `started`; a slow one is logged, for it delayed everything queued.
+    fn turn_done(&self, kind: Wake, started: std::time::Instant) {
+        let ended = std::time::Instant::now();
+        let elapsed = ended.saturating_duration_since(started);
+        self.metrics.record_loop_turn(kind.name(), elapsed, ended);
+        if elapsed >= crate::metrics::LOOP_TURN_SLOW {
+            let elapsed_us = elapsed.as_micros();
+            tracing::debug!(woke_by = kind.name(), elapsed_us, "a slow turn of the event loop");
+        }
     }
 
     fn on_call(&mut self, call: Call, now: Now, stopping: bool) {
@@ -469,6 +498,53 @@ const REPLY_WAIT_MAX: Duration = Duration::from_secs(30);
 const SYNC_SLOW: Duration = Duration::from_secs(1);
 /// Finishing a job this long stalled every request waiting behind it.
 const INSTALL_SLOW: Duration = Duration::from_millis(20);
+
+/// What woke the event loop, with what it brought.
+enum Woke {
+    Refresh,
+    Synced(SyncRequest, Result<(), DiskError>),
+    JobDone(JobKind, JobDone),
+    Peer(Inbound),
+    Call(Call),
+    Timer,
+}
+
+/// What woke the event loop, for its metrics.
+#[derive(Clone, Copy, Debug)]
+enum Wake {
+    Refresh,
+    Synced,
+    JobDone,
+    Peer,
+    Call,
+    Timer,
+}
+
+impl Wake {
+    fn name(self) -> &'static str {
+        match self {
+            Wake::Refresh => "refresh",
+            Wake::Synced => "synced",
+            Wake::JobDone => "job_done",
+            Wake::Peer => "peer",
+            Wake::Call => "call",
+            Wake::Timer => "timer",
+        }
+    }
+}
+
+impl Woke {
+    fn kind(&self) -> Wake {
+        match self {
+            Woke::Refresh => Wake::Refresh,
+            Woke::Synced(..) => Wake::Synced,
+            Woke::JobDone(..) => Wake::JobDone,
+            Woke::Peer(_) => Wake::Peer,
+            Woke::Call(_) => Wake::Call,
+            Woke::Timer => Wake::Timer,
+        }
+    }
+}
 
 /// Calls taken from the queue in one pass of the loop before its other
 /// inputs get a turn.
