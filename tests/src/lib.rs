@@ -91,6 +91,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Whether node `observer` (an index) reports node `node` (an id) in
+    /// `state` (`up`, `down`) at `/v1/status`.
+    pub fn sees(&self, observer: usize, node: u64, state: &str) -> bool {
+        let status = http::request(self.nodes[observer].http, "GET", "/v1/status", &[], b"");
+        let needle = format!(
+            "\"node\":\"n{node}\",\"address\":\"{}\",\"state\":\"{state}\"",
+            self.nodes[node as usize - 1].peer
+        );
+        status.is_ok_and(|reply| reply.text().contains(&needle))
+    }
+
     /// Starts `size` nodes with `replicas` replicas per key and waits until
     /// every node answers its health check.
     pub fn start(name: &str, size: u64, replicas: u8) -> Cluster {

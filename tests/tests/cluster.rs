@@ -4,20 +4,11 @@
 
 use std::time::Duration;
 
-use keel_tests::http::{self, get, put};
+use keel_tests::http::{get, put};
 use keel_tests::resp::{pings, redis_cli};
 use keel_tests::{Cluster, eventually};
 
 /// True once `observer` reports `node` in the state given by `/v1/status`.
-fn sees(cluster: &Cluster, observer: usize, node: u64, state: &str) -> bool {
-    let status = http::request(cluster.nodes[observer].http, "GET", "/v1/status", &[], b"");
-    let needle = format!(
-        "\"node\":\"n{node}\",\"address\":\"{}\",\"state\":\"{state}\"",
-        cluster.nodes[node as usize - 1].peer
-    );
-    status.is_ok_and(|reply| reply.text().contains(&needle))
-}
-
 #[test]
 fn writes_survive_a_killed_node_and_a_restart() {
     let mut cluster = Cluster::start("kill9", 3, 3);
@@ -31,9 +22,7 @@ fn writes_survive_a_killed_node_and_a_restart() {
     assert_eq!(redis_cli(cluster.nodes[2].redis, &["GET", "color"]), "blue");
 
     cluster.kill_hard(1);
-    assert!(
-        eventually(Duration::from_secs(10), || sees(&cluster, 0, 2, "down") && sees(&cluster, 2, 2, "down"))
-    );
+    assert!(eventually(Duration::from_secs(10), || cluster.sees(0, 2, "down") && cluster.sees(2, 2, "down")));
     for i in 0..20 {
         let via = if i % 2 == 0 { n1 } else { n3 };
         let reply = put(via, &format!("key-{i}"), format!("value-{i}").as_bytes(), "?w=2");
@@ -81,9 +70,7 @@ fn a_cluster_with_one_node_down_serves_a_full_load_without_errors() {
     // At once, before the failure detector has noticed, and after.
     let (ok, printed) = bench(cluster.nodes[0].http, "http", 20_000);
     assert!(ok, "right after the kill: {printed}");
-    assert!(
-        eventually(Duration::from_secs(10), || sees(&cluster, 0, 3, "down") && sees(&cluster, 1, 3, "down"))
-    );
+    assert!(eventually(Duration::from_secs(10), || cluster.sees(0, 3, "down") && cluster.sees(1, 3, "down")));
     for (node, protocol) in [(0, "http"), (1, "redis")] {
         let address = if protocol == "http" { cluster.nodes[node].http } else { cluster.nodes[node].redis };
         let (ok, printed) = bench(address, protocol, 50_000);
@@ -97,10 +84,10 @@ fn a_restarted_node_is_repaired_by_reads() {
     let mut cluster = Cluster::start("repair", 3, 3);
     let n1 = cluster.nodes[0].http;
     cluster.kill_hard(2);
-    assert!(eventually(Duration::from_secs(10), || sees(&cluster, 0, 3, "down")));
+    assert!(eventually(Duration::from_secs(10), || cluster.sees(0, 3, "down")));
     assert_eq!(put(n1, "missed", b"while-down", "?w=2").status, 204);
     cluster.restart(2);
-    assert!(eventually(Duration::from_secs(10), || sees(&cluster, 0, 3, "up")));
+    assert!(eventually(Duration::from_secs(10), || cluster.sees(0, 3, "up")));
     // A read at `all` sends the merged version to the replica that missed
     // it; the repair travels after the answer, so wait until it lands.
     assert_eq!(get(n1, "missed", "?r=all").text(), "while-down");

@@ -41,15 +41,6 @@ fn hints_for(observer: SocketAddr, peer: &str) -> u64 {
         .unwrap_or_else(|| panic!("{status}"))
 }
 
-fn sees_down(cluster: &Cluster, observer: usize, node: u64) -> bool {
-    let status = http::request(cluster.nodes[observer].http, "GET", "/v1/status", &[], b"");
-    let needle = format!(
-        "\"node\":\"n{node}\",\"address\":\"{}\",\"state\":\"down\"",
-        cluster.nodes[node as usize - 1].peer
-    );
-    status.is_ok_and(|reply| reply.text().contains(&needle))
-}
-
 /// Four nodes started with `args`, node 4 killed with SIGKILL and seen down
 /// by the others, and `KEYS` quorum writes through the other three, whose
 /// HTTP addresses come back with the cluster.
@@ -57,7 +48,7 @@ fn write_with_node_4_down(name: &str, args: &[&str]) -> (Cluster, Vec<SocketAddr
     let mut cluster = Cluster::start_with(name, 4, 3, args);
     let live: Vec<SocketAddr> = cluster.nodes[..3].iter().map(|node| node.http).collect();
     cluster.kill_hard(3);
-    assert!(eventually(Duration::from_secs(10), || (0..3).all(|observer| sees_down(&cluster, observer, 4))));
+    assert!(eventually(Duration::from_secs(10), || (0..3).all(|observer| cluster.sees(observer, 4, "down"))));
     for i in 0..KEYS {
         let reply = put(live[i % 3], &format!("key-{i}"), format!("value-{i}").as_bytes(), "?w=quorum");
         assert_eq!(reply.status, 204, "write {i} with node 4 down: {}", reply.text());
