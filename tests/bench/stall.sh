@@ -10,6 +10,9 @@
 #    down (each node's /v1/status, polled every 200 ms).
 # KEEL=path runs another keel binary (an older build, to compare); otherwise keel is built here.
 # PROBE_NICE=n sets the probe's nice value (default -10 when run as root; 0: the load's).
+# LOAD_NICE=n runs redis-benchmark at nice n (default 0): on a machine with as few cores as this
+#   one, the load generator competes with the node for them, which a real client does not.
+# ONE_NODE_ONLY=1 skips the three-node part.
 # Installs redis-tools if missing. Data goes to a temporary directory, removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -69,7 +72,7 @@ load() {
   local probe=$!
   local started=$SECONDS
   # redis-benchmark stops at the first error reply: show it, and go on.
-  redis-benchmark -p 17412 -t set -n "$values" -d "$size" -c 50 -r 1000000 -q >"$work/benchmark.out" 2>&1 || true
+  nice -n "${LOAD_NICE:-0}" redis-benchmark -p 17412 -t set -n "$values" -d "$size" -c 50 -r 1000000 -q >"$work/benchmark.out" 2>&1 || true
   tr '\r' '\n' <"$work/benchmark.out" | grep -v '^$' | tail -n 1
   touch "$work/stop"
   wait "$probe"
@@ -90,6 +93,7 @@ wait 2>/dev/null || true
 pids=()
 rm -rf "$work"/node-*
 
+[ -n "${ONE_NODE_ONLY:-}" ] && exit 0
 echo "== three nodes, N=3, the same load on node 1 =="
 for id in 1 2 3; do start_node "$id" 3; done
 for id in 1 2 3; do wait_port "174${id}2"; done
