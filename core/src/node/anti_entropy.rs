@@ -382,21 +382,47 @@ impl Node {
         }
     }
 
-    /// Reads one chunk of the first tree still being built.
+    /// Reads one step's worth of records into the trees still being built.
     fn build_step(&mut self) {
-        let records_max = self.config.anti_entropy.build_records_per_step.max(1) as usize;
+        // Trees of ranges holding few records are built several in one step,
+        // up to the step's budget of records (each tree counting one at least).
+        let mut budget = self.config.anti_entropy.build_records_per_step.max(1) as usize;
+        let mut after: Option<u64> = None;
+        let mut finished = false;
+        while budget > 0 {
+            let later = match after {
+                Some(end) => (core::ops::Bound::Excluded(end), core::ops::Bound::Unbounded),
+                None => (core::ops::Bound::Unbounded, core::ops::Bound::Unbounded),
+            };
+            let next =
+                self.anti_entropy.trees.range(later).find(|(_, tree)| matches!(tree, Tree::Building { .. }));
+            let Some((&end, _)) = next else { break };
+            after = Some(end);
+            let Some(Tree::Building { tree, cursor }) = self.anti_entropy.trees.remove(&end) else { break };
+            let (tree, read) = self.build_chunk(tree, cursor, budget);
+            budget = budget.saturating_sub(read.max(1));
+            finished |= matches!(tree, Tree::Ready(..));
+            self.anti_entropy.trees.insert(end, tree);
+        }
+        if finished {
+            self.anti_entropy.trees_changed();
+        }
+    }
+
+    /// Reads up to `records_max` records more into `tree`, being built from
+    /// `cursor`; returns the tree, built or still building, and the records read.
+    fn build_chunk(
+        &mut self,
+        mut tree: RangeTree,
+        cursor: Option<ScanCursor>,
+        records_max: usize,
+    ) -> (Tree, usize) {
         let limit = ScanLimit { records_max, bytes_max: SCAN_CHUNK_BYTES_MAX };
-        let Some((&end, _)) =
-            self.anti_entropy.trees.iter().find(|(_, tree)| matches!(tree, Tree::Building { .. }))
-        else {
-            return;
-        };
-        let Some(Tree::Building { tree, cursor }) = self.anti_entropy.trees.remove(&end) else { return };
-        let mut tree = tree;
         let range = tree.range();
-        let scanned = self.store.scan_range(range, cursor.as_ref(), limit);
-        let resume = match scanned {
+        let mut read = 0;
+        let resume = match self.store.scan_range(range, cursor.as_ref(), limit) {
             Ok(chunk) => {
+                read = chunk.records.len();
                 for found in chunk.records {
                     if let Some(hash) = version_of(&mut self.store, &found) {
                         tree.insert(&found.key, found.position, hash);
@@ -420,15 +446,11 @@ impl Node {
                 (end != range.end).then(|| ScanCursor { position: end, key: Vec::new() })
             }
         };
-        match resume {
-            Some(cursor) => {
-                self.anti_entropy.trees.insert(end, Tree::Building { tree, cursor: Some(cursor) });
-            }
-            None => {
-                self.anti_entropy.trees.insert(end, Tree::Ready(tree, self.now.mono));
-                self.anti_entropy.trees_changed();
-            }
-        }
+        let tree = match resume {
+            Some(cursor) => Tree::Building { tree, cursor: Some(cursor) },
+            None => Tree::Ready(tree, self.now.mono),
+        };
+        (tree, read)
     }
 
     /// Exchanges that may start now. One that only waits for its second

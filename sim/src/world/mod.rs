@@ -382,7 +382,7 @@ impl World {
             request_timeout: Duration::from_secs(1),
             // Often enough that a record rotted in the safety phase is
             // found missing within the liveness phase's bound.
-            rebuild_interval: Duration::from_secs(30),
+            rebuild_interval: Duration::from_secs(10),
             shape: TreeShape::new(8, 4).expect("a valid shape"),
             exchange: ExchangeConfig {
                 confirm_delay: Duration::from_millis(300),
