@@ -224,7 +224,12 @@ impl AntiEntropy {
 
     /// Starts the tree of `key`'s range over: its old version is unknown.
     pub(super) fn rebuild(&mut self, ring: &Ring, key: PlacedKey<'_>) -> bool {
-        let Some(tree) = self.trees.get_mut(&ring.range_at(key.position()).end) else { return false };
+        self.start_over(ring.range_at(key.position()).end)
+    }
+
+    /// Empties the tree of the range ending at `end`, to be built again.
+    fn start_over(&mut self, end: u64) -> bool {
+        let Some(tree) = self.trees.get_mut(&end) else { return false };
         let (range, shape) = match tree {
             Tree::Ready(tree, _) | Tree::Building { tree, .. } => (tree.range(), tree.shape()),
         };
@@ -235,6 +240,9 @@ impl AntiEntropy {
 
     /// Starts the oldest tree over if it is `age_max` old at `now`.
     fn rebuild_oldest(&mut self, now: Instant, age_max: Duration) -> bool {
+        if self.oldest_built.is_none_or(|built| built + age_max > now) {
+            return false;
+        }
         let oldest = self
             .trees
             .iter()
@@ -244,13 +252,7 @@ impl AntiEntropy {
             })
             .min();
         let Some((_, end)) = oldest else { return false };
-        let Some(tree) = self.trees.get_mut(&end) else { return false };
-        let (range, shape) = match tree {
-            Tree::Ready(tree, _) | Tree::Building { tree, .. } => (tree.range(), tree.shape()),
-        };
-        *tree = Tree::Building { tree: RangeTree::new(range, shape), cursor: None };
-        self.trees_changed();
-        true
+        self.start_over(end)
     }
 
     pub(super) fn building(&self) -> bool {

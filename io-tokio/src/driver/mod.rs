@@ -226,7 +226,7 @@ impl Driver {
                 let started = std::time::Instant::now();
                 self.node.handle_timeout(self.clock.now());
                 self.drain();
-                self.turn_done(Wake::Timer, started);
+                self.turn_done(Woke::Timer.name(), started);
                 continue;
             }
             // A deadline already reached waits for no timer: tokio's timers
@@ -259,7 +259,7 @@ impl Driver {
             };
             // Timed from here: the wait for the wake-up is not the loop's.
             let started = std::time::Instant::now();
-            let kind = woke.kind();
+            let woken_by = woke.name();
             match woke {
                 Woke::Refresh => {
                     self.refresh_status();
@@ -303,20 +303,20 @@ impl Driver {
                 Woke::Timer => self.node.handle_timeout(self.clock.now()),
             }
             self.drain();
-            self.turn_done(kind, started);
+            self.turn_done(woken_by, started);
         }
         self.finish().await;
     }
 
-    /// Counts one turn of the loop, which `kind` woke and which began at
+    /// Counts one turn of the loop, which `woken_by` woke and which began at
     /// `started`; a slow one is logged, for it delayed everything queued.
-    fn turn_done(&self, kind: Wake, started: std::time::Instant) {
+    fn turn_done(&self, woken_by: &'static str, started: std::time::Instant) {
         let ended = std::time::Instant::now();
         let elapsed = ended.saturating_duration_since(started);
-        self.metrics.record_loop_turn(kind.name(), elapsed, ended);
+        self.metrics.record_loop_turn(woken_by, elapsed, ended);
         if elapsed >= crate::metrics::LOOP_TURN_SLOW {
             let elapsed_us = elapsed.as_micros();
-            tracing::debug!(woke_by = kind.name(), elapsed_us, "a slow turn of the event loop");
+            tracing::debug!(woken_by, elapsed_us, "a slow turn of the event loop");
         }
     }
 
@@ -509,39 +509,16 @@ enum Woke {
     Timer,
 }
 
-/// What woke the event loop, for its metrics.
-#[derive(Clone, Copy, Debug)]
-enum Wake {
-    Refresh,
-    Synced,
-    JobDone,
-    Peer,
-    Call,
-    Timer,
-}
-
-impl Wake {
-    fn name(self) -> &'static str {
-        match self {
-            Wake::Refresh => "refresh",
-            Wake::Synced => "synced",
-            Wake::JobDone => "job_done",
-            Wake::Peer => "peer",
-            Wake::Call => "call",
-            Wake::Timer => "timer",
-        }
-    }
-}
-
 impl Woke {
-    fn kind(&self) -> Wake {
+    /// What woke the loop, as the metrics name it.
+    fn name(&self) -> &'static str {
         match self {
-            Woke::Refresh => Wake::Refresh,
-            Woke::Synced(..) => Wake::Synced,
-            Woke::JobDone(..) => Wake::JobDone,
-            Woke::Peer(_) => Wake::Peer,
-            Woke::Call(_) => Wake::Call,
-            Woke::Timer => Wake::Timer,
+            Woke::Refresh => "refresh",
+            Woke::Synced(..) => "synced",
+            Woke::JobDone(..) => "job_done",
+            Woke::Peer(_) => "peer",
+            Woke::Call(_) => "call",
+            Woke::Timer => "timer",
         }
     }
 }
